@@ -1,0 +1,49 @@
+"""`helm` command: one entry point, one module per subcommand (imported lazily so `helm --help` is fast)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module with a `main(argv) -> int`, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("helm.prepare", "clean, validate, split and encode sequences into token shards"),
+    "train": ("helm.train", "pretrain a model (every flag of the HELM train.py, plus --config YAML)"),
+    "probe": ("helm.downstream.probe", "property prediction on a benchmark with a frozen or fine-tuned model"),
+    "baseline": ("helm.downstream.baselines", "one-hot TextCNN / k-mer / TF-IDF ridge baselines"),
+    "annotate": ("helm.downstream.annotate", "antibody region annotation (FWR/CDR per codon)"),
+    "generate": ("helm.downstream.generate", "sample sequences from a CLM checkpoint and score them"),
+    "cluster": ("helm.downstream.cluster", "synonymous-variant clustering (silhouette score)"),
+    "tables": ("helm.tables", "gather run metrics into results/tables.csv and pivot tables"),
+    "models": ("helm.models", "list registered backbones, presets, losses and tokenizers"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: helm <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`helm <command> --help` shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from helm import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"helm: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
