@@ -7,6 +7,7 @@ import sys
 
 # subcommand -> (module with a `main(argv) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "fetch": ("helm.fetch", "locate a raw data file (mirror first, else download) and check its sha256"),
     "prepare": ("helm.prepare", "clean, validate, split and encode sequences into token shards"),
     "train": ("helm.train", "pretrain a model (every flag of the HELM train.py, plus --config YAML)"),
     "probe": ("helm.downstream.probe", "property prediction on a benchmark with a frozen or fine-tuned model"),

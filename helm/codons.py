@@ -214,7 +214,9 @@ def codon_tree(vocab: Vocab | None = None, hierarchy: str = "true", seed: int = 
     vocab = vocab or codon_vocab()
     if vocab.kind != "codon":
         raise ValueError(f"codon_tree needs the codon vocabulary, got {vocab.kind}")
-    truth = {c: "start" if c in START_CODONS else ("stop" if GENETIC_CODE[c] == "*" else GENETIC_CODE[c]) for c in CODONS}
+    truth = {
+        c: "start" if c in START_CODONS else ("stop" if GENETIC_CODE[c] == "*" else GENETIC_CODE[c]) for c in CODONS
+    }
     groups = _codon_groups(truth)
     if hierarchy == "random":
         rng = np.random.default_rng(seed)

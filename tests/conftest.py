@@ -15,5 +15,7 @@ SHARED_DATA = Path(os.environ.get("HELM_SHARED_DATA", REPO.parent / "shared" / "
 def shared_data() -> Path:
     """The real OAS / CodonBERT / iCodon files; tests that need them skip, saying why, where they are absent."""
     if not (SHARED_DATA / "MANIFEST.md").exists():
-        pytest.skip(f"real data folder not found at {SHARED_DATA} (set HELM_SHARED_DATA or place shared/ beside the repo)")
+        pytest.skip(
+            f"real data folder not found at {SHARED_DATA} (set HELM_SHARED_DATA or place shared/ beside the repo)"
+        )
     return SHARED_DATA
