@@ -1,0 +1,66 @@
+# helm-mrna: the two commands a fresh machine needs are `make smoke` (main job) and `make test` (tests).
+# Every target sets up what it needs first; re-running is cheap (stamps in .venv/).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CORES  ?= 2
+# torch and torchvision are pinned together and installed before anything that imports torch (timm needs
+# a matching torchvision; an unpinned torch would pull a multi-GB build).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+SLURM_PKGS := slurmctld slurmd slurm-client munge
+
+.PHONY: install smoke test test-fast lint bench slurm-deps clean help
+
+help:
+	@echo "make smoke   - set up, then run the smoke grid end to end -> results/tables.csv + results/report.html"
+	@echo "make test    - set up (venv, local Slurm packages when root), then run the whole test suite"
+	@echo "make test-fast / lint / bench / clean"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH_PINS)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install -q -e ".[dev]" $(TORCH_PINS)
+	touch $@
+
+install: $(VENV)/.installed
+
+# A real single-node Slurm for the workflow's Slurm test (Debian packages; needs root, skipped otherwise).
+slurm-deps:
+	@if command -v slurmctld >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(SLURM_PKGS) for the local Slurm test"; \
+		(apt-get install -y -qq $(SLURM_PKGS) >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(SLURM_PKGS) >/dev/null 2>&1)) || \
+		echo "could not install $(SLURM_PKGS): the Slurm test will skip"; \
+	else echo "not root or no apt-get: the Slurm test will skip"; fi
+
+smoke: install
+	$(BIN)/snakemake --profile workflow/profiles/default --configfile config/smoke.yaml --cores $(CORES)
+	$(BIN)/snakemake --profile workflow/profiles/default --configfile config/smoke.yaml --cores $(CORES) \
+		--report results/report.html
+	@echo "results: $(CURDIR)/results/tables.csv"
+	@echo "report:  $(CURDIR)/results/report.html"
+
+test: install slurm-deps
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakemake --lint --configfile config/smoke.yaml
+
+bench: install
+	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf results .snakemake .pytest_cache .ruff_cache
