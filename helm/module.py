@@ -1,0 +1,246 @@
+"""The LightningModule: backbone + loss + metrics, timm optimizer / scheduler / EMA / clipping.
+
+Everything the module needs to rebuild itself lives in its hyper-parameters (the resolved TrainConfig as a
+dict, the model config and the tokenizer's vocabulary), so a checkpoint is self-describing and a resume
+can check that it matches the current vocabulary before training starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from helm.codons import Vocab
+
+
+def _layer_id(name: str, num_layers: int) -> int:
+    """Depth of a parameter for layer-wise lr decay: embeddings 0, block i -> i + 1, head / final norm last."""
+    match = re.search(r"\.(\d+)\.", name)
+    if match:
+        return min(int(match.group(1)) + 1, num_layers)
+    if any(k in name for k in ("wte", "wpe", "embed")):
+        return 0
+    return num_layers + 1
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None, num_layers: int) -> list[dict]:
+    """Weight decay only on matrices (not biases, norms, 1-d tensors); `lr_scale` per depth when layer-decaying.
+
+    timm's own layer-decay grouping needs a `group_matcher` on the model; ours is by parameter name.
+    """
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        decay = p.ndim > 1 and weight_decay > 0
+        layer = _layer_id(name, num_layers) if layer_decay is not None else 0
+        group = groups.setdefault((layer, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0})
+        if layer_decay is not None:
+            group["lr_scale"] = layer_decay ** (num_layers + 1 - layer)
+        group["params"].append(p)
+    return list(groups.values())
+
+
+class HelmModule(pl.LightningModule):
+    """`config`: resolved TrainConfig as a dict; `model_config`: helm.models.ModelConfig fields; `vocab_tokens`:
+    the tokenizer's token list (checked on resume); `updates_per_epoch`: for per-update schedules."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        model_config: dict[str, Any],
+        vocab_kind: str,
+        vocab_tokens: list[str],
+        vocab_k: int = 1,
+        updates_per_epoch: int = 1,
+        lr: float = 1e-3,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        from helm.losses import build_loss
+        from helm.metrics import build_metrics
+        from helm.models import create_model
+
+        self.cfg = config
+        self.vocab = Vocab(vocab_kind, tuple(vocab_tokens), vocab_k)
+        self.model = create_model(config["model_name"], **model_config)
+        loss_kw = dict(
+            hxe_alpha=config["hxe_alpha"],
+            soft_labels_beta=config["soft_labels_beta"],
+            hierarchy=config["hierarchy"],
+            seed=config["seed"],
+            normalize=config["hxe_normalize"],
+        )
+        self.loss_fn = build_loss(config["loss"], self.vocab, **loss_kw)
+        self.val_metrics = build_metrics(self.vocab, hierarchy=config["hierarchy"], seed=config["seed"])
+        self.test_metrics = copy.deepcopy(self.val_metrics)
+        # EMA lives outside the module tree: it may stay on the CPU (--model-ema-force-cpu) and must not be
+        # touched by the optimizer or DDP; its state travels in the checkpoint via on_save_checkpoint.
+        self._ema: list = []
+        if config["model_ema"]:
+            from timm.utils import ModelEmaV3
+
+            device = torch.device("cpu") if config["model_ema_force_cpu"] else None
+            self._ema.append(ModelEmaV3(self.model, decay=config["model_ema_decay"], device=device))
+        self.tokens_seen = 0  # real (non-pad) input tokens this process trained on, for tokens/s
+
+    # ------------------------------------------------------------------------------------------ helpers
+    @property
+    def ema(self):
+        return self._ema[0] if self._ema else None
+
+    def eval_model(self) -> nn.Module:
+        """The weights validation and export use: the EMA when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def forward(self, batch: dict[str, torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
+        model = self.model if model is None else model
+        position_ids = batch.get("position_ids") if self.cfg["position_ids"] else None
+        return model(batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=position_ids)
+
+    # -------------------------------------------------------------------------------------------- steps
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        loss = self.loss_fn(logits.float(), batch["labels"])
+        self.tokens_seen += int(batch["attention_mask"].sum())
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            # The loss is a mean over this rank's target positions, and DDP averages gradients over ranks: the
+            # mean of means would weight a rank's tokens by 1 / its own count. Rescale so the update equals
+            # single-process training on the global batch (mean over all target positions).
+            count = (batch["labels"] != -100).sum().float()
+            total = self.trainer.strategy.reduce(count.clone(), reduce_op="sum")  # all_reduce is in place
+            loss = loss * count * world / total.clamp(min=1.0)
+        # sync_dist mean of the rescaled per-rank losses = the global per-token mean
+        self.log("train_loss", loss, prog_bar=True, sync_dist=world > 1, batch_size=batch["input_ids"].shape[0])
+        # the unscaled lr (with --layer-decay the head's group has lr_scale 1, the others less)
+        self.log("lr", max(g["lr"] for g in self.optimizers().param_groups), batch_size=1)
+        return loss
+
+    def on_train_start(self) -> None:
+        if self.ema is not None and not self.cfg["model_ema_force_cpu"]:
+            self.ema.module.to(self.device)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Update the EMA right after each optimizer update (once per update under gradient accumulation),
+        # before any checkpoint callback of this batch runs, so a saved checkpoint holds a consistent pair.
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step + 1)
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], metrics, prefix: str) -> torch.Tensor:
+        model = self.eval_model()
+        device = next(model.parameters()).device
+        if device != batch["input_ids"].device:  # CPU-resident EMA: run it there, score where the metrics live
+            logits = self({k: v.to(device) for k, v in batch.items()}, model=model).to(batch["input_ids"].device)
+        else:
+            logits = self(batch, model=model)
+        logits = logits.float()
+        loss = self.loss_fn(logits, batch["labels"])
+        metrics.update(logits, batch["labels"])
+        self.log(f"{prefix}_loss", loss, prog_bar=True, sync_dist=True, batch_size=int((batch["labels"] != -100).sum()))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, self.test_metrics, "test")
+
+    def _log_metrics(self, metrics, prefix: str) -> None:
+        values = metrics.compute()
+        self.log_dict({f"{prefix}_{k}": v for k, v in values.items()}, sync_dist=False)
+        metrics.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_metrics.to(self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics(self.test_metrics, "test")
+
+    # ------------------------------------------------------------------------------- optimizer, schedule
+    def configure_optimizers(self):
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import create_scheduler_v2
+
+        c = self.cfg
+        kwargs: dict[str, Any] = {}
+        if c["opt_eps"] is not None:
+            kwargs["eps"] = c["opt_eps"]
+        if c["opt_betas"] is not None:
+            kwargs["betas"] = tuple(c["opt_betas"])
+        groups = param_groups(self.model, c["weight_decay"], c["layer_decay"], self.hparams.model_config["num_layers"])
+        optimizer = create_optimizer_v2(
+            groups, opt=c["opt"], lr=self.hparams.lr, weight_decay=c["weight_decay"], momentum=c["momentum"], **kwargs
+        )
+        if c["sched"] == "none":
+            return optimizer
+        scheduler, _ = create_scheduler_v2(
+            optimizer,
+            sched=c["sched"],
+            num_epochs=c["epochs"],
+            decay_epochs=c["decay_epochs"],
+            decay_milestones=c["decay_milestones"],
+            cooldown_epochs=c["cooldown_epochs"],
+            patience_epochs=c["patience_epochs"],
+            decay_rate=c["decay_rate"],
+            min_lr=c["min_lr"],
+            warmup_lr=c["warmup_lr"],
+            warmup_epochs=c["warmup_epochs"],
+            warmup_prefix=c["warmup_prefix"],
+            noise=c["lr_noise"],
+            noise_pct=c["lr_noise_pct"],
+            noise_std=c["lr_noise_std"],
+            noise_seed=c["seed"],
+            cycle_mul=c["lr_cycle_mul"],
+            cycle_decay=c["lr_cycle_decay"],
+            cycle_limit=c["lr_cycle_limit"],
+            k_decay=c["lr_k_decay"],
+            plateau_mode=c["val_metric_mode"],
+            step_on_epochs=not c["sched_on_updates"],
+            updates_per_epoch=self.hparams.updates_per_epoch,
+        )
+        if c["start_epoch"] and not c["sched_on_updates"]:
+            scheduler.step(c["start_epoch"])
+        interval = "step" if c["sched_on_updates"] else "epoch"
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def lr_scheduler_step(self, scheduler, metric: Any) -> None:
+        # timm schedulers take the epoch / update count explicitly; plateau needs the eval metric, which
+        # Lightning only hands to torch's ReduceLROnPlateau, so fetch it here.
+        metric = self.trainer.callback_metrics.get(self.cfg["eval_metric"])
+        metric = None if metric is None else float(metric)
+        if self.cfg["sched_on_updates"]:
+            scheduler.step_update(num_updates=self.global_step, metric=metric)
+        else:
+            # with --epoch-repeats, `repeats` Lightning epochs make one schedule epoch
+            repeats = self.cfg["epoch_repeats"] or 1.0
+            epoch = (self.current_epoch + 1) / repeats + (self.cfg["start_epoch"] or 0)
+            scheduler.step(epoch=epoch, metric=metric)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # timm's dispatch covers norm, value and agc (adaptive clipping, which Lightning lacks); gradients are
+        # already unscaled here under fp16 AMP.
+        if self.cfg["clip_grad"] is not None:
+            from timm.utils import dispatch_clip_grad
+
+            dispatch_clip_grad(self.model.parameters(), self.cfg["clip_grad"], mode=self.cfg["clip_mode"])
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.ema is not None:
+            checkpoint["ema_state_dict"] = self.ema.module.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.ema is not None:
+            if "ema_state_dict" not in checkpoint:
+                raise ValueError("--model-ema is on but the checkpoint holds no EMA weights")
+            self.ema.module.load_state_dict(checkpoint["ema_state_dict"])

@@ -1,0 +1,126 @@
+"""Run directories: what a training run leaves behind and how downstream commands load it.
+
+Layout of ``<output>/`` (written by ``helm.train``)::
+
+    config.yaml        resolved training configuration (every flag, after --config and command line)
+    tokenizer/         tokenizer.json
+    checkpoints/       Lightning checkpoints: top-k by the eval metric + last.ckpt
+    model/             config.json + model.safetensors of the selected (best or EMA) weights
+    metrics.json       final val/test metrics, parameter count, tokens/s, steps, wall time
+    tb/                TensorBoard logs
+
+Heavy imports (torch, the model registry) happen inside functions so this module imports instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+MODEL_DIR = "model"
+TOKENIZER_DIR = "tokenizer"
+CHECKPOINT_DIR = "checkpoints"
+TB_DIR = "tb"
+LAST_CKPT = "last.ckpt"
+
+
+@dataclass
+class Run:
+    """A finished (or at least exported) training run, ready for downstream use."""
+
+    run_id: str
+    path: Path
+    model: Any  # a helm.models backbone (torch.nn.Module)
+    tokenizer: Any  # a helm.tokenizers tokenizer
+    config: dict[str, Any]
+    metrics: dict[str, Any] | None = None
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
+    """Load model, tokenizer and resolved config of a run directory (the model in eval mode)."""
+    from helm.models import load_pretrained
+    from helm.tokenizers import load_tokenizer
+
+    path = Path(run_dir)
+    for required in (MODEL_DIR, TOKENIZER_DIR, CONFIG_FILE):
+        if not (path / required).exists():
+            raise FileNotFoundError(
+                f"{path}: not a finished run directory ({required} is missing; was training completed?)"
+            )
+    model = load_pretrained(path / MODEL_DIR)
+    model.to(device).eval()
+    tokenizer = load_tokenizer(path / TOKENIZER_DIR)
+    metrics = read_metrics(path) if (path / METRICS_FILE).exists() else None
+    return Run(
+        run_id=path.resolve().name,
+        path=path,
+        model=model,
+        tokenizer=tokenizer,
+        config=read_config(path),
+        metrics=metrics,
+    )
+
+
+def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    file = Path(run_dir) / CONFIG_FILE
+    with open(file) as f:
+        config = yaml.safe_load(f) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{file}: expected a mapping of flag -> value, got {type(config).__name__}")
+    return config
+
+
+def write_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
+    """Write the resolved config atomically (a crash never leaves half a file)."""
+    return _atomic_write(Path(run_dir) / CONFIG_FILE, yaml.safe_dump(_plain(config), sort_keys=True))
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
+    with open(Path(run_dir) / METRICS_FILE) as f:
+        return json.load(f)
+
+
+def write_metrics(run_dir: str | os.PathLike, metrics: dict[str, Any]) -> Path:
+    """Write metrics.json; its presence marks the run as finished (see `is_finished`)."""
+    return _atomic_write(Path(run_dir) / METRICS_FILE, json.dumps(_plain(metrics), indent=2, sort_keys=True) + "\n")
+
+
+def is_finished(run_dir: str | os.PathLike) -> bool:
+    path = Path(run_dir)
+    return (path / METRICS_FILE).exists() and (path / MODEL_DIR).exists()
+
+
+def last_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    ckpt = Path(run_dir) / CHECKPOINT_DIR / LAST_CKPT
+    return ckpt if ckpt.exists() else None
+
+
+def _atomic_write(file: Path, text: str) -> Path:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, file)
+    return file
+
+
+def _plain(obj: Any) -> Any:
+    """Turn tensors / numpy scalars / paths / tuples into YAML- and JSON-safe builtins (NaN -> None)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # torch / numpy scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

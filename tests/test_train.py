@@ -1,0 +1,272 @@
+"""The train CLI: every seed flag (both spellings), --config YAML precedence, validation, the seed's
+reproduction commands, and the derived values (lr scaling, precision)."""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from helm import train
+from helm.train import FIELDS, TrainConfig, build_parser, parse_args
+
+SEED_README = Path(__file__).resolve().parents[2] / "shared" / "seed" / "HELM-README.txt"
+
+
+@pytest.fixture(scope="module")
+def readme() -> str:
+    if not SEED_README.exists():
+        pytest.skip(f"seed README not found at {SEED_README}")
+    return SEED_README.read_text()
+
+
+def seed_flags(text: str) -> list[str]:
+    """Every `--flag` the seed README mentions (its flag list and its example commands)."""
+    return sorted(set(re.findall(r"--[a-z][a-z0-9_-]*", text)) - {"--config"})
+
+
+def option_actions() -> dict[str, object]:
+    return build_parser()._option_string_actions
+
+
+def sample_value(name: str) -> list[str]:
+    """Command-line words that set field `name` to a non-default value of its own type."""
+    kind, is_list = train._kind(name)
+    default = FIELDS[name].default
+    choices = FIELDS[name].metadata["choices"]
+    if kind is bool:
+        return []
+    if choices:
+        return [next(c for c in choices if c and c != default)]
+    if name in {"model_name"}:
+        return ["bert"]
+    if name == "preset":
+        return ["gpt2-tiny"]
+    if name == "opt":
+        return ["sgd"]
+    if name == "activation":
+        return ["relu"]
+    if name in {"opt_betas"}:
+        return ["0.8", "0.9"]
+    if name == "max_steps":
+        return ["7"]
+    if is_list:
+        return ["3", "5"] if kind is int else ["0.3", "0.5"]
+    if kind is int:
+        return ["7"]
+    if kind is float:
+        return ["0.3"]
+    return ["somefile.txt"]
+
+
+def test_every_seed_flag_has_both_spellings(readme):
+    flags = seed_flags(readme)
+    assert len(flags) >= 90  # the README lists 90 distinct flags; a broken regex must not pass vacuously
+    actions = option_actions()
+    for flag in flags:
+        underscore, hyphen = "--" + flag[2:].replace("-", "_"), "--" + flag[2:].replace("_", "-")
+        assert flag in actions, f"seed flag {flag} is not accepted"
+        assert actions[underscore] is actions[hyphen], f"{underscore} and {hyphen} differ"
+
+
+@pytest.mark.parametrize("name", sorted(FIELDS))
+def test_every_flag_changes_the_config(name):
+    """Each flag, in both spellings, moves its own field (and only it) away from the default."""
+    base = parse_args([])
+    words = sample_value(name)
+    for spelling in {name, name.replace("_", "-")}:
+        if train._kind(name)[0] is bool:
+            flag = f"--{spelling}" if not FIELDS[name].default else f"--no-{spelling}"
+            cfg = parse_args([flag])
+        else:
+            cfg = parse_args([f"--{spelling}", *words])
+        changed = {k for k in FIELDS if getattr(cfg, k) != getattr(base, k)}
+        if name == "preset":  # a preset sets the size flags too
+            assert "preset" in changed and "num_layers" in changed
+        else:
+            assert changed == {name}, f"--{spelling} changed {changed}"
+
+
+def test_config_yaml_is_default_and_command_line_wins(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text(
+        yaml.safe_dump({"hxe-alpha": 0.4, "loss": "HXE", "lr": 0.01, "opt_betas": [0.9, 0.95], "amp": True})
+    )
+    cfg = parse_args(["--config", str(file), "--hxe_alpha", "0.6", "--no-amp"])
+    assert (cfg.loss, cfg.lr, cfg.opt_betas) == ("HXE", 0.01, [0.9, 0.95])
+    assert cfg.hxe_alpha == 0.6 and cfg.amp is False
+
+
+def test_preset_then_yaml_then_command_line(tmp_path):
+    from helm.models import get_preset
+
+    preset = get_preset("gpt2-tiny")
+    file = tmp_path / "c.yaml"
+    file.write_text("hidden_size: 96\n")
+    cfg = parse_args(["--preset", "gpt2-tiny", "--config", str(file), "--num_layers", "3"])
+    assert cfg.num_layers == 3 and cfg.hidden_size == 96
+    assert cfg.intermediate_size == preset["intermediate_size"] and cfg.num_heads == preset["num_heads"]
+    assert cfg.model_name == preset["model"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("hxe_alfa: 0.3\n", "unknown key 'hxe_alfa'; did you mean hxe_alpha"),
+        ("batch_size: abc\n", "batch_size: expected int, got 'abc'"),
+        ("batch_size: 1.5\n", "batch_size: expected int"),
+        ("loss: focal\n", "loss: invalid choice 'focal'"),
+        ("amp: 1\n", "amp: expected bool"),
+        ("lr: [1, 2]\n", "lr expects a single float"),
+        ("- just\n- a list\n", "expected a mapping"),
+        ("a: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_yaml_is_a_clear_error(tmp_path, capsys, content, message):
+    file = tmp_path / "bad.yaml"
+    file.write_text(content)
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--config", str(file)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and str(file) in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max_seq_len", "2"], "--max_seq_len 2: must be >= 3"),
+        (["--model_name", "lstm"], "--model_name 'lstm': unknown model"),
+        (["--masking_ratio", "1.5"], "--masking_ratio 1.5"),
+        (["--batch_size", "1.5"], "expected int, got '1.5'"),
+        (["--loss", "focal"], "invalid choice: 'focal'"),
+        (["--mode", "clm", "--bidirectional"], "--bidirectional with --mode clm"),
+        (["--data-type", "codon", "--tokenizer", "bpe"], "--data-type codon means the 3mer tokenizer"),
+        (["--data-type", "aa"], "no amino-acid tokenizer"),
+        (["--distributed-backend", "horovod"], "removed in Lightning 2"),
+        (["--opt", "adamx_nonexistent"], "unknown timm optimizer"),
+        (["--preset", "gpt2-huge"], "unknown model preset"),
+        (["--preset", "gpt2-tiny", "--model_name", "bert"], "is a gpt2 preset but --model_name is bert"),
+        (["--config", "/nonexistent/c.yaml"], "file not found"),
+    ],
+)
+def test_invalid_values_are_clear_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def reproduction_commands(text: str) -> list[list[str]]:
+    env = {"$DATA_DIR": "/data", "$OUTPUT_DIR": "/out", "$NUM_DEVICES": "8"}
+    commands = []
+    for line in text.splitlines():
+        if line.startswith("python train.py") and "--num_layers" in line:
+            for var, value in env.items():
+                line = line.replace(var, value)
+            commands.append(shlex.split(line)[2:])
+    return commands
+
+
+def test_seed_reproduction_commands_parse_and_build(readme):
+    from helm.models import create_model
+
+    commands = reproduction_commands(readme)
+    assert len(commands) == 6
+    for argv in commands:
+        cfg = parse_args(argv)
+        flags = dict(zip(argv, argv[1:]))
+        assert cfg.model_name == flags["--model_name"] and cfg.mode == flags["--mode"]
+        assert cfg.num_layers == int(flags["--num_layers"]) and cfg.hidden_size == int(flags["--hidden_size"])
+        assert cfg.num_devices == 8 and cfg.amp and cfg.data_type == "codon" and cfg.vocab_size == 70
+        assert train.tokenizer_name(cfg) == "3mer"
+        values = train.model_config(cfg, vocab_size=70)
+        assert values["bidirectional"] == (cfg.mode == "mlm")
+        with torch.device("meta"):  # full-size models: shapes only, no memory
+            model = create_model(cfg.model_name, **values)
+        n = model.num_parameters()
+        assert 5e6 < n < 1.5e8, f"{cfg.model_name} {cfg.mode}: {n:,} parameters"
+        assert model.config.num_layers == cfg.num_layers and model.config.vocab_size == 70
+
+
+def test_lr_base_scaling_matches_timm_rule():
+    # global batch = 32 per device x 4 devices x 2 accumulation = 256 ... x 2 nodes = 512
+    cfg = parse_args(["--batch_size", "32", "--num_devices", "4", "--num_nodes", "2", "--grad-accum-steps", "2"])
+    assert train.global_batch(cfg) == 512
+    assert cfg.lr is None and train.resolved_lr(cfg) == pytest.approx(1e-3 * math.sqrt(2))  # adamw: sqrt
+    sgd = parse_args(["--opt", "sgd", "--lr-base", "0.1", "--batch_size", "64"])
+    assert train.resolved_lr(sgd) == pytest.approx(0.1 * 64 / 256)  # linear
+    forced = parse_args(["--lr-base-scale", "linear", "--batch_size", "512"])
+    assert train.resolved_lr(forced) == pytest.approx(2e-3)
+    assert train.resolved_lr(parse_args(["--lr", "0.5"])) == 0.5
+
+
+def test_precision_from_amp():
+    assert train.precision(parse_args([])) == "32-true"
+    assert train.precision(parse_args(["--amp", "--accelerator", "cpu"])) == "bf16-mixed"
+    assert train.precision(parse_args(["--amp", "--precision", "16-mixed"])) == "16-mixed"
+
+
+def test_vocab_size_is_checked_against_the_tokenizer(tmp_path):
+    from helm.tokenizers import create_tokenizer
+
+    tok = create_tokenizer("3mer")
+    train.check_tokenizer(parse_args(["--vocab_size", "70"]), tok, tmp_path)
+    with pytest.raises(ValueError, match="--vocab_size 64: the 3mer tokenizer has 70 tokens"):
+        train.check_tokenizer(parse_args(["--vocab_size", "64"]), tok, tmp_path)
+    with pytest.raises(ValueError, match="uses the 3mer tokenizer but --tokenizer is nuc"):
+        train.check_tokenizer(parse_args(["--tokenizer", "nuc"]), tok, tmp_path)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    from helm import run
+
+    cfg = parse_args(["--loss", "HXE", "--opt-betas", "0.9", "0.95", "--lr-noise", "0.4", "0.8"])
+    run.write_config(tmp_path, train.to_dict(cfg) | {"derived": {"lr": 1e-3}})
+    assert train.from_dict(run.read_config(tmp_path)) == cfg
+    assert isinstance(cfg, TrainConfig)
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    for name in FIELDS:
+        assert f"--{name}" in text
+
+
+def test_prepare_run_auto_resumes_only_the_same_settings(tmp_path):
+    from helm import run
+
+    out = tmp_path / "run"
+    base = parse_args(["--output", str(out), "--loss", "HXE"])
+    assert train.prepare_run(base) == (out, None)  # nothing there yet: a fresh start
+    run.write_config(out, train.to_dict(base) | {"derived": {"lr": 1e-3}})
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert train.prepare_run(base) == (out, str(out / "checkpoints" / "last.ckpt"))
+    longer = parse_args(["--output", str(out), "--loss", "HXE", "--max-steps", "99", "--num_workers", "2"])
+    assert train.prepare_run(longer)[1] == str(out / "checkpoints" / "last.ckpt")  # runtime keys may change
+    with pytest.raises(ValueError, match=r"different settings \(hxe_alpha, loss\)"):
+        train.prepare_run(parse_args(["--output", str(out), "--loss", "soft_labels", "--hxe-alpha", "0.6"]))
+    explicit = parse_args(["--output", str(out), "--resume", "/some/where.ckpt"])
+    assert train.prepare_run(explicit)[1] == "/some/where.ckpt"
+
+
+def test_overwrite_removes_only_what_a_run_wrote(tmp_path):
+    from helm import run
+
+    out = tmp_path / "run"
+    run.write_metrics(out, {"steps": 1})
+    for name in ("model", "checkpoints", "tb", "tokenizer"):
+        (out / name).mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds a finished run"):
+        train.prepare_run(parse_args(["--output", str(out)]))
+    assert train.prepare_run(parse_args(["--output", str(out), "--overwrite"])) == (out, None)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

@@ -1,0 +1,147 @@
+"""`helm train` end to end on real OAS sequences: the run directory, the lr schedule as applied, EMA export,
+finished-run protection, --overwrite, and clear errors before training for bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from train_utils import tiny_args, write_oas_txt
+
+from helm import run
+from helm.train import main
+
+
+@pytest.fixture(scope="module")
+def raw_dir(shared_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("raw")
+    write_oas_txt(shared_data, tmp / "seqs.txt")
+    return tmp
+
+
+def scalars(tb_dir, tag: str) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values: dict[int, float] = {}
+    for file in sorted(tb_dir.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(file))
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            values.update({e.step: e.value for e in acc.Scalars(tag)})
+    return values
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_a_complete_run_directory(raw_dir, tmp_path, capsys):
+    out = tmp_path / "gpt2-mlm-hxe"
+    lr, warmup_lr, min_lr, per_epoch, epochs = 1e-2, 1e-4, 1e-5, 4, 3
+    argv = tiny_args(
+        raw_dir, out, "--train_file", "seqs", "--file_extension", "txt", "--data-type", "codon", "--loss", "HXE",
+        "--hxe-alpha", "0.4", "--model-ema", "--model-ema-decay", "0.9", "--sched", "cosine", "--sched-on-updates",
+        "--epochs", str(epochs), "--warmup-epochs", "1", "--lr", str(lr), "--warmup-lr", str(warmup_lr),
+        "--min-lr", str(min_lr), "--limit-train-batches", str(per_epoch), "--limit-val-batches", "2",
+        "--checkpoint-hist", "2", "--vocab_size", "70",
+    )  # fmt: skip
+    assert main(argv) == 0
+
+    for entry in ("config.yaml", "tokenizer/tokenizer.json", "checkpoints/last.ckpt", "model/config.json",
+                  "model/model.safetensors", "metrics.json", "data/summary.json"):  # fmt: skip
+        assert (out / entry).exists(), entry
+    assert len(list((out / "checkpoints").glob("epoch=*.ckpt"))) == 2  # top-k = --checkpoint-hist
+    assert list((out / "tb").rglob("events.out.tfevents.*"))
+
+    metrics = run.read_metrics(out)
+    for key in ("val_loss", "val_acc", "val_ppl", "val_aa_acc", "val_mistake_severity", "test_loss", "test_acc",
+                "test_ppl", "test_aa_acc", "test_mistake_severity", "num_parameters", "tokens_per_s", "steps",
+                "wall_time_s"):  # fmt: skip
+        assert metrics[key] is not None, key
+    assert metrics["steps"] == per_epoch * epochs
+    assert 0 <= metrics["val_acc"] <= metrics["val_aa_acc"] <= 1  # a right codon is a right amino acid
+    assert metrics["val_ppl"] > 1 and metrics["tokens_per_s"] > 0
+
+    config = run.read_config(out)
+    assert config["loss"] == "HXE" and config["hxe_alpha"] == 0.4 and config["derived"]["vocab_size"] == 70
+    assert config["derived"]["num_parameters"] == metrics["num_parameters"]
+
+    # the lr each update used: timm cosine per update, warmup over the first epoch (t = update index)
+    logged = scalars(out / "tb", "lr")
+    total, warm = per_epoch * epochs, per_epoch
+    for step, value in logged.items():
+        if step < warm:
+            expected = warmup_lr + step * (lr - warmup_lr) / warm
+        else:
+            expected = min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * step / total))
+        assert value == pytest.approx(expected, rel=1e-5), step
+    assert len(logged) >= total - 1
+
+    # the exported model holds the EMA weights of the selected (best) checkpoint, and load_run gives them back
+    loaded = run.load_run(out)
+    best = torch.load(metrics["selected_checkpoint"], map_location="cpu", weights_only=False)
+    for name, value in loaded.model.state_dict().items():
+        torch.testing.assert_close(value, best["ema_state_dict"][name], msg=name)
+    assert not all(torch.equal(best["state_dict"]["model." + k], v) for k, v in best["ema_state_dict"].items())
+
+    # a finished run is never overwritten silently; --overwrite starts over
+    assert main(argv) == 2
+    assert "holds a finished run" in capsys.readouterr().err
+    assert main([*argv, "--overwrite", "--epochs", "1"]) == 0
+    assert run.read_metrics(out)["steps"] == per_epoch
+
+
+def test_missing_data_is_an_error_before_training(raw_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_args(raw_dir, out, "--train_file", "nope.txt")) == 2
+    assert "--train_file nope.txt: not found" in capsys.readouterr().err
+    assert main(tiny_args(tmp_path / "absent", out, "--train_file", "seqs.txt")) == 2
+    assert "directory not found" in capsys.readouterr().err
+    assert main(tiny_args(raw_dir, out)) == 2
+    assert "not a prepared directory" in capsys.readouterr().err
+    assert not (out / "checkpoints").exists()
+
+
+def test_resume_from_another_vocabulary_is_refused(raw_dir, tmp_path, capsys):
+    from helm.codons import nuc_vocab
+
+    foreign = tmp_path / "nuc.ckpt"
+    torch.save({"hyper_parameters": {"vocab_tokens": list(nuc_vocab().tokens), "vocab_kind": "nuc"}}, foreign)
+    out = tmp_path / "run"
+    assert main(tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--resume", str(foreign))) == 2
+    err = capsys.readouterr().err
+    assert "trained on a different vocabulary" in err and str(foreign) in err
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    assert main(tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--resume", str(broken))) == 2
+    assert "not a readable Lightning checkpoint" in capsys.readouterr().err
+    assert main(tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--resume", str(tmp_path / "none.ckpt"))) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert not (out / "checkpoints").exists()
+
+
+def test_eval_metric_must_exist_for_the_vocabulary(raw_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--tokenizer", "nuc", "--eval-metric", "val_aa_acc")
+    assert main(argv) == 2
+    assert "--eval-metric val_aa_acc: not measured for the nuc vocabulary" in capsys.readouterr().err
+    assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_many_flags_together(raw_dir, tmp_path):
+    """bf16 AMP, gradient accumulation, AGC clipping, layer decay, epoch repeats, plateau schedule, early
+    stopping, explicit position ids, a dataloader worker with --no-prefetcher: the run completes and counts
+    updates as the flags say."""
+    out = tmp_path / "run"
+    argv = tiny_args(
+        raw_dir, out, "--train_file", "seqs.txt", "--mode", "clm", "--amp", "--grad-accum-steps", "2",
+        "--clip-grad", "0.05", "--clip-mode", "agc", "--layer-decay", "0.8", "--epoch-repeats", "2", "--epochs", "2",
+        "--sched", "plateau", "--early-stop", "--patience-epochs", "5", "--position_ids", "--num_workers", "1",
+        "--no-prefetcher", "--limit-train-batches", "4", "--limit-val-batches", "1", "--eval-metric", "val_acc",
+        "--loss", "soft_labels", "--soft-labels-beta", "10", "--hierarchy", "random",
+    )  # fmt: skip
+    assert main(argv) == 0
+    config = run.read_config(out)
+    assert config["derived"]["precision"] == "bf16-mixed" and config["val_metric_mode"] == "max"
+    # 4 batches / 2 accumulated = 2 updates per pass; 2 epochs x 2 repeats = 4 passes
+    assert run.read_metrics(out)["steps"] == 8
+    assert list((out / "checkpoints").glob("*val_acc=*.ckpt"))
