@@ -173,21 +173,24 @@ class Tree:
     @cached_property
     def lca_height(self) -> np.ndarray:
         """[V, V]: height of the lowest common ancestor of tokens i and j (0 on the diagonal)."""
+        # by_depth[v, l]: the ancestor of token v at depth l (-1 below its leaf); shared ancestors form a prefix
         anc = self.ancestors
-        depth = self.depth
-        v = self.vocab_size
-        lca = np.zeros((v, v), dtype=np.int64)  # root by default
-        best = np.full((v, v), -1, dtype=np.int64)
-        for ci in range(anc.shape[1]):
-            a = anc[:, ci]
-            for cj in range(anc.shape[1]):
-                b = anc[:, cj]
-                same = (a[:, None] == b[None, :]) & (a[:, None] >= 0)
-                d = np.where(same, depth[np.maximum(a, 0)][:, None], -1)
-                take = d > best
-                best = np.where(take, d, best)
-                lca = np.where(take, a[:, None], lca)
-        return self.height[lca]
+        v, cols = anc.shape
+        leaf_depth = self.depth[self.leaf_of_token]
+        by_depth = np.full((v, cols), -1, dtype=np.int64)
+        for level in range(cols):
+            col = leaf_depth - level
+            ok = col >= 0
+            by_depth[ok, level] = anc[np.nonzero(ok)[0], col[ok]]
+        out = np.full((v, v), self.height[0], dtype=np.int64)  # the root is always shared
+        shared = np.ones((v, v), dtype=bool)
+        for level in range(1, cols):
+            a = by_depth[:, level]
+            shared &= (a[:, None] == a[None, :]) & (a >= 0)[:, None]
+            if not shared.any():
+                break
+            np.copyto(out, np.broadcast_to(self.height[np.maximum(a, 0)][:, None], (v, v)), where=shared)
+        return out
 
     def level_weights(self, alpha: float, normalize: bool = True) -> np.ndarray:
         """lambda(n) = exp(-alpha * depth(n)) / Z per node; Z sums over every node (see DESIGN.md)."""
