@@ -1,0 +1,141 @@
+"""Backbone registry: ``create_model(name, **config)``, size presets, ``load_pretrained(dir)``, ``helm models``.
+
+model = create_model("gpt2", preset="gpt2-50m", bidirectional=True)
+logits = model(input_ids, attention_mask)          # [B, L, vocab_size]
+hidden = model.embed(input_ids, attention_mask)    # [B, L, hidden_size]
+model.save_pretrained("run/model"); same = load_pretrained("run/model")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from helm.models.base import CONFIG_NAME, WEIGHTS_NAME, HelmLM
+from helm.models.bert import BertLM
+from helm.models.config import PRESETS, ModelConfig
+from helm.models.gpt2 import GPT2LM
+from helm.models.hyena import HyenaLM
+from helm.models.mamba import HAS_MAMBA_SSM, MambaLM
+
+MODELS: dict[str, type[HelmLM]] = {cls.arch: cls for cls in (GPT2LM, BertLM, MambaLM, HyenaLM)}
+
+
+def list_models() -> list[str]:
+    return list(MODELS)
+
+
+def list_presets(model: str | None = None) -> list[str]:
+    """Preset names (all, or those of one backbone)."""
+    return [name for name, p in PRESETS.items() if model is None or p["model"] == model]
+
+
+def get_preset(name: str) -> dict[str, Any]:
+    """``{"model": backbone, <ModelConfig field>: value, ...}`` of a named preset."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown model preset {name!r}; valid presets: {list(PRESETS)}")
+    return dict(PRESETS[name])
+
+
+def build_config(name: str, preset: str | None = None, **config: Any) -> tuple[str, ModelConfig]:
+    """Resolve (backbone, ModelConfig): preset values first, explicit fields win (None = not given)."""
+    if preset is None and name in PRESETS:  # create_model("gpt2-50m") means the preset
+        preset = name
+    values: dict[str, Any] = {}
+    if preset is not None:
+        values = get_preset(preset)
+        arch = values.pop("model")
+        if name not in (arch, preset):
+            raise ValueError(f"preset {preset!r} is a {arch} preset, not {name!r}")
+        name = arch
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; valid models: {list(MODELS)} (presets: {list(PRESETS)})")
+    values.update({k: v for k, v in config.items() if v is not None})
+    return name, ModelConfig.from_dict(values, where=f"create_model({name!r})")
+
+
+def create_model(name: str, preset: str | None = None, **config: Any) -> HelmLM:
+    """Build a backbone + LM head. ``name`` is a backbone (``list_models()``) or a preset name; ``config``
+    holds ModelConfig fields (the seed's flag names); unknown names raise listing the valid ones."""
+    arch, cfg = build_config(name, preset, **config)
+    return MODELS[arch](cfg)
+
+
+def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> HelmLM:
+    """Rebuild a model written by ``save_pretrained`` (config.json + model.safetensors), in eval mode."""
+    from safetensors.torch import load_model
+
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing; a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        values = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path}: not valid JSON ({err})") from err
+    arch = values.pop("model_type", None)
+    if arch not in MODELS:
+        raise ValueError(f"{config_path}: model_type {arch!r} is not one of {list(MODELS)}")
+    model = MODELS[arch](ModelConfig.from_dict(values, where=str(config_path)))
+    load_model(model, str(weights_path), strict=True, device=str(map_location))
+    return model.eval()
+
+
+def count_parameters(name: str, **config: Any) -> int:
+    """Parameter count without allocating weights (built on the meta device)."""
+    with torch.device("meta"):
+        return create_model(name, **config).num_parameters()
+
+
+def _optional_list(module: str, func: str) -> list[str] | str:
+    """Names from another helm module, or why they are unavailable (that module may not exist yet)."""
+    import importlib
+
+    try:
+        return list(getattr(importlib.import_module(module), func)())
+    except (ImportError, AttributeError) as err:
+        return f"unavailable ({err})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="helm models", description="List backbones, size presets (with parameter counts), losses, tokenizers."
+    )
+    parser.add_argument("--vocab_size", "--vocab-size", type=int, default=70, help="vocabulary for the counts")
+    args = parser.parse_args(argv)
+    print("backbones: " + ", ".join(list_models()))
+    print(f"mamba_ssm CUDA kernels importable: {HAS_MAMBA_SSM}")
+    print(f"\npresets (parameter counts for vocab_size={args.vocab_size}):")
+    print(f"  {'preset':<16} {'model':<6} {'layers':>6} {'hidden':>6} {'inter':>6} {'params':>14}")
+    for name in list_presets():
+        p = get_preset(name)
+        n = count_parameters(name, vocab_size=args.vocab_size)
+        row = f"{name:<16} {p['model']:<6} {p['num_layers']:>6} {p['hidden_size']:>6} {p['intermediate_size']:>6}"
+        print(f"  {row} {n:>14,}" + ("  (bidirectional)" if p.get("bidirectional") else ""))
+    for label, module, func in (
+        ("losses", "helm.losses", "list_losses"),
+        ("tokenizers", "helm.tokenizers", "list_tokenizers"),
+    ):
+        names = _optional_list(module, func)
+        print(f"\n{label}: " + (", ".join(names) if isinstance(names, list) else names))
+    return 0
+
+
+__all__ = [
+    "MODELS",
+    "ModelConfig",
+    "HelmLM",
+    "build_config",
+    "count_parameters",
+    "create_model",
+    "get_preset",
+    "list_models",
+    "list_presets",
+    "load_pretrained",
+    "main",
+]

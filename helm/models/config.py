@@ -1,0 +1,137 @@
+"""Model configuration shared by every backbone, and the named size presets.
+
+Field names mirror the seed's ``train.py`` flags (``--hidden_size`` -> ``hidden_size``), so the trainer can
+pass its parsed arguments straight through. Defaults are the seed's defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+from transformers.activations import ACT2FN
+
+from helm.codons import PAD_ID
+
+POS_EMBEDDINGS = ("none", "absolute", "rotary")
+POS_EMBEDDING_APPLY = ("add", "concat")
+SSM_LAYERS = ("Mamba", "Mamba2")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 70
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024  # MLP width (gpt2/bert/hyena; mamba: gated MLP after each mixer, 0 = none)
+    max_seq_len: int = 444  # positions of the absolute embedding; every token counts, specials included
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    activation: str = "gelu"  # any transformers ACT2FN name
+    pos_embedding: str = "absolute"  # none | absolute | rotary (rotary: attention backbones only)
+    pos_embedding_apply: str = "add"  # add | concat (concat: last pos_embedding_dim channels are positional)
+    pos_embedding_dim: int | None = None  # concat: positional channels; rotary: rotated dims per head
+    tie_embeddings: bool = False
+    pad_vocab_size_multiple: int = 1
+    bidirectional: bool = False  # True = no causal mask (MLM); the trainer decides
+    ssm_layer: str = "Mamba"  # mamba only: Mamba | Mamba2
+    pad_token_id: int = PAD_ID
+    # SSM / Hyena details (not seed flags; defaults of mamba_ssm and the Hyena paper)
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    headdim: int = 64  # Mamba2 head size
+    chunk_size: int = 64  # Mamba2 SSD chunk length
+    filter_order: int = 64  # Hyena implicit filter MLP width
+    filter_emb_dim: int = 33  # Hyena positional features (1 + 2 * bands)
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: {why}")
+
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_seq_len", "pad_vocab_size_multiple"):
+            if int(getattr(self, name)) < 1:
+                raise bad(name, "must be >= 1")
+        if self.intermediate_size < 0:
+            raise bad("intermediate_size", "must be >= 0")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise bad("pad_token_id", f"must lie in [0, vocab_size={self.vocab_size})")
+        for name in ("dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise bad(name, "must lie in [0, 1)")
+        if self.activation not in ACT2FN:
+            raise bad("activation", f"choose one of {sorted(ACT2FN)}")
+        if self.pos_embedding not in POS_EMBEDDINGS:
+            raise bad("pos_embedding", f"choose one of {POS_EMBEDDINGS}")
+        if self.pos_embedding_apply not in POS_EMBEDDING_APPLY:
+            raise bad("pos_embedding_apply", f"choose one of {POS_EMBEDDING_APPLY}")
+        if self.ssm_layer not in SSM_LAYERS:
+            raise bad("ssm_layer", f"choose one of {SSM_LAYERS}")
+        concat = self.pos_embedding == "absolute" and self.pos_embedding_apply == "concat"
+        if concat:
+            if self.pos_embedding_dim is None or not 0 < self.pos_embedding_dim < self.hidden_size:
+                raise bad("pos_embedding_dim", "concat needs 0 < pos_embedding_dim < hidden_size")
+            if self.tie_embeddings:
+                raise bad(
+                    "tie_embeddings", "cannot tie when the token embedding is narrower (pos_embedding_apply=concat)"
+                )
+        elif self.pos_embedding == "absolute" and self.pos_embedding_dim not in (None, self.hidden_size):
+            raise bad("pos_embedding_dim", "an added absolute embedding has hidden_size channels; use concat")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.pad_vocab_size_multiple
+        return (self.vocab_size + m - 1) // m * m
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "model config") -> ModelConfig:
+        """Build from a mapping; unknown keys raise naming the valid ones, ``None`` values mean the default."""
+        valid = cls.field_names()
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise TypeError(f"{where}: unknown field(s) {unknown}; valid fields: {valid}")
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------ presets
+# Size classes of the seed (layers, hidden, intermediate). The tag is the gpt2 parameter count of that
+# size, used for every backbone so run ids line up across architectures (actual counts: `helm models`).
+SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (2, 64, 128),
+    "25m": (12, 384, 1536),
+    "50m": (10, 640, 2560),
+    "100m": (14, 768, 3072),
+    "150m": (12, 1024, 4096),
+}
+
+
+def _preset(model: str, layers: int, hidden: int, inter: int, **extra: Any) -> dict[str, Any]:
+    heads = max(1, hidden // 64) if hidden >= 64 else 2  # head size 64 (tiny: 2 heads of 32)
+    return {"model": model, "num_layers": layers, "hidden_size": hidden, "intermediate_size": inter,
+            "num_heads": heads, **extra}  # fmt: skip
+
+
+def _build_presets() -> dict[str, dict[str, Any]]:
+    presets: dict[str, dict[str, Any]] = {}
+    for tag, (layers, hidden, inter) in SIZES.items():
+        for model in ("gpt2", "bert", "hyena"):
+            presets[f"{model}-{tag}"] = _preset(model, layers, hidden, inter)
+        if tag != "50m":
+            presets[f"mamba-{tag}"] = _preset("mamba", layers, hidden, inter)
+    # The paper's ~50M configs: hyena 7 x 768 / 3072, mamba 20 x 256 (bidirectional MLM), 40 x 256 (CLM).
+    presets["hyena-50m"] = _preset("hyena", 7, 768, 3072)
+    presets["mamba-50m-mlm"] = _preset("mamba", 20, 256, 1024, bidirectional=True)
+    presets["mamba-50m-clm"] = _preset("mamba", 40, 256, 1024)
+    return dict(sorted(presets.items()))
+
+
+PRESETS = _build_presets()

@@ -1,0 +1,374 @@
+"""Mamba backbone: pure-PyTorch Mamba / Mamba-2 blocks, using ``mamba_ssm``'s CUDA kernels when present.
+
+Parameter names are those of ``mamba_ssm.modules.mamba_simple.Mamba`` (in_proj, conv1d, x_proj, dt_proj,
+A_log, D, out_proj) and ``mamba_ssm.modules.mamba2.Mamba2`` with one group (in_proj, conv1d, dt_bias, A_log, D,
+norm, out_proj), so a checkpoint moves between the kernel path and ours. Layers follow mamba_ssm's ``Block``:
+pre-RMSNorm mixer and, when ``intermediate_size > 0``, a pre-RMSNorm gated MLP (fc1, fc2).
+
+Sequences are packed (real tokens first) before the layers, so pads anywhere in a row never enter a scan
+between real tokens. Bidirectional (MLM, Caduceus-style): each layer adds a second mixer run on the reversed
+real tokens of every row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helm.models.base import (
+    EmbeddingMixin,
+    HelmLM,
+    gather_positions,
+    mlp_activation,
+    pack_order,
+    real_token_mask,
+    reverse_index,
+    scatter_positions,
+)
+from helm.models.config import ModelConfig
+
+try:  # optional GPU kernels (pip install helm-mrna[cuda]); never required
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _cuda_selective_scan
+except Exception:  # noqa: BLE001 - any import failure (no CUDA, ABI mismatch) means "use PyTorch"
+    _cuda_selective_scan = None
+try:
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined as _cuda_chunk_scan
+except Exception:  # noqa: BLE001
+    _cuda_chunk_scan = None
+
+HAS_MAMBA_SSM = _cuda_selective_scan is not None
+
+
+def _f32(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Scans run in float32 at least (bf16/fp16 under AMP would lose the state); float64 stays (tests)."""
+    return [t if t.dtype == torch.float64 else t.float() for t in tensors]
+
+
+# ------------------------------------------------------------------------------------------- scans
+@torch.no_grad()
+def pscan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """All h_t of h_t = a_t * h_{t-1} + b_t (h_{-1} = 0) along dim 1, in log2(L) parallel levels.
+
+    Each level combines neighbouring steps pairwise ((a0, b0) then (a1, b1) = (a1 a0, a1 b0 + b1)), solves the
+    half-length problem for the odd positions, then fills in the even ones. Only products of decays <= 1
+    appear, so it is as stable as the sequential loop. No autograd: ``SelectiveScan`` has its own backward.
+    """
+    length = a.shape[1]
+    if length == 1:
+        return b.clone()
+    if length % 2:  # pad with an identity step
+        a = torch.cat([a, torch.ones_like(a[:, :1])], dim=1)
+        b = torch.cat([b, torch.zeros_like(b[:, :1])], dim=1)
+    a0, a1, b0, b1 = a[:, 0::2], a[:, 1::2], b[:, 0::2], b[:, 1::2]
+    h_odd = pscan(a1 * a0, torch.addcmul(b1, a1, b0))  # states at positions 1, 3, 5, ...
+    h = torch.empty_like(b)
+    h[:, 1::2] = h_odd
+    h[:, 0] = b0[:, 0]
+    h[:, 2::2] = torch.addcmul(b0[:, 1:], a0[:, 1:], h_odd[:, :-1])
+    return h[:, :length]
+
+
+def _shift_left(t: torch.Tensor, fill: float) -> torch.Tensor:
+    """t[:, 1:] followed by one step of ``fill``."""
+    return torch.cat([t[:, 1:], torch.full_like(t[:, :1], fill)], dim=1)
+
+
+class SelectiveScan(torch.autograd.Function):
+    """Mamba's selective scan with a hand-written backward (autograd through the parallel scan's strided
+    slices costs several times the forward). The backward is the adjoint recurrence, solved by the same
+    scan run right to left: lam_t = dL/dh_t (direct) + a_{t+1} lam_{t+1}."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D):
+        decay = (dt.unsqueeze(-1) * A).exp_()  # [b, l, d, n]
+        dtx = dt * x
+        h = pscan(decay, dtx.unsqueeze(-1) * B.unsqueeze(2))
+        y = (h * C.unsqueeze(2)).sum(-1) + x * D  # (batched tiny matmuls are far slower on CPU)
+        ctx.save_for_backward(x, dt, A, B, C, D, decay, h)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, dt, A, B, C, D, decay, h = ctx.saved_tensors
+        dtx = dt * x
+        direct = dy.unsqueeze(-1) * C.unsqueeze(2)  # dL/dh_t through y_t
+        lam = pscan(_shift_left(decay, 0.0).flip(1), direct.flip(1)).flip(1)
+        del direct
+        grad_C = (h * dy.unsqueeze(-1)).sum(2)  # [b, l, n]
+        grad_dtx = (lam * B.unsqueeze(2)).sum(-1)  # [b, l, d]
+        grad_B = (lam * dtx.unsqueeze(-1)).sum(2)  # [b, l, n]
+        # d h_t / d(dt_t A) = decay_t * h_{t-1}
+        h_prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)
+        g_log = lam.mul_(h_prev).mul_(decay)  # reuse lam's memory
+        grad_dt = (g_log * A).sum(-1) + grad_dtx * x
+        grad_A = (g_log * dt.unsqueeze(-1)).sum((0, 1))
+        grad_x = grad_dtx * dt + dy * D
+        grad_D = (dy * x).sum((0, 1))
+        return grad_x, grad_dt, grad_A, grad_B, grad_C, grad_D
+
+
+def selective_scan(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor
+) -> torch.Tensor:
+    """Mamba's selective scan. x, dt [b, l, d]; A [d, n]; B, C [b, l, n]; D [d] -> y [b, l, d] (float32+).
+
+    h_t = exp(dt_t A) * h_{t-1} + dt_t B_t x_t ;  y_t = <C_t, h_t> + D x_t
+    """
+    x, dt, A, B, C, D = _f32(x, dt, A, B, C, D)
+    return SelectiveScan.apply(x, dt, A, B, C, D.to(x.dtype))
+
+
+def ssd_scan(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk_size: int
+) -> torch.Tensor:
+    """Mamba-2's scan with a scalar decay per head, chunked (SSD). x [b, l, h, p]; dt [b, l, h]; A [h];
+    B, C [b, l, n] (one group) -> y [b, l, h, p] without the D skip:
+
+    H_t = exp(dt_t A) H_{t-1} + dt_t x_t B_t^T ;  y_t = H_t C_t
+
+    Within a chunk the pairwise decays exp(cumsum_t - cumsum_s) (s <= t) form a small [T, T] matrix per head;
+    chunk-end states are carried across chunks by a short loop.
+    """
+    x, dt, B, C = _f32(x, dt, B, C)
+    b, length, h, p = x.shape
+    n = B.shape[-1]
+    pad = (-length) % chunk_size
+    if pad:  # dt = 0 on padding: decay 1 and no input, so the carried state is unchanged
+        x, B, C = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(B, (0, 0, 0, pad)), F.pad(C, (0, 0, 0, pad))
+        dt = F.pad(dt, (0, 0, 0, pad))
+    c, t = (length + pad) // chunk_size, chunk_size
+    x, dt, B, C = x.view(b, c, t, h, p), dt.view(b, c, t, h), B.view(b, c, t, n), C.view(b, c, t, n)
+    log_decay = (dt * A).cumsum(dim=2)  # [b, c, t, h]
+    xdt = x * dt.unsqueeze(-1)
+    # within chunks
+    seg = log_decay[:, :, :, None, :] - log_decay[:, :, None, :, :]  # [b, c, t(target), s(source), h]
+    causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+    weights = torch.exp(seg.masked_fill(~causal[:, :, None], float("-inf"))) * (C @ B.transpose(-1, -2)).unsqueeze(-1)
+    y = torch.einsum("bctsh,bcshp->bcthp", weights, xdt)
+    # state at each chunk's end from its own inputs, then carried across chunks
+    to_end = torch.exp(log_decay[:, :, -1:, :] - log_decay)  # [b, c, t, h]
+    chunk_states = torch.einsum("bcsn,bcshp->bchpn", B, xdt * to_end.unsqueeze(-1))
+    chunk_decay = torch.exp(log_decay[:, :, -1, :])  # [b, c, h]
+    state = torch.zeros(b, h, p, n, dtype=x.dtype, device=x.device)
+    entering = []
+    for k in range(c):
+        entering.append(state)
+        state = chunk_decay[:, k, :, None, None] * state + chunk_states[:, k]
+    entering = torch.stack(entering, dim=1)  # [b, c, h, p, n]
+    y = y + torch.einsum("bctn,bchpn->bcthp", C, entering) * torch.exp(log_decay).unsqueeze(-1)
+    return y.reshape(b, c * t, h, p)[:, :length]
+
+
+def _dt_bias_init(size: int, dt_min: float = 1e-3, dt_max: float = 0.1, floor: float = 1e-4) -> torch.Tensor:
+    """Bias whose softplus is log-uniform in [dt_min, dt_max] (mamba_ssm's init)."""
+    dt = torch.exp(torch.rand(size) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))  # inverse of softplus
+
+
+# ------------------------------------------------------------------------------------------- mixers
+class Mamba(nn.Module):
+    """Mamba (S6) mixer, mamba_ssm's parameter names."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2) -> None:
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.d_state = d_state
+        self.dt_rank = math.ceil(d_model / 16)
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.A_log = nn.Parameter(torch.empty(self.d_inner, d_state))
+        self.D = nn.Parameter(torch.empty(self.d_inner))
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        self.use_cuda_kernels = True  # benchmarks flip this to compare against the PyTorch scan
+        self.reset_special_parameters()
+
+    @torch.no_grad()
+    def reset_special_parameters(self) -> None:
+        nn.init.uniform_(self.dt_proj.weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
+        self.dt_proj.bias.copy_(_dt_bias_init(self.d_inner))
+        self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
+        self.D.fill_(1.0)
+        self.conv1d.reset_parameters()
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        length = hidden.shape[1]
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)
+        x = F.silu(self.conv1d(x.transpose(1, 2))[..., :length]).transpose(1, 2)
+        dt_low, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        A = -torch.exp(_f32(self.A_log)[0])
+        if self.use_cuda_kernels and _cuda_selective_scan is not None and x.is_cuda:
+            y = _cuda_selective_scan(
+                x.transpose(1, 2).contiguous(),
+                F.linear(dt_low, self.dt_proj.weight).transpose(1, 2).contiguous(),
+                A,
+                B.transpose(1, 2).contiguous(),
+                C.transpose(1, 2).contiguous(),
+                self.D.float(),
+                z=z.transpose(1, 2).contiguous(),
+                delta_bias=self.dt_proj.bias.float(),
+                delta_softplus=True,
+            ).transpose(1, 2)
+        else:
+            (dt,) = _f32(F.softplus(self.dt_proj(dt_low)))
+            y = selective_scan(x, dt, A, B, C, self.D) * F.silu(_f32(z)[0])
+        return self.out_proj(y.to(hidden.dtype))
+
+
+class GatedRMSNorm(nn.Module):
+    """RMSNorm(x * silu(z)) * weight (mamba_ssm's RMSNormGated with norm_before_gate=False, one group)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        x, z = _f32(x, z)
+        x = x * F.silu(z)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.to(x.dtype)
+
+
+class Mamba2(nn.Module):
+    """Mamba-2 (SSD) mixer with one B/C group, mamba_ssm's parameter names."""
+
+    def __init__(
+        self, d_model: int, d_state: int = 64, d_conv: int = 4, expand: int = 2, headdim: int = 64, chunk_size: int = 64
+    ) -> None:
+        super().__init__()
+        self.d_inner = expand * d_model
+        if self.d_inner % headdim:
+            raise ValueError(f"Mamba2: expand * hidden_size = {self.d_inner} is not divisible by headdim={headdim}")
+        self.d_state, self.headdim, self.chunk_size = d_state, headdim, chunk_size
+        self.nheads = self.d_inner // headdim
+        conv_dim = self.d_inner + 2 * d_state
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * d_state + self.nheads, bias=False)
+        self.conv1d = nn.Conv1d(conv_dim, conv_dim, d_conv, groups=conv_dim, padding=d_conv - 1)
+        self.dt_bias = nn.Parameter(torch.empty(self.nheads))
+        self.A_log = nn.Parameter(torch.empty(self.nheads))
+        self.D = nn.Parameter(torch.empty(self.nheads))
+        self.norm = GatedRMSNorm(self.d_inner)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        self.use_cuda_kernels = True
+        self.reset_special_parameters()
+
+    @torch.no_grad()
+    def reset_special_parameters(self) -> None:
+        self.dt_bias.copy_(_dt_bias_init(self.nheads))
+        self.A_log.copy_(torch.log(torch.empty(self.nheads).uniform_(1, 16)))
+        self.D.fill_(1.0)
+        self.conv1d.reset_parameters()
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        b, length, _ = hidden.shape
+        z, xbc, dt = self.in_proj(hidden).split([self.d_inner, self.d_inner + 2 * self.d_state, self.nheads], dim=-1)
+        xbc = F.silu(self.conv1d(xbc.transpose(1, 2))[..., :length]).transpose(1, 2)
+        x, B, C = xbc.split([self.d_inner, self.d_state, self.d_state], dim=-1)
+        x = x.reshape(b, length, self.nheads, self.headdim)
+        A = -torch.exp(_f32(self.A_log)[0])
+        if self.use_cuda_kernels and _cuda_chunk_scan is not None and x.is_cuda:
+            y = _cuda_chunk_scan(
+                x,
+                dt,
+                A,
+                B.unsqueeze(2),
+                C.unsqueeze(2),
+                self.chunk_size,
+                D=self.D,
+                dt_bias=self.dt_bias,
+                dt_softplus=True,
+            )
+        else:
+            (dt,) = _f32(F.softplus(dt + self.dt_bias))
+            y = ssd_scan(x, dt, A, B, C, self.chunk_size)
+            y = y + _f32(x)[0] * self.D.to(y.dtype)[:, None]
+        y = self.norm(y.reshape(b, length, self.d_inner), z)
+        return self.out_proj(y.to(hidden.dtype))
+
+
+# ------------------------------------------------------------------------------------------- model
+class GatedMLP(nn.Module):
+    def __init__(self, hidden: int, intermediate: int, activation: str) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(hidden, 2 * intermediate, bias=False)
+        self.act = mlp_activation(activation)
+        self.fc2 = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, gate = self.fc1(x).chunk(2, dim=-1)
+        return self.fc2(y * self.act(gate))
+
+
+class MambaLayer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        h = config.hidden_size
+
+        def mixer() -> nn.Module:
+            if config.ssm_layer == "Mamba2":
+                return Mamba2(h, config.d_state, config.d_conv, config.expand, config.headdim, config.chunk_size)
+            return Mamba(h, config.d_state, config.d_conv, config.expand)
+
+        self.norm = nn.RMSNorm(h, eps=1e-5)
+        self.mixer = mixer()
+        self.mixer_rev = mixer() if config.bidirectional else None
+        self.norm2 = nn.RMSNorm(h, eps=1e-5) if config.intermediate_size else None
+        self.mlp = GatedMLP(h, config.intermediate_size, config.activation) if config.intermediate_size else None
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, rev: torch.Tensor | None) -> torch.Tensor:
+        h = self.norm(x)
+        y = self.mixer(h)
+        if self.mixer_rev is not None:  # reversed real tokens of each row; pads stay behind them
+            y = y + gather_positions(self.mixer_rev(gather_positions(h, rev)), rev)
+        x = x + self.drop(y)
+        if self.mlp is not None:
+            x = x + self.drop(self.mlp(self.norm2(x)))
+        return x
+
+
+class MambaBody(EmbeddingMixin):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.pos_embedding == "rotary":
+            raise ValueError("mamba: rotary position embedding needs attention; use 'absolute' or 'none'")
+        self.config = config
+        self._build_embeddings(config)
+        self.drop = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(MambaLayer(config) for _ in range(config.num_layers))
+        self.norm_f = nn.RMSNorm(config.hidden_size, eps=1e-5)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
+        mask = real_token_mask(input_ids, attention_mask)
+        x = self.drop(self._embed_tokens(input_ids, position_ids))
+        b, length = input_ids.shape
+        order = None
+        lengths = torch.full((b,), length, device=input_ids.device)
+        if mask is not None:  # pack real tokens first; every layer is position-wise except the causal scan
+            order = pack_order(mask)
+            x = gather_positions(x, order)
+            lengths = mask.sum(1)
+        rev = reverse_index(lengths, length) if self.config.bidirectional else None
+        for layer in self.layers:
+            x = layer(x, rev)
+        x = self.norm_f(x)
+        return x if order is None else scatter_positions(x, order)
+
+
+class MambaLM(HelmLM):
+    arch = "mamba"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.backbone = MambaBody(config)
+        self._finish_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.backbone.wte
+
+    def embed(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
+        return self.backbone(input_ids, attention_mask, position_ids)

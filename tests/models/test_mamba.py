@@ -1,0 +1,122 @@
+"""Mamba: the parallel scans against naive step-by-step recurrences (values and gradients), mamba_ssm's
+parameter names, and the Mamba2 model's causality / bidirectionality / pad invariance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helm.models import create_model
+from helm.models.mamba import HAS_MAMBA_SSM, Mamba, Mamba2, pscan, selective_scan, ssd_scan
+
+
+def naive_selective_scan(x, dt, A, B, C, D):
+    b, length, d = x.shape
+    h = torch.zeros(b, d, A.shape[1], dtype=x.dtype)
+    ys = []
+    for t in range(length):
+        h = torch.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * x[:, t])[:, :, None] * B[:, t, None, :]
+        ys.append((h * C[:, t, None, :]).sum(-1) + D * x[:, t])
+    return torch.stack(ys, 1)
+
+
+def naive_ssd(x, dt, A, B, C):
+    b, length, nh, p = x.shape
+    h = torch.zeros(b, nh, p, B.shape[-1], dtype=x.dtype)
+    ys = []
+    for t in range(length):
+        decay = torch.exp(dt[:, t] * A)[:, :, None, None]
+        h = decay * h + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, None, None, :]
+        ys.append((h * C[:, t, None, None, :]).sum(-1))
+    return torch.stack(ys, 1)
+
+
+def scan_inputs(length, d=6, n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    kw = dict(generator=g, dtype=torch.float64)
+    x = torch.randn(2, length, d, **kw)
+    dt = torch.nn.functional.softplus(torch.randn(2, length, d, **kw))  # up to several: strong decays too
+    A = -torch.rand(d, n, **kw) * 16
+    B, C, D = torch.randn(2, length, n, **kw), torch.randn(2, length, n, **kw), torch.randn(d, **kw)
+    return [t.requires_grad_() for t in (x, dt, A, B, C, D)]
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 16, 37])
+def test_selective_scan_equals_naive_recurrence(length):
+    inputs = scan_inputs(length)
+    ours, ref = selective_scan(*inputs), naive_selective_scan(*inputs)
+    torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-10)
+    grad_out = torch.randn_like(ref)
+    g_ours = torch.autograd.grad(ours, inputs, grad_out, materialize_grads=True)
+    g_ref = torch.autograd.grad(ref, inputs, grad_out, materialize_grads=True)
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+def test_pscan_is_the_linear_recurrence():
+    a, b = torch.rand(3, 23, 2, dtype=torch.float64), torch.randn(3, 23, 2, dtype=torch.float64)
+    h, ref = torch.zeros(3, 2, dtype=torch.float64), []
+    for t in range(23):
+        h = a[:, t] * h + b[:, t]
+        ref.append(h)
+    torch.testing.assert_close(pscan(a, b), torch.stack(ref, 1))
+
+
+@pytest.mark.parametrize(("length", "chunk"), [(1, 4), (7, 4), (16, 4), (30, 8), (30, 64)])
+def test_ssd_scan_equals_naive_recurrence(length, chunk):
+    g = torch.Generator().manual_seed(length)
+    kw = dict(generator=g, dtype=torch.float64)
+    x = torch.randn(2, length, 3, 5, **kw).requires_grad_()
+    dt = torch.nn.functional.softplus(torch.randn(2, length, 3, **kw)).requires_grad_()
+    A = (-torch.rand(3, **kw) * 16).requires_grad_()
+    B, C = torch.randn(2, length, 4, **kw).requires_grad_(), torch.randn(2, length, 4, **kw).requires_grad_()
+    ours, ref = ssd_scan(x, dt, A, B, C, chunk), naive_ssd(x, dt, A, B, C)
+    torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-10)
+    grad_out = torch.randn_like(ref)
+    for a, b in zip(
+        torch.autograd.grad(ours, (x, dt, A, B, C), grad_out, materialize_grads=True),
+        torch.autograd.grad(ref, (x, dt, A, B, C), grad_out, materialize_grads=True),
+    ):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+def test_parameter_names_are_mamba_ssm_names():
+    """The names and shapes mamba_ssm's Mamba / Mamba2 (ngroups=1) give the same sizes."""
+    m1 = {k: tuple(v.shape) for k, v in Mamba(32, d_state=16, d_conv=4, expand=2).state_dict().items()}
+    assert m1 == {
+        "in_proj.weight": (128, 32), "conv1d.weight": (64, 1, 4), "conv1d.bias": (64,), "x_proj.weight": (34, 64),
+        "dt_proj.weight": (64, 2), "dt_proj.bias": (64,), "A_log": (64, 16), "D": (64,), "out_proj.weight": (32, 64),
+    }  # fmt: skip
+    m2 = {k: tuple(v.shape) for k, v in Mamba2(32, d_state=16, expand=2, headdim=16).state_dict().items()}
+    assert m2 == {
+        "in_proj.weight": (164, 32), "conv1d.weight": (96, 1, 4), "conv1d.bias": (96,), "dt_bias": (4,),
+        "A_log": (4,), "D": (4,), "norm.weight": (64,), "out_proj.weight": (32, 64),
+    }  # fmt: skip
+
+
+def test_mamba_ssm_kernels_are_optional():
+    model = create_model("mamba", preset="mamba-tiny")
+    assert model(torch.randint(6, 70, (1, 5))).shape == (1, 5, 70)
+    if not HAS_MAMBA_SSM:
+        pytest.skip("mamba_ssm not importable here (no CUDA): the kernel path cannot be checked on this machine")
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_mamba2_model_causality_and_pads(bidirectional):
+    torch.manual_seed(0)
+    model = create_model("mamba", preset="mamba-tiny", ssm_layer="Mamba2", headdim=32, chunk_size=8,
+                         bidirectional=bidirectional).double().eval()  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(6, 70, (2, 21), generator=g)
+    x2 = x.clone()
+    x2[:, 11:] = torch.randint(6, 70, (2, 10), generator=g)
+    with torch.no_grad():
+        diff = (model(x)[:, :11] - model(x2)[:, :11]).abs().max().item()
+        assert diff > 1e-4 if bidirectional else diff < 1e-9
+        mask = torch.ones(2, 25, dtype=torch.bool)
+        mask[0, 3:7] = False
+        mask[1, 21:] = False
+        padded = torch.zeros(2, 25, dtype=torch.long)
+        padded[mask] = x.flatten()
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+        torch.testing.assert_close(model(padded, mask, positions)[mask], model(x).flatten(0, 1), atol=1e-9, rtol=1e-9)
