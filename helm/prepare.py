@@ -1,0 +1,705 @@
+"""`helm prepare`: clean, validate, deduplicate, split and encode sequence files into token shards.
+
+    helm prepare --input a.csv.gz b.fasta.gz --output prepared/ [--tokenizer 3mer] [--threads 2]
+    helm prepare --train_file train.txt --val_file val.txt --test_file test.txt --output prepared/
+    helm prepare --merge parts/unit1 parts/unit2 ... --output prepared/          # fan-out, then merge
+
+A prepared directory (read by ``helm.data.TokenShards`` / ``HelmDataModule``)::
+
+    tokenizer.json    the tokenizer (learned ones are trained on the training split only)
+    summary.json      kept / rejected counts (per reason, per split, per file), tokens, settings, fingerprint
+    rejects.tsv       file, row (1-based line), reason, sequence -- every row that was not kept
+    train/ val/ test/ index.json + per shard, raw little-endian arrays: shard-NNNNN.tokens (token ids, dtype
+                      in the index), shard-NNNNN.offsets (int64, n+1), shard-NNNNN.hashes (uint64 dedup keys)
+
+Streaming and bounded memory: inputs are read once, in chunks of ``chunk_rows`` records; tokens, offsets and
+keys go straight to the open shard files, so memory holds one chunk plus 8 bytes per distinct sequence (the
+dedup keys, the only state that grows with the corpus: 122 MB for the paper's 15.3M sequences).
+
+Split and dedup are keyed on the *cleaned* sequence: key = blake2b-64(sequence). A row whose key was seen
+before is rejected as ``duplicate`` (the first occurrence is kept). The split is a pure function of the key
+and ``--seed``: u = splitmix64(key ^ seed) / 2**64, test if u < test_fraction, val if u < test + val
+fractions, else train. So a sequence lands in the same split whatever the input order, partitioning or
+thread count, and duplicates can never straddle splits. With explicit ``--train_file/--val_file/
+--test_file`` the files are the splits (read in the order test, val, train, so a sequence shared by a
+held-out file and the training file is removed from training, counted as ``duplicate``).
+
+Crash safety: everything is written under ``<output>.partial/`` (shard files themselves as ``*.tmp`` then
+renamed); the finished directory is renamed to ``<output>`` last, so a reader never sees a half-written
+shard. A rerun after a kill discards ``<output>.partial`` and restarts; output is deterministic, so the
+result is byte-identical to an uninterrupted run. A rerun whose inputs and settings match a finished
+``<output>`` (``summary.json`` fingerprint) does nothing.
+
+Fan-out / merge: every prepared directory can be merged. Prepare each OAS unit into its own directory
+(one job each, same ``--tokenizer``/``--seed``/fractions; for learned tokenizers pass the same
+``--tokenizer_file``), then ``--merge`` them: parts are read in sorted path order, sequences already seen
+in an earlier part are rejected as ``duplicate``, shards are rewritten with the same size bound, rejects
+and counts are combined. Because the split is a function of the sequence, the merged result has the same
+splits as preparing all units in one run.
+
+Threads: ``--threads N`` cleans/validates chunks in N-1 worker processes (bounded queue, results consumed
+in input order, so output does not depend on N); the main process deduplicates, encodes and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from helm.io import DataError, clean_sequence, detect_format, longest_orf, oas_cds_batch, read_records
+from helm.tokenizers import TOKENIZER_FILE, TRAIN_SAMPLES, create_tokenizer, load_tokenizer
+
+SPLITS = ("train", "val", "test")
+INDEX_FILE = "index.json"
+SUMMARY_FILE = "summary.json"
+REJECTS_FILE = "rejects.tsv"
+FORMAT_VERSION = 1
+SHARD_FILES = ("tokens", "offsets", "hashes")
+_MASK64 = (1 << 64) - 1
+
+
+# ------------------------------------------------------------------------------------------ hashing
+
+
+def sequence_key(seq: str) -> int:
+    """64-bit dedup key of a cleaned sequence."""
+    return int.from_bytes(hashlib.blake2b(seq.encode("ascii"), digest_size=8).digest(), "little")
+
+
+def split_of(keys: np.ndarray, seed: int, val_fraction: float, test_fraction: float) -> np.ndarray:
+    """0 = train, 1 = val, 2 = test, from the keys alone (splitmix64 finaliser, vectorized)."""
+    with np.errstate(over="ignore"):
+        z = keys.astype(np.uint64) ^ np.uint64(seed * 0x9E3779B97F4A7C15 & _MASK64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return np.where(u < test_fraction, 2, np.where(u < test_fraction + val_fraction, 1, 0)).astype(np.int8)
+
+
+class SeenKeys:
+    """A set of uint64 keys as sorted numpy runs (merged LSM-style): 8 bytes per key, vectorized lookups."""
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.runs)
+
+    def add(self, keys: np.ndarray) -> np.ndarray:
+        """Insert ``keys``; returns a mask of the ones not seen before (first occurrence within ``keys``)."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        new = np.zeros(len(keys), dtype=bool)
+        if not len(keys):
+            return new
+        _, first = np.unique(keys, return_index=True)
+        new[first] = True
+        for run in self.runs:
+            pos = np.searchsorted(run, keys)
+            hit = (pos < len(run)) & (run[np.minimum(pos, len(run) - 1)] == keys)
+            new &= ~hit
+        fresh = np.sort(keys[new])
+        if len(fresh):
+            self.runs.append(fresh)
+            while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
+                merged = np.concatenate([self.runs.pop(), self.runs.pop()])
+                merged.sort()  # in place: peak memory is the two runs plus their concatenation
+                self.runs.append(merged)
+        return new
+
+
+# ------------------------------------------------------------------------------------------ shards
+
+
+class ShardWriter:
+    """Appends sequences to ``shard-NNNNN.{tokens,offsets,hashes}``; a shard closes before the sequence that would
+    take it past ``shard_tokens`` tokens (it always holds at least one). All three files are streamed (memory
+    holds one chunk) and appear under their final names only when the shard is complete."""
+
+    def __init__(self, directory: Path, dtype: np.dtype, shard_tokens: int, long_limit: int | None = None):
+        self.dir, self.dtype, self.shard_tokens, self.long_limit = directory, np.dtype(dtype), shard_tokens, long_limit
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.shards: list[dict] = []
+        self.sequences = self.tokens = self.longer = 0
+        self._files: dict[str, object] = {}
+        self._n_tok = self._n_seq = 0
+
+    def _name(self) -> str:
+        return f"shard-{len(self.shards):05d}"
+
+    def add(self, flat: np.ndarray, lengths: np.ndarray, keys: np.ndarray) -> None:
+        """Append sequences given as one flat token array, their lengths and their dedup keys."""
+        if not len(lengths):
+            return
+        if self.long_limit is not None:
+            self.longer += int((lengths > self.long_limit).sum())
+        ends = np.cumsum(lengths)
+        i = 0
+        while i < len(lengths):
+            before = int(ends[i - 1]) if i else 0
+            take = int(np.searchsorted(ends[i:] - before, self.shard_tokens - self._n_tok, side="right"))
+            if take == 0:
+                if self._n_seq:
+                    self._flush()
+                    continue
+                take = 1  # a single sequence longer than the bound gets a shard of its own
+            self._write(flat[before : int(ends[i + take - 1])], lengths[i : i + take], keys[i : i + take])
+            i += take
+            if i < len(lengths):
+                self._flush()
+
+    def _write(self, flat: np.ndarray, lengths: np.ndarray, keys: np.ndarray) -> None:
+        if not self._files:
+            self._files = {ext: open(self.dir / f"{self._name()}.{ext}.tmp", "wb") for ext in SHARD_FILES}
+            self._files["offsets"].write(np.zeros(1, dtype="<i8").tobytes())
+        self._files["tokens"].write(np.asarray(flat).astype(self.dtype, copy=False).tobytes())
+        offsets = self._n_tok + np.cumsum(lengths, dtype=np.int64)
+        self._files["offsets"].write(offsets.astype("<i8").tobytes())
+        self._files["hashes"].write(np.asarray(keys).astype("<u8").tobytes())
+        self._n_tok += int(lengths.sum())
+        self._n_seq += len(lengths)
+
+    def _flush(self) -> None:
+        if not self._n_seq:
+            return
+        name = self._name()
+        for ext, fh in self._files.items():
+            fh.close()
+            os.replace(self.dir / f"{name}.{ext}.tmp", self.dir / f"{name}.{ext}")
+        self._files = {}
+        self.shards.append({"name": name, "sequences": self._n_seq, "tokens": self._n_tok})
+        self.sequences += self._n_seq
+        self.tokens += self._n_tok
+        self._n_tok = self._n_seq = 0
+
+    def close(self) -> dict:
+        self._flush()
+        index = {
+            "format_version": FORMAT_VERSION,
+            "dtype": self.dtype.name,
+            "offsets_dtype": "<i8",
+            "hashes_dtype": "<u8",
+            "sequences": self.sequences,
+            "tokens": self.tokens,
+            "shards": self.shards,
+        }
+        _write_json(self.dir / INDEX_FILE, index)
+        return index
+
+
+def _select(flat: np.ndarray, lengths: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens and lengths of the sequences where ``mask`` is True, from a flat token array."""
+    if mask.all():
+        return flat, lengths
+    return flat[np.repeat(mask, lengths)], lengths[mask]
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ chunks
+
+
+def _length_reason(k: int, stride: int) -> str:
+    return "length_not_multiple_of_3" if k == stride == 3 else f"length_not_whole_{k}mers_stride_{stride}"
+
+
+def process_chunk(
+    fmt: str, payloads: list, orf: str, min_length: int, kmer: tuple[int, int] | None
+) -> tuple[list[str], list[str | None], list[int]]:
+    """Clean and validate one chunk: (sequence or raw text, reject reason or None, dedup key or 0) per row.
+    A pure function of its arguments, so worker processes can run it."""
+    seqs: list[str] = []
+    reasons: list[str | None] = []
+    keys: list[int] = []
+    oas = oas_cds_batch(payloads) if fmt == "oas" else None
+    for j, payload in enumerate(payloads):
+        if oas is not None:
+            seq, reason, _ = oas[j]
+            if reason:
+                seq = payload.sequence_alignment
+        else:
+            seq, reason = clean_sequence(payload)
+            if reason:
+                seq = payload
+            elif orf == "longest":
+                seq, reason = longest_orf(seq)
+                seq = seq if not reason else payload
+        if reason is None:
+            if len(seq) < min_length:
+                reason = "too_short"
+            elif kmer is not None:
+                k, stride = kmer
+                if len(seq) < k:
+                    reason = "too_short"
+                elif (len(seq) - k) % stride:
+                    reason = _length_reason(k, stride)
+        seqs.append(seq)
+        reasons.append(reason)
+        keys.append(sequence_key(seq) if reason is None else 0)
+    return seqs, reasons, keys
+
+
+def _chunks(sources: list[tuple[Path, int]], fmt: str, column: str | None, size: int) -> Iterator[tuple]:
+    """(file, fixed split or -1, detected format, rows, payloads) chunks over every source, in order."""
+    for path, split in sources:
+        f = detect_format(path) if fmt == "auto" else fmt
+        rows, payloads = [], []
+        for row, payload in read_records(path, f, column):
+            rows.append(row)
+            payloads.append(payload)
+            if len(rows) == size:
+                yield path, split, f, rows, payloads
+                rows, payloads = [], []
+        if rows:
+            yield path, split, f, rows, payloads
+
+
+def _stream(chunks: Iterable[tuple], threads: int, orf: str, min_length: int, kmer) -> Iterator[tuple]:
+    """Yield (chunk, processed) in input order; with threads > 1 a bounded pool of worker processes."""
+    if threads <= 1:
+        for ch in chunks:
+            yield ch, process_chunk(ch[2], ch[4], orf, min_length, kmer)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(threads - 1) as pool:
+        pending: deque = deque()
+        for ch in chunks:
+            pending.append((ch, pool.apply_async(process_chunk, (ch[2], ch[4], orf, min_length, kmer))))
+            if len(pending) >= 2 * threads:
+                c, res = pending.popleft()
+                yield c, res.get()
+        while pending:
+            c, res = pending.popleft()
+            yield c, res.get()
+
+
+# ------------------------------------------------------------------------------------------ prepare
+
+
+def _fingerprint(settings: dict, files: list[Path]) -> str:
+    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.exists()]
+    blob = json.dumps({"settings": settings, "files": stats, "version": FORMAT_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _up_to_date(output: Path, fingerprint: str) -> dict | None:
+    try:
+        summary = json.loads((output / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("fingerprint") == fingerprint and summary.get("complete") else None
+
+
+def _publish(stage: Path, output: Path) -> None:
+    """Replace ``output`` by the finished stage directory; refuse to delete anything that is not ours."""
+    if output.exists():
+        if output.is_dir() and (not any(output.iterdir()) or (output / SUMMARY_FILE).exists()):
+            shutil.rmtree(output)
+        else:
+            raise DataError(output, "exists and is not a helm prepared directory; refusing to overwrite it")
+    os.replace(stage, output)
+
+
+def _tsv(text: str) -> str:
+    return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+
+def prepare(
+    inputs: Sequence[str | Path] = (),
+    output: str | Path = "prepared",
+    tokenizer: str = "3mer",
+    overlap: int = 0,
+    fmt: str = "auto",
+    column: str | None = None,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    seed: int = 42,
+    train_files: Sequence[str | Path] = (),
+    val_files: Sequence[str | Path] = (),
+    test_files: Sequence[str | Path] = (),
+    orf: str = "none",
+    min_length: int = 3,
+    dedup: bool = True,
+    max_seq_len: int | None = None,
+    threads: int = 1,
+    shard_tokens: int = 1 << 24,
+    chunk_rows: int = 4096,
+    vocab_size: int = 256,
+    tokenizer_file: str | Path | None = None,
+    tokenizer_train_samples: int | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> dict:
+    """Prepare ``inputs`` (or explicit train/val/test files) into ``output``; returns the summary dict.
+    Raises ``DataError`` for whole-file problems and for an empty corpus after filtering."""
+    t0 = time.time()
+    output = Path(output)
+    if orf not in ("none", "longest"):
+        raise ValueError(f"orf must be 'none' or 'longest', got {orf!r}")
+    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
+        raise ValueError("val_fraction and test_fraction must be >= 0 and sum to less than 1")
+    if min(threads, shard_tokens, chunk_rows) < 1:
+        raise ValueError("threads, shard_tokens and chunk_rows must be >= 1")
+    explicit = bool(val_files or test_files)
+    if explicit:
+        sources = [(Path(p), 2) for p in test_files] + [(Path(p), 1) for p in val_files]
+        sources += [(Path(p), 0) for p in list(train_files) + list(inputs)]
+    else:
+        sources = [(Path(p), -1) for p in list(inputs) + list(train_files)]
+    if not sources:
+        raise ValueError("no input files: pass --input (or --train_file)")
+    for path, _ in sources:  # fail fast on missing files, before any work
+        if not path.is_file():
+            raise DataError(path, "file not found" if not path.exists() else "not a regular file")
+
+    tok = (
+        load_tokenizer(tokenizer_file)
+        if tokenizer_file
+        else create_tokenizer(tokenizer, overlap, vocab_size=vocab_size)
+    )
+    kmer = (tok.k, tok.stride) if hasattr(tok, "stride") else None
+    if tokenizer_train_samples is None:
+        tokenizer_train_samples = TRAIN_SAMPLES.get(tok.name, 50_000)
+    settings = {
+        "tokenizer": tok.name if tokenizer_file is None else f"file:{Path(tokenizer_file).resolve()}",
+        "overlap": overlap,
+        "fmt": fmt,
+        "column": column,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "explicit_splits": explicit,
+        "orf": orf,
+        "min_length": min_length,
+        "dedup": dedup,
+        "max_seq_len": max_seq_len,
+        "shard_tokens": shard_tokens,
+        "vocab_size": vocab_size,
+        "tokenizer_train_samples": tokenizer_train_samples,
+        "sources": [[str(p), s] for p, s in sources],
+    }
+    fingerprint = _fingerprint(settings, [p for p, _ in sources] + ([Path(tokenizer_file)] if tokenizer_file else []))
+    if not force and (done := _up_to_date(output, fingerprint)):
+        print(f"helm prepare: {output} is up to date (fingerprint {fingerprint})", file=sys.stderr)
+        return done
+
+    stage = output.with_name(output.name + ".partial")
+    if stage.exists():
+        shutil.rmtree(stage)  # a killed earlier run: restart cleanly
+    stage.mkdir(parents=True)
+
+    def build() -> dict:
+        def stream():
+            return _stream(_chunks(sources, fmt, column, chunk_rows), threads, orf, min_length, kmer)
+
+        # learned tokenizers: a first pass collects (deduplicated) training-split sequences to train on
+        if getattr(tok, "vocab", None) is None:
+            sample, seen = [], SeenKeys()
+            for (_, split, _, _, _), (seqs, reasons, keys) in stream():
+                ok = [i for i, r in enumerate(reasons) if r is None]
+                karr = np.array([keys[i] for i in ok], dtype=np.uint64)
+                fresh = seen.add(karr)
+                splits = np.full(len(ok), split) if split >= 0 else split_of(karr, seed, val_fraction, test_fraction)
+                sample += [seqs[i] for i, f, s in zip(ok, fresh, splits) if f and s == 0]
+                if len(sample) >= tokenizer_train_samples:
+                    break
+            if not sample:
+                raise DataError(
+                    ", ".join(str(p) for p, _ in sources), "no training sequences to train the tokenizer on"
+                )
+            tok.train(sample[:tokenizer_train_samples])
+            del sample, seen
+
+        long_limit = max_seq_len - 2 if max_seq_len else None
+        writers = [ShardWriter(stage / s, tok.dtype, shard_tokens, long_limit) for s in SPLITS]
+        seen = SeenKeys()
+        rejected: Counter = Counter()
+        per_file: dict[str, Counter] = {}
+        rows_read = 0
+        bar = _progress(progress)
+        with open(stage / (REJECTS_FILE + ".tmp"), "w") as rej:
+            rej.write("file\trow\treason\tsequence\n")
+            for (path, split, _, rows, _), (seqs, reasons, keys) in stream():
+                counts = per_file.setdefault(str(path), Counter())
+                karr = np.array(keys, dtype=np.uint64)
+                ok = np.array([r is None for r in reasons], dtype=bool)
+                if dedup:
+                    fresh = np.zeros(len(rows), dtype=bool)
+                    fresh[ok] = seen.add(karr[ok])
+                    for i in np.nonzero(ok & ~fresh)[0]:
+                        reasons[i] = "duplicate"
+                    ok &= fresh
+                for i in np.nonzero(~ok)[0]:
+                    rej.write(f"{path}\t{rows[i]}\t{reasons[i]}\t{_tsv(seqs[i])}\n")
+                    rejected[reasons[i]] += 1
+                    counts["rejected"] += 1
+                idx = np.nonzero(ok)[0]
+                counts["read"] += len(rows)
+                counts["kept"] += len(idx)
+                rows_read += len(rows)
+                if len(idx):
+                    kept_keys = karr[idx]
+                    flat, bounds = tok.encode_flat([seqs[i] for i in idx])
+                    lengths = np.diff(bounds)
+                    splits = (
+                        np.full(len(idx), split, dtype=np.int8)
+                        if split >= 0
+                        else split_of(kept_keys, seed, val_fraction, test_fraction)
+                    )
+                    for s, writer in enumerate(writers):
+                        sel = splits == s
+                        writer.add(*_select(flat, lengths, sel), kept_keys[sel])
+                bar.update(len(rows))
+        bar.close()
+        indexes = [w.close() for w in writers]
+        kept_total = sum(ix["sequences"] for ix in indexes)
+        names = ", ".join(str(p) for p, _ in sources)
+        if kept_total == 0:
+            shutil.rmtree(stage)
+            detail = ", ".join(f"{r}: {n}" for r, n in rejected.most_common()) or "no rows"
+            raise DataError(names, f"no sequences left after filtering ({rows_read} rows read; rejected {detail})")
+        os.replace(stage / (REJECTS_FILE + ".tmp"), stage / REJECTS_FILE)
+        tok.save(stage)
+        elapsed = time.time() - t0
+        summary = {
+            "complete": True,
+            "fingerprint": fingerprint,
+            "settings": settings,
+            "tokenizer": tok.name,
+            "vocab_size": len(tok),
+            "rows_read": rows_read,
+            "kept": {s: ix["sequences"] for s, ix in zip(SPLITS, indexes)},
+            "kept_total": kept_total,
+            "tokens": {s: ix["tokens"] for s, ix in zip(SPLITS, indexes)},
+            "rejected": dict(sorted(rejected.items())),
+            "rejected_total": sum(rejected.values()),
+            "per_file": {f: dict(c) for f, c in per_file.items()},
+            "seconds": round(elapsed, 3),
+            "rows_per_second": round(rows_read / max(elapsed, 1e-9), 1),
+        }
+        if max_seq_len:
+            summary["longer_than_max_seq_len"] = {s: w.longer for s, w in zip(SPLITS, writers)}
+        _write_json(stage / SUMMARY_FILE, summary)
+        return summary
+
+    try:
+        summary = build()
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)  # an error (not a kill) leaves nothing behind
+        raise
+    _publish(stage, output)
+    return summary
+
+
+def _progress(enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(unit="rows", unit_scale=True, disable=not enabled, desc="prepare", file=sys.stderr, mininterval=1)
+
+
+def format_summary(output: str | Path, summary: dict) -> str:
+    kept = summary["kept"]
+    rej = ", ".join(f"{r}: {n}" for r, n in sorted(summary["rejected"].items(), key=lambda x: -x[1])) or "none"
+    return (
+        f"helm prepare: {output}: kept {summary['kept_total']} (train {kept['train']} / val {kept['val']} / "
+        f"test {kept['test']}), rejected {summary['rejected_total']} ({rej}) of {summary['rows_read']} rows "
+        f"in {summary['seconds']:.1f} s ({summary['rows_per_second']:.0f} rows/s)"
+    )
+
+
+# ------------------------------------------------------------------------------------------ merge
+
+
+def merge(parts: Sequence[str | Path], output: str | Path, shard_tokens: int = 1 << 24, progress: bool = True) -> dict:
+    """Merge prepared directories (fan-out parts) into one; see the module docstring."""
+    t0 = time.time()
+    parts = sorted(Path(p) for p in parts)
+    output = Path(output)
+    if not parts:
+        raise ValueError("--merge needs at least one prepared directory")
+    summaries = []
+    for part in parts:
+        try:
+            summary = json.loads((part / SUMMARY_FILE).read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(part, f"not a finished prepared directory ({SUMMARY_FILE} unreadable: {err})") from err
+        if not summary.get("complete"):
+            raise DataError(part, "prepared directory is not complete")
+        summaries.append(summary)
+    tok_bytes = (parts[0] / TOKENIZER_FILE).read_bytes()
+    keys = ("val_fraction", "test_fraction", "seed", "explicit_splits")
+    for part, summary in zip(parts[1:], summaries[1:]):
+        if (part / TOKENIZER_FILE).read_bytes() != tok_bytes:
+            raise DataError(part, f"tokenizer differs from {parts[0]}'s; parts must share one tokenizer")
+        if any(summary["settings"].get(k) != summaries[0]["settings"].get(k) for k in keys):
+            raise DataError(part, f"split settings ({', '.join(keys)}) differ from {parts[0]}'s")
+    tok = load_tokenizer(parts[0])
+    fingerprint = _fingerprint(
+        {"merge": [str(p.resolve()) for p in parts], "shard_tokens": shard_tokens}, [p / SUMMARY_FILE for p in parts]
+    )
+    if done := _up_to_date(output, fingerprint):
+        return done
+    stage = output.with_name(output.name + ".partial")
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    from helm.shards import TokenShards
+
+    rejected: Counter = Counter()
+    for s in summaries:
+        rejected.update(s["rejected"])
+    writers = []
+    bar = _progress(progress)
+    with open(stage / (REJECTS_FILE + ".tmp"), "w") as rej:
+        rej.write("file\trow\treason\tsequence\n")
+        for part in parts:
+            with open(part / REJECTS_FILE) as fh:
+                next(fh, None)
+                shutil.copyfileobj(fh, rej)
+        for split in SPLITS:
+            seen = SeenKeys()  # a sequence's split is fixed, so dedup per split is global dedup
+            writer = ShardWriter(stage / split, tok.dtype, shard_tokens)
+            for part in parts:
+                for lo, flat, lengths, keys in TokenShards(part / split).blocks():
+                    fresh = seen.add(keys)
+                    ends = np.cumsum(lengths)
+                    for i in np.nonzero(~fresh)[0]:
+                        seq = tok.decode(flat[ends[i] - lengths[i] : ends[i]])
+                        rej.write(f"{part}/{split}\t{lo + i + 1}\tduplicate\t{seq}\n")
+                        rejected["duplicate"] += 1
+                    writer.add(*_select(flat, lengths, fresh), keys[fresh])
+                    bar.update(len(lengths))
+            writers.append(writer)
+    bar.close()
+    indexes = [w.close() for w in writers]
+    os.replace(stage / (REJECTS_FILE + ".tmp"), stage / REJECTS_FILE)
+    (stage / TOKENIZER_FILE).write_bytes(tok_bytes)
+    per_file: dict = {}
+    for s in summaries:
+        per_file.update(s["per_file"])
+    rows_read = sum(s["rows_read"] for s in summaries)
+    elapsed = time.time() - t0
+    summary = {
+        "complete": True,
+        "fingerprint": fingerprint,
+        "settings": {**summaries[0]["settings"], "merged_parts": [str(p) for p in parts], "shard_tokens": shard_tokens},
+        "tokenizer": summaries[0]["tokenizer"],
+        "vocab_size": summaries[0]["vocab_size"],
+        "rows_read": rows_read,
+        "kept": {s: ix["sequences"] for s, ix in zip(SPLITS, indexes)},
+        "kept_total": sum(ix["sequences"] for ix in indexes),
+        "tokens": {s: ix["tokens"] for s, ix in zip(SPLITS, indexes)},
+        "rejected": dict(sorted(rejected.items())),
+        "rejected_total": sum(rejected.values()),
+        "per_file": per_file,
+        "seconds": round(elapsed, 3),
+        "rows_per_second": round(rows_read / max(elapsed, 1e-9), 1),
+    }
+    _write_json(stage / SUMMARY_FILE, summary)
+    _publish(stage, output)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="helm prepare", description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", "--inputs", nargs="+", default=[], help="sequence files (txt, csv, fasta, OAS .csv.gz)")
+    p.add_argument("--data_dir", "--data-dir", default=None, help="directory the file names are relative to")
+    p.add_argument("--train_file", "--train-file", nargs="+", default=[])
+    p.add_argument("--val_file", "--val-file", nargs="+", default=[])
+    p.add_argument("--test_file", "--test-file", nargs="+", default=[])
+    p.add_argument("--output", "-o", required=True, help="prepared directory to write")
+    p.add_argument("--merge", nargs="+", default=None, metavar="PART", help="merge prepared directories")
+    p.add_argument(
+        "--format", "--file_extension", dest="fmt", default="auto", choices=["auto", "txt", "csv", "fasta", "oas"]
+    )
+    p.add_argument("--column_name", "--column-name", default=None, help="CSV column holding the sequences")
+    p.add_argument("--tokenizer", default="3mer", help="3mer|codon|nuc|6mer|bpe|wp|ug")
+    p.add_argument("--overlap", type=int, default=0, help="k-mer window stride is k - overlap")
+    p.add_argument("--vocab_size", "--vocab-size", type=int, default=256, help="learned tokenizers only")
+    p.add_argument("--tokenizer_file", "--tokenizer-file", default=None, help="reuse this tokenizer.json (or dir)")
+    p.add_argument(
+        "--tokenizer_train_samples",
+        type=int,
+        default=None,
+        help="training-split sequences a learned tokenizer is trained on (default: bpe/wp 50000, ug 5000)",
+    )
+    p.add_argument("--val_fraction", type=float, default=0.05)
+    p.add_argument("--test_fraction", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--orf", choices=["none", "longest"], default="none", help="longest: longest ATG ORF per record")
+    p.add_argument("--min_length", type=int, default=3, help="minimum cleaned length in nucleotides")
+    p.add_argument("--no_dedup", "--no-dedup", action="store_true")
+    p.add_argument(
+        "--max_seq_len", "--max-seq-len", type=int, default=None, help="count sequences that will be truncated"
+    )
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--shard_tokens", type=int, default=1 << 24, help="upper bound of tokens per shard")
+    p.add_argument("--chunk_rows", type=int, default=4096)
+    p.add_argument("--force", action="store_true", help="redo even if the output is up to date")
+    p.add_argument("--no_progress", "--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def resolve(files: list[str]) -> list[str]:
+        return [str(Path(args.data_dir) / f) if args.data_dir else f for f in files]
+
+    try:
+        if args.merge:
+            summary = merge(args.merge, args.output, shard_tokens=args.shard_tokens, progress=not args.no_progress)
+        else:
+            summary = prepare(
+                resolve(args.input),
+                args.output,
+                tokenizer=args.tokenizer,
+                overlap=args.overlap,
+                fmt=args.fmt,
+                column=args.column_name,
+                val_fraction=args.val_fraction,
+                test_fraction=args.test_fraction,
+                seed=args.seed,
+                train_files=resolve(args.train_file),
+                val_files=resolve(args.val_file),
+                test_files=resolve(args.test_file),
+                orf=args.orf,
+                min_length=args.min_length,
+                dedup=not args.no_dedup,
+                max_seq_len=args.max_seq_len,
+                threads=args.threads,
+                shard_tokens=args.shard_tokens,
+                chunk_rows=args.chunk_rows,
+                vocab_size=args.vocab_size,
+                tokenizer_file=args.tokenizer_file,
+                tokenizer_train_samples=args.tokenizer_train_samples,
+                progress=not args.no_progress,
+                force=args.force,
+            )
+    except (DataError, ValueError, FileNotFoundError) as err:
+        print(f"helm prepare: error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(args.output, summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Shards, framing, masking, sampler and the DataModule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helm.codons import CLS_ID, EOS_ID, MASK_ID, PAD_ID, SPECIALS
+from helm.data import (
+    IGNORE_INDEX,
+    EpochSampler,
+    FramedDataset,
+    HelmDataModule,
+    frame_clm,
+    frame_mlm,
+    select_positions,
+)
+from helm.prepare import prepare
+from helm.shards import TokenShards
+from helm.tokenizers import create_tokenizer
+
+
+def random_cds(rng: np.random.Generator, n: int) -> list[str]:
+    return ["".join(rng.choice(list("ACGT"), size=3 * int(rng.integers(5, 40)))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prep")
+    seqs = random_cds(np.random.default_rng(0), 300)
+    (root / "seqs.txt").write_text("\n".join(seqs) + "\n")
+    prepare([root / "seqs.txt"], root / "out", progress=False, shard_tokens=600, val_fraction=0.2, test_fraction=0.1)
+    return root / "out", seqs
+
+
+def test_token_shards_memmap(prepared):
+    out, seqs = prepared
+    tok = create_tokenizer("3mer")
+    shards = TokenShards(out / "train")
+    assert len(shards.index["shards"]) > 3
+    assert isinstance(shards._tokens[0], np.memmap)
+    stored = [shards[i] for i in range(len(shards))]
+    expected = {s: tok.encode(s).tolist() for s in seqs}
+    assert all(t.tolist() in expected.values() for t in stored)
+    assert shards.lengths().tolist() == [len(t) for t in stored]
+    total = sum(len(TokenShards(out / s)) for s in ("train", "val", "test"))
+    assert total == len(set(seqs))
+    with pytest.raises(IndexError):
+        shards[len(shards)]
+
+
+def run_lengths(pos: np.ndarray) -> list[int]:
+    """Lengths of the maximal runs of consecutive positions."""
+    breaks = np.nonzero(np.diff(pos) != 1)[0]
+    return np.diff(np.concatenate([[-1], breaks, [len(pos) - 1]])).tolist()
+
+
+@pytest.mark.parametrize("strategy", ["single", "span", "double"])
+def test_select_positions_count_and_range(strategy):
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 50, 300):
+        for ratio in (0.15, 0.5, 1.0):
+            pos = select_positions(n, ratio, strategy, rng)
+            assert len(pos) == min(n, max(1, round(ratio * n)))
+            assert len(set(pos.tolist())) == len(pos) and pos.min() >= 0 and pos.max() < n
+    runs = sum((run_lengths(select_positions(300, 0.15, strategy, rng)) for _ in range(200)), [])
+    # uniform picks at 15 % form runs of mean 1/(1 - 0.15) ~ 1.18; spans and pairs are longer
+    if strategy == "single":
+        assert np.mean(runs) < 1.3
+    elif strategy == "double":
+        assert 1.9 < np.mean(runs) and np.mean(np.array(runs) % 2 == 0) > 0.8
+    else:
+        assert np.mean(runs) > 2.5
+
+
+def test_mlm_framing_and_80_10_10():
+    rng = np.random.default_rng(0)
+    tokens = np.arange(6, 70, dtype=np.int64).repeat(4)  # 256 sequence tokens
+    counts = {"mask": 0, "random": 0, "kept": 0}
+    for _ in range(200):
+        ids, labels = frame_mlm(tokens, 100, 70, "single", 0.15, rng)
+        assert len(ids) == 100 and ids[0] == CLS_ID and ids[-1] == EOS_ID  # truncated to max_seq_len
+        sel = labels != IGNORE_INDEX
+        assert not sel[0] and not sel[-1] and sel.sum() == round(0.15 * 98)
+        assert (labels[sel] == tokens[:98][sel[1:-1]]).all()
+        assert (ids[~sel] == np.concatenate([[CLS_ID], tokens[:98], [EOS_ID]])[~sel]).all()
+        counts["mask"] += int((ids[sel] == MASK_ID).sum())
+        counts["kept"] += int((ids[sel] == labels[sel]).sum())
+        counts["random"] += int(((ids[sel] != MASK_ID) & (ids[sel] != labels[sel])).sum())
+        assert (ids[sel] >= len(SPECIALS)).sum() + (ids[sel] == MASK_ID).sum() == sel.sum()
+    total = sum(counts.values())
+    assert abs(counts["mask"] / total - 0.8) < 0.02
+    # a random replacement equals the original 1/64 of the time, so "kept" is a bit over 10 %
+    assert abs(counts["random"] / total - 0.1 * 63 / 64) < 0.015
+    assert abs(counts["kept"] / total - (0.1 + 0.1 / 64)) < 0.015
+
+
+def test_clm_framing():
+    ids, labels = frame_clm(np.array([10, 11, 12]), 10)
+    assert ids.tolist() == [CLS_ID, 10, 11, 12] and labels.tolist() == [10, 11, 12, EOS_ID]
+    ids, labels = frame_clm(np.arange(6, 30), 8)
+    assert len(ids) == 8 and (labels[:-1] == ids[1:]).all() and labels[-1] == EOS_ID
+
+
+def test_masking_is_deterministic_per_sample(prepared):
+    out, _ = prepared
+    shards = TokenShards(out / "train")
+    train = FramedDataset(shards, "mlm", 64, 70, "span", 0.3, seed=1)
+    val = FramedDataset(shards, "mlm", 64, 70, "span", 0.3, seed=1, fixed_epoch=0)
+    for i in range(10):
+        assert (train[(3, i)][0] == train[(3, i)][0]).all()
+        assert (val[(0, i)][0] == val[(5, i)][0]).all()
+    differs = sum(not np.array_equal(train[(0, i)][1], train[(1, i)][1]) for i in range(20))
+    assert differs >= 15
+
+
+def test_sampler_ranks_partition_each_epoch():
+    n, world = 103, 4
+    for epoch in range(3):
+        parts = []
+        for rank in range(world):
+            sampler = EpochSampler(n, seed=5, rank=rank, world_size=world)
+            sampler.set_epoch(epoch)
+            items = list(sampler)
+            assert len(items) == len(sampler) == n // world and all(e == epoch for e, _ in items)
+            parts.append([i for _, i in items])
+        flat = sum(parts, [])
+        assert len(flat) == len(set(flat)) == n - n % world
+    s = EpochSampler(n, seed=5)
+    s.set_epoch(0)
+    first = [i for _, i in s]
+    s.set_epoch(1)
+    assert [i for _, i in s] != first
+    s.set_epoch(0)
+    assert [i for _, i in s] == first
+    ordered = [[i for _, i in EpochSampler(10, shuffle=False, rank=r, world_size=3)] for r in range(3)]
+    assert ordered == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]  # evaluation: every sample exactly once
+    # Lightning replaces samplers that are not DistributedSamplers when it runs DDP; ours must stay
+    assert isinstance(s, torch.utils.data.DistributedSampler)
+
+
+def test_datamodule_batches(prepared):
+    out, _ = prepared
+    dm = HelmDataModule(out, "mlm", max_seq_len=32, batch_size=8, masking_strategy="double", num_samples=50)
+    dm.setup("fit")
+    assert len(dm.dataset("train")) == 50
+    batches = list(dm.train_dataloader())
+    assert sum(len(b["input_ids"]) for b in batches) == 50
+    b = batches[0]
+    assert b["input_ids"].dtype == torch.long and b["attention_mask"].dtype == torch.bool
+    assert b["input_ids"].shape == b["labels"].shape == b["position_ids"].shape
+    assert (b["input_ids"][~b["attention_mask"]] == PAD_ID).all()
+    assert (b["labels"][~b["attention_mask"]] == IGNORE_INDEX).all()
+    assert b["input_ids"].shape[1] <= 32 and (b["input_ids"][:, 0] == CLS_ID).all()
+    assert (b["position_ids"][0] == torch.arange(b["input_ids"].shape[1])).all()
+    v1 = [x["input_ids"] for x in dm.val_dataloader()]
+    v2 = [x["input_ids"] for x in dm.val_dataloader()]
+    assert all(torch.equal(a, c) for a, c in zip(v1, v2))
+    clm = HelmDataModule(out, "clm", max_seq_len=32, batch_size=4)
+    clm.setup()
+    c = next(iter(clm.test_dataloader()))
+    real = c["attention_mask"]
+    assert (c["labels"][:, :-1][real[:, 1:]] == c["input_ids"][:, 1:][real[:, 1:]]).all()
+
+
+def test_loader_resumes_mid_epoch(prepared):
+    """state_dict after k batches + load_state_dict in a fresh loader == the rest of an uninterrupted epoch."""
+    out, _ = prepared
+
+    def loader():
+        dm = HelmDataModule(out, "mlm", max_seq_len=40, batch_size=7)
+        dm.setup()
+        return dm.train_dataloader()
+
+    full = loader()
+    full.sampler.set_epoch(2)
+    reference = [b["input_ids"] for b in full]
+    first = loader()
+    first.sampler.set_epoch(2)
+    it = iter(first)
+    for _ in range(3):
+        next(it)
+    state = first.state_dict()
+    assert state == {"epoch": 2, "samples": 21}
+    resumed = loader()
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(2)  # Lightning sets the epoch again after loading: the position must survive
+    rest = [b["input_ids"] for b in resumed]
+    assert len(rest) == len(reference) - 3
+    assert all(torch.equal(a, b) for a, b in zip(rest, reference[3:]))
+    resumed.sampler.set_epoch(3)  # the next epoch starts from its beginning
+    assert len(list(resumed)) == len(reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_at", [7, 25])  # mid first epoch; early in the second epoch (23 batches/epoch)
+def test_lightning_resume_sees_the_same_batches(prepared, tmp_path, stop_at):
+    """A real Trainer: train 30 steps straight vs stop at a checkpoint and resume; every step's batch is equal."""
+    import lightning.pytorch as pl
+
+    out, _ = prepared
+
+    class Recorder(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(70, 4)
+            self.seen: list[torch.Tensor] = []
+
+        def training_step(self, batch, _):
+            self.seen.append(batch["input_ids"].clone())
+            return self.emb(batch["input_ids"]).sum()
+
+        def configure_optimizers(self):
+            assert self.trainer.estimated_stepping_batches > 0  # touching it must not break the restore
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def fit(max_steps, ckpt_path=None, save_every=None):
+        module = Recorder()
+        dm = HelmDataModule(out, "mlm", max_seq_len=40, batch_size=8)
+        callbacks = (
+            [pl.callbacks.ModelCheckpoint(tmp_path / "ck", every_n_train_steps=save_every)] if save_every else []
+        )
+        trainer = pl.Trainer(
+            max_steps=max_steps,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=bool(save_every),
+            callbacks=callbacks,
+            limit_val_batches=0,
+        )
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        return module.seen
+
+    straight = fit(30)
+    first = fit(stop_at, save_every=stop_at)
+    (ckpt,) = (tmp_path / "ck").glob("*.ckpt")
+    resumed = fit(30, ckpt_path=str(ckpt))
+    assert len(first) + len(resumed) == len(straight) == 30
+    assert all(torch.equal(a, b) for a, b in zip(first + resumed, straight))
+
+
+def test_worker_processes_give_the_same_batches(prepared):
+    """Masking depends only on (seed, epoch, index), so loader workers change nothing."""
+    out, _ = prepared
+    batches = {}
+    for workers in (0, 2):
+        dm = HelmDataModule(out, "mlm", max_seq_len=40, batch_size=16, masking_strategy="span", num_workers=workers)
+        dm.setup()
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(1)
+        batches[workers] = [b["input_ids"] for b in loader]
+    assert len(batches[0]) == len(batches[2])
+    assert all(torch.equal(a, b) for a, b in zip(batches[0], batches[2]))

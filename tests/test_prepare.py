@@ -1,0 +1,312 @@
+"""`helm prepare`: counts add up, splits/dedup are order-independent, crash safety, fan-out + merge, CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helm.codons import translate
+from helm.io import DataError
+from helm.prepare import SPLITS, SeenKeys, merge, prepare, split_of
+from helm.shards import TokenShards
+from helm.tokenizers import create_tokenizer, load_tokenizer
+
+OAS = "pretrain/oas_parameswaran2013_heavy_100k.csv.gz"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def oas_subset(shared_data: Path, path: Path, n: int, skip: int = 0, shuffle_seed: int | None = None) -> Path:
+    """The header + n real rows of the 100k OAS file, written gzip-compressed."""
+    with gzip.open(shared_data / OAS, "rt") as fh:
+        header = next(fh)
+        rows = [line for i, line in zip(range(skip + n), fh) if i >= skip]
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(rows)
+    path.write_bytes(gzip.compress((header + "".join(rows)).encode()))
+    return path
+
+
+def decoded(out: Path, split: str) -> list[str]:
+    tok = load_tokenizer(out)
+    shards = TokenShards(out / split)
+    return [tok.decode(shards[i]) for i in range(len(shards))]
+
+
+def tree_bytes(root: Path, skip=("summary.json",)) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
+
+
+def test_real_oas_counts_and_content(shared_data, tmp_path):
+    src = oas_subset(shared_data, tmp_path / "oas.csv.gz", 600)
+    summary = prepare([src], tmp_path / "out", progress=False, max_seq_len=100)
+    out = tmp_path / "out"
+    assert summary["rows_read"] == 600 == summary["kept_total"] + summary["rejected_total"]
+    assert summary["kept_total"] == sum(summary["kept"].values())
+    with open(out / "rejects.tsv") as fh:
+        rejects = list(csv.DictReader(fh, delimiter="\t"))
+    assert len(rejects) == summary["rejected_total"]
+    assert {r["reason"] for r in rejects} <= {"duplicate", "oas_no_matching_frame"}
+    # independent check of the content: every kept sequence translates to an amino-acid string IgBLAST reported
+    with gzip.open(src, "rt") as fh:
+        proteins = {row["sequence_alignment_aa"].replace("-", "") for row in csv.DictReader(fh)}
+    stored = [s for split in SPLITS for s in decoded(out, split)]
+    assert len(stored) == len(set(stored)) == summary["kept_total"]
+    prefixes = {p[:-1] for p in proteins} | proteins
+    assert all(translate(s) in prefixes for s in stored)
+    lengths = np.concatenate([TokenShards(out / s).lengths() for s in SPLITS])
+    assert (
+        summary["longer_than_max_seq_len"] == {s: int((TokenShards(out / s).lengths() > 98).sum()) for s in SPLITS}
+        and lengths.max() > 98
+    )
+    # the 5 % / 5 % split is roughly honoured
+    assert 0.02 < summary["kept"]["val"] / summary["kept_total"] < 0.09
+
+
+def test_split_and_dedup_are_independent_of_order(shared_data, tmp_path):
+    a = oas_subset(shared_data, tmp_path / "a.csv.gz", 400)
+    b = oas_subset(shared_data, tmp_path / "b.csv.gz", 400, shuffle_seed=3)
+    prepare([a], tmp_path / "A", progress=False, val_fraction=0.2, test_fraction=0.2)
+    prepare([b], tmp_path / "B", progress=False, val_fraction=0.2, test_fraction=0.2)
+    for split in SPLITS:
+        assert sorted(decoded(tmp_path / "A", split)) == sorted(decoded(tmp_path / "B", split))
+
+
+def test_split_of_is_seeded_and_proportional():
+    keys = np.random.default_rng(0).integers(0, 2**63, size=200_000, dtype=np.uint64)
+    s = split_of(keys, 42, 0.1, 0.05)
+    assert abs((s == 1).mean() - 0.1) < 0.005 and abs((s == 2).mean() - 0.05) < 0.005
+    assert (split_of(keys, 42, 0.1, 0.05) == s).all() and (split_of(keys, 7, 0.1, 0.05) != s).any()
+
+
+def test_seen_keys_matches_python_set():
+    rng = np.random.default_rng(1)
+    seen, reference = SeenKeys(), set()
+    for _ in range(50):
+        batch = rng.integers(0, 3000, size=int(rng.integers(0, 200))).astype(np.uint64)
+        fresh = seen.add(batch)
+        expected = []
+        for k in batch.tolist():
+            expected.append(k not in reference)
+            reference.add(k)
+        assert fresh.tolist() == expected
+    assert len(seen) == len(reference)
+
+
+def test_bad_rows_are_rejected_with_line_and_reason(tmp_path):
+    src = tmp_path / "seqs.txt"
+    src.write_text("ATGAAACCC\n\nATGXAA\nATGAA\naugaaaccc\nAC\nATG-AAA.GGG\nGGGCCCTTTAAA\n")
+    summary = prepare([src], tmp_path / "out", progress=False, val_fraction=0, test_fraction=0)
+    with open(tmp_path / "out" / "rejects.tsv") as fh:
+        rejects = [(r["row"], r["reason"]) for r in csv.DictReader(fh, delimiter="\t")]
+    assert rejects == [
+        ("2", "empty"),
+        ("3", "invalid_characters"),
+        ("4", "length_not_multiple_of_3"),
+        ("5", "duplicate"),
+        ("6", "too_short"),
+    ]
+    assert summary["kept"]["train"] == 3 and summary["rejected_total"] == 5
+    assert decoded(tmp_path / "out", "train") == ["ATGAAACCC", "ATGAAAGGG", "GGGCCCTTTAAA"]
+    # the nucleotide tokenizer does not need whole codons
+    summary = prepare([src], tmp_path / "nuc", tokenizer="nuc", progress=False, val_fraction=0, test_fraction=0)
+    assert summary["rejected"] == {"empty": 1, "invalid_characters": 1, "duplicate": 1, "too_short": 1}
+
+
+def test_explicit_split_files(tmp_path):
+    files = {}
+    for name, seqs in {
+        "train": ["ATGAAA", "CCCGGG", "TTTAAA"],
+        "val": ["ATGCCC", "TTTAAA"],
+        "test": ["GGGGGG"],
+    }.items():
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n".join(seqs) + "\n")
+    summary = prepare(
+        [],
+        tmp_path / "out",
+        train_files=[files["train"]],
+        val_files=[files["val"]],
+        test_files=[files["test"]],
+        progress=False,
+    )
+    assert decoded(tmp_path / "out", "train") == ["ATGAAA", "CCCGGG"]  # TTTAAA is held out in val
+    assert decoded(tmp_path / "out", "val") == ["ATGCCC", "TTTAAA"]
+    assert decoded(tmp_path / "out", "test") == ["GGGGGG"]
+    assert summary["rejected"] == {"duplicate": 1}
+
+
+def test_shards_are_bounded_and_threads_do_not_change_bytes(shared_data, tmp_path):
+    src = oas_subset(shared_data, tmp_path / "oas.csv.gz", 500)
+    prepare([src], tmp_path / "one", progress=False, shard_tokens=5000, chunk_rows=64)
+    prepare([src], tmp_path / "two", progress=False, shard_tokens=5000, chunk_rows=64, threads=2)
+    assert tree_bytes(tmp_path / "one") == tree_bytes(tmp_path / "two")
+    index = json.loads((tmp_path / "one" / "train" / "index.json").read_text())
+    assert len(index["shards"]) > 3
+    assert all(s["tokens"] <= 5000 for s in index["shards"])
+    # a shard closes only when the next sequence would not fit
+    lengths = TokenShards(tmp_path / "one" / "train").lengths()
+    starts = np.cumsum([0] + [s["sequences"] for s in index["shards"]])
+    for shard, nxt in zip(index["shards"][:-1], starts[1:-1]):
+        assert shard["tokens"] + lengths[nxt] > 5000
+    # one big shard holds the same sequences in the same order
+    prepare([src], tmp_path / "big", progress=False)
+    assert decoded(tmp_path / "big", "train") == decoded(tmp_path / "one", "train")
+
+
+def test_fanout_and_merge_equals_single_run(shared_data, tmp_path):
+    a = oas_subset(shared_data, tmp_path / "u1.csv.gz", 300)
+    b = oas_subset(shared_data, tmp_path / "u2.csv.gz", 300, skip=200)  # 100 rows shared with u1
+    prepare([a, b], tmp_path / "single", progress=False, shard_tokens=8000)
+    prepare([a], tmp_path / "parts" / "u1", progress=False)
+    prepare([b], tmp_path / "parts" / "u2", progress=False)
+    summary = merge([tmp_path / "parts" / "u2", tmp_path / "parts" / "u1"], tmp_path / "merged", shard_tokens=8000)
+    single = json.loads((tmp_path / "single" / "summary.json").read_text())
+    assert summary["kept"] == single["kept"] and summary["rejected"] == single["rejected"]
+    assert summary["rejected"]["duplicate"] >= 100
+    for split in SPLITS:
+        assert (tmp_path / "merged" / split / "index.json").read_bytes() == (
+            tmp_path / "single" / split / "index.json"
+        ).read_bytes()
+        for f in (tmp_path / "single" / split).glob("shard-*.tokens"):
+            assert f.read_bytes() == (tmp_path / "merged" / split / f.name).read_bytes()
+    with open(tmp_path / "merged" / "rejects.tsv") as fh:
+        assert sum(1 for _ in fh) - 1 == summary["rejected_total"]
+    # parts with another tokenizer cannot be merged
+    prepare([a], tmp_path / "parts" / "nuc", tokenizer="nuc", progress=False)
+    with pytest.raises(DataError, match="tokenizer differs"):
+        merge([tmp_path / "parts" / "u1", tmp_path / "parts" / "nuc"], tmp_path / "bad")
+
+
+def test_learned_tokenizer_is_trained_on_train_split_only(shared_data, tmp_path):
+    src = oas_subset(shared_data, tmp_path / "oas.csv.gz", 300)
+    prepare(
+        [src], tmp_path / "out", tokenizer="bpe", vocab_size=100, progress=False, val_fraction=0.3, test_fraction=0.3
+    )
+    train = decoded(tmp_path / "out", "train")
+    reference = create_tokenizer("bpe", vocab_size=100)
+    reference.train(train)
+    assert load_tokenizer(tmp_path / "out").vocab == reference.vocab
+    assert all(s in set(train) for s in train)
+    assert decoded(tmp_path / "out", "val")[0] not in set(train)
+
+
+def test_rerun_is_a_no_op_and_force_redoes(tmp_path):
+    src = tmp_path / "s.txt"
+    src.write_text("ATGAAA\nCCCGGG\n")
+    first = prepare([src], tmp_path / "out", progress=False)
+    stamp = (tmp_path / "out" / "summary.json").stat().st_mtime_ns
+    assert prepare([src], tmp_path / "out", progress=False) == first
+    assert (tmp_path / "out" / "summary.json").stat().st_mtime_ns == stamp
+    prepare([src], tmp_path / "out", progress=False, force=True)
+    assert (tmp_path / "out" / "summary.json").stat().st_mtime_ns != stamp
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "helm.cli", "prepare", "--no_progress", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
+    csv_file = tmp_path / "d.csv"
+    csv_file.write_text("id,Value\n1,2\n")
+    empty = tmp_path / "bad.txt"
+    empty.write_text("XXX\n\n")
+    fake = tmp_path / "f.txt.gz"
+    fake.write_text("ATG\n")
+    cases = {
+        (str(tmp_path / "missing.txt"),): "missing.txt: file not found",
+        (str(csv_file), "--column_name", "Sequence"): "column 'Sequence' not found",
+        (str(empty),): "no sequences left after filtering (2 rows read; rejected invalid_characters: 1, empty: 1)",
+        (str(fake),): "named .gz but is not gzip-compressed",
+    }
+    for args, message in cases.items():
+        proc = run_cli("--input", *args, "--output", str(tmp_path / "out"))
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and lines[0].startswith("helm prepare: error:")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    ok = tmp_path / "ok.txt"
+    ok.write_text("ATGAAA\nATGAA\n")
+    proc = run_cli("--input", str(ok), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 0 and "kept 1" in proc.stdout and "length_not_multiple_of_3: 1" in proc.stdout
+
+
+def test_import_is_light():
+    code = "import sys, helm.prepare; print(any(m in sys.modules for m in ('torch', 'lightning', 'tokenizers')))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert proc.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_sigkill_midway_then_rerun_gives_identical_shards(shared_data, tmp_path):
+    src = shared_data / OAS
+    args = ["--input", str(src), "--shard_tokens", "400000", "--chunk_rows", "512"]
+    reference = run_cli(*args, "--output", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "helm.cli", "prepare", "--no_progress", *args, "--output", str(out)], cwd=REPO
+    )
+    partial = tmp_path / "out.partial" / "train"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(partial.glob("shard-*.tokens"))) < 3:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list(partial.glob("shard-*.tokens"))) >= 3, "prepare finished before it could be killed"
+    assert not out.exists()  # nothing a trainer could read
+    rerun = run_cli(*args, "--output", str(out))
+    assert rerun.returncode == 0, rerun.stderr
+    assert tree_bytes(out) == tree_bytes(tmp_path / "ref")
+    assert not (tmp_path / "out.partial").exists()
+
+
+def test_codonbert_csv_rna_letters(shared_data, tmp_path):
+    """A real CodonBERT benchmark CSV (RNA letters, `Sequence` column): U becomes T, every row is accounted for."""
+    src = shared_data / "downstream" / "mRFP_Expression.csv"
+    summary = prepare([src], tmp_path / "out", column="Sequence", progress=False)
+    with open(src) as fh:
+        raw = [row["Sequence"] for row in csv.DictReader(fh)]
+    assert summary["rows_read"] == len(raw) == summary["kept_total"] + summary["rejected_total"]
+    expected = {s.strip().upper().replace("U", "T") for s in raw if len(s.strip()) % 3 == 0}
+    stored = {s for split in SPLITS for s in decoded(tmp_path / "out", split)}
+    assert stored == expected and all("U" not in s for s in stored)
+
+
+def test_jaffe_fasta_longest_orf(shared_data, tmp_path):
+    """Real Jaffe contigs (first 40 records) through --orf longest: every kept CDS starts with ATG, whole codons."""
+    lines, records = [], 0
+    with gzip.open(shared_data / "pretrain/oas_jaffe2022_1279067_1_paired_sequences.fasta.gz", "rt") as fh:
+        for line in fh:
+            records += line.startswith(">")
+            if records > 40:
+                break
+            lines.append(line)
+    src = tmp_path / "jaffe.fasta.gz"
+    src.write_bytes(gzip.compress("".join(lines).encode()))
+    summary = prepare([src], tmp_path / "out", orf="longest", progress=False, val_fraction=0, test_fraction=0)
+    assert summary["rows_read"] == 40 and summary["kept_total"] + summary["rejected"].get("duplicate", 0) == 40
+    for seq in decoded(tmp_path / "out", "train"):
+        assert seq.startswith("ATG") and len(seq) % 3 == 0 and len(seq) > 300
+        assert "*" not in translate(seq)[:-1]

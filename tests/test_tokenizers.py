@@ -1,0 +1,130 @@
+"""Tokenizers: vectorized k-mer encoding against a brute-force dict loop, learned HF tokenizers round-trip."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+
+import numpy as np
+import pytest
+
+from helm.codons import SPECIALS, UNK_ID
+from helm.tokenizers import create_tokenizer, list_tokenizers, load_tokenizer
+
+
+def brute_kmers(seq: str, k: int, stride: int) -> list[int]:
+    """Definition: windows at 0, stride, ... that fit; id = 6 + rank of the k-mer in ACGT order; else <unk>."""
+    kmers = ["".join(p) for p in itertools.product("ACGT", repeat=k)]
+    table = {km: len(SPECIALS) + i for i, km in enumerate(kmers)}
+    seq = seq.upper().replace("U", "T")
+    return [table.get(seq[i : i + k], UNK_ID) for i in range(0, len(seq) - k + 1, stride)]
+
+
+def random_seqs(rng: np.random.Generator, n: int, alphabet: str = "ACGT", max_len: int = 40) -> list[str]:
+    return ["".join(rng.choice(list(alphabet), size=int(rng.integers(0, max_len)))) for _ in range(n)]
+
+
+@pytest.mark.parametrize(
+    "name,k,overlap", [("3mer", 3, 0), ("3mer", 3, 1), ("3mer", 3, 2), ("6mer", 6, 0), ("6mer", 6, 3)]
+)
+def test_kmer_encode_matches_brute_force(name, k, overlap):
+    rng = np.random.default_rng(0)
+    tok = create_tokenizer(name, overlap=overlap)
+    seqs = random_seqs(rng, 200, "ACGTNU") + ["", "A", "ACG", "acgu"]
+    batch = tok.encode_batch(seqs)
+    for seq, enc in zip(seqs, batch):
+        expected = brute_kmers(seq, k, k - overlap)
+        assert tok.encode(seq).tolist() == expected
+        assert enc.tolist() == expected
+
+
+@pytest.mark.parametrize("name,k", [("3mer", 3), ("6mer", 6)])
+def test_whole_kmer_fast_path_matches_brute_force(name, k):
+    """Batches of whole k-mers take the reshape path; N, U, lower case and junk bytes must still be right."""
+    rng = np.random.default_rng(2)
+    tok = create_tokenizer(name)
+    seqs = ["".join(rng.choice(list("ACGTacgtUuN?é"), size=k * int(rng.integers(0, 30)))) for _ in range(300)]
+    clean = ["".join(rng.choice(list("ACGT"), size=k * int(rng.integers(1, 30)))) for _ in range(300)]
+    for batch in (seqs, clean):
+        flat, bounds = tok.encode_flat(batch)
+        assert flat.dtype == tok.dtype and bounds[0] == 0 and bounds[-1] == len(flat)
+        for i, seq in enumerate(batch):
+            assert flat[bounds[i] : bounds[i + 1]].tolist() == brute_kmers(seq, k, k)
+
+
+def test_codon_vocab_layout_and_decode():
+    tok = create_tokenizer("codon")
+    assert tok.name == "3mer" and len(tok) == 70
+    assert tok.vocab.tokens[: len(SPECIALS)] == SPECIALS
+    assert tok.vocab.tokens[6] == "AAA" and tok.vocab.tokens[-1] == "TTT"
+    seq = "ATGGCCTTTTAA"
+    assert tok.decode(tok.encode(seq)) == seq
+    six = create_tokenizer("6mer", overlap=3)
+    assert six.decode(six.encode("ATGGCCTTTTAA")) == "ATGGCCTTTTAA"
+
+
+def test_nuc_tokenizer():
+    tok = create_tokenizer("nuc")
+    ids = tok.encode("ACGTNUx")
+    idx = tok.vocab.index
+    assert ids.tolist() == [idx["A"], idx["C"], idx["G"], idx["T"], idx["N"], idx["T"], UNK_ID]
+    seqs = random_seqs(np.random.default_rng(1), 50, "ACGTN")
+    assert [a.tolist() for a in tok.encode_batch(seqs)] == [tok.encode(s).tolist() for s in seqs]
+    assert tok.decode(tok.encode("ACGTN")) == "ACGTN"
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown tokenizer"):
+        create_tokenizer("7mer")
+    with pytest.raises(ValueError, match="overlap"):
+        create_tokenizer("3mer", overlap=3)
+    with pytest.raises(ValueError, match="overlap"):
+        create_tokenizer("bpe", overlap=1)
+    assert set(list_tokenizers()) >= {"3mer", "codon", "nuc", "6mer", "bpe", "wp", "ug"}
+
+
+def test_fixed_tokenizer_save_load(tmp_path):
+    tok = create_tokenizer("6mer", overlap=3)
+    tok.save(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert (again.k, again.overlap, again.vocab) == (6, 3, tok.vocab)
+
+
+@pytest.fixture(scope="module")
+def oas_sample(shared_data):
+    """300 real OAS alignments (gaps removed, whole codons), read straight from the gzip CSV."""
+    import csv
+
+    out = []
+    with gzip.open(shared_data / "pretrain/oas_parameswaran2013_heavy_100k.csv.gz", "rt") as fh:
+        for row in csv.DictReader(fh):
+            s = row["sequence_alignment"].replace("-", "")
+            out.append(s[: len(s) // 3 * 3])
+            if len(out) == 300:
+                break
+    return out
+
+
+@pytest.mark.parametrize("name", ["bpe", "wp", "ug"])
+def test_learned_tokenizer_roundtrip(name, oas_sample, tmp_path):
+    train, held = oas_sample[:250], oas_sample[250:]
+    tok = create_tokenizer(name, vocab_size=120)
+    tok.train(train)
+    assert tok.vocab.tokens[: len(SPECIALS)] == SPECIALS
+    assert len(tok) <= 120
+    enc = tok.encode_batch(held)
+    for seq, ids in zip(held, enc):
+        assert ids.min() >= len(SPECIALS)  # no specials added, no <unk> on ACGT text
+        assert tok.decode(ids) == seq
+        assert ids.tolist() == tok.encode(seq).tolist()
+    # learned merges actually compress the sequence
+    assert np.mean([len(e) / len(s) for e, s in zip(enc, held)]) < 0.7
+    tok.save(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert again.name == name and again.vocab == tok.vocab
+    assert [a.tolist() for a in again.encode_batch(held)] == [e.tolist() for e in enc]
+
+
+def test_untrained_learned_tokenizer_refuses():
+    with pytest.raises(RuntimeError, match="not trained"):
+        create_tokenizer("bpe").encode("ACGT")
