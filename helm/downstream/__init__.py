@@ -1,0 +1,1 @@
+"""Downstream evaluation: property prediction, baselines, region annotation, generation, synonymous clustering."""

@@ -1,0 +1,199 @@
+"""`helm baseline`: simple baselines through the same splits and selection rule as `helm probe`.
+
+    helm baseline --kind onehot-textcnn|kmer-ridge|tfidf-ridge --dataset NAME --seed S --out FILE.json \
+        [--registry ...] [--mirror DIR] [--max-train N]
+        onehot-textcnn: [--tokenizer 3mer|nuc] [--max-len 1024] [--epochs ...] [--batch-sizes ...] [--lrs ...]
+        kmer-ridge:     [--ks 3 4 5] [--alphas ...]      nucleotide k-mer frequencies (overlapping) + ridge
+        tfidf-ridge:    [--ngrams 1 2] [--alphas ...]    TF-IDF over codon words (1..n-grams) + ridge
+
+Every hyper-parameter (k, n-gram range, ridge alpha, batch size, lr, epoch) is chosen on validation
+Spearman; test is scored once, for the selected configuration. The JSON has the shape of `helm probe`'s
+with ``run = "baseline-<kind>"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import Any
+
+from helm.downstream.datasets import DatasetError, DownstreamData, RegistryError
+from helm.downstream.embed import InputError, encode
+from helm.downstream.metrics import regression_metrics
+from helm.downstream.probe import add_fit_args, load_data, splits_of, write_json
+
+KINDS = ("onehot-textcnn", "kmer-ridge", "tfidf-ridge")
+DEFAULT_ALPHAS = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]
+
+
+def codon_words(seq: str, frame: int = 0) -> str:
+    return " ".join(seq[i : i + 3] for i in range(frame, len(seq) - 2, 3))
+
+
+def _ridge_select(features: dict[str, Any], data: DownstreamData, alphas: list[float]) -> dict[str, Any]:
+    """features: option label -> callable(fit_rows) -> (vectorizer-fitted matrices for train/val/test)."""
+    from sklearn.linear_model import Ridge
+
+    parts = {p: data.indices(p) for p in ("train", "val", "test")}
+    y = data.targets
+    grid, best = [], None
+    for label, build in features.items():
+        mats = build(parts)
+        for alpha in alphas:
+            model = Ridge(alpha=alpha).fit(mats["train"], y[parts["train"]])
+            val = regression_metrics(y[parts["val"]], model.predict(mats["val"]))
+            score = val["spearman"] if math.isfinite(val["spearman"]) else -math.inf
+            grid.append({"features": label, "alpha": alpha, "val_spearman": val["spearman"]})
+            if best is None or score > best[0]:
+                best = (score, label, alpha, model, mats, val)
+    _, label, alpha, model, mats, val = best
+    test = regression_metrics(y[parts["test"]], model.predict(mats["test"]))
+    return {
+        "metrics": {**test, **{f"val_{k}": v for k, v in val.items()}},
+        "selected": {"features": label, "alpha": alpha},
+        "grid": grid,
+    }
+
+
+def kmer_ridge(data: DownstreamData, ks: list[int], alphas: list[float]) -> dict[str, Any]:
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.preprocessing import normalize
+
+    def builder(k: int):
+        def build(parts):
+            vec = CountVectorizer(analyzer="char", ngram_range=(k, k), lowercase=False)
+            vec.fit([data.sequences[i] for i in parts["train"]])  # vocabulary from train only
+            return {
+                p: normalize(vec.transform([data.sequences[i] for i in idx]), norm="l1") for p, idx in parts.items()
+            }
+
+        return build
+
+    return _ridge_select({f"k={k}": builder(k) for k in ks}, data, alphas)
+
+
+def tfidf_ridge(data: DownstreamData, ngrams: list[int], alphas: list[float]) -> dict[str, Any]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    words = [codon_words(s, data.spec.codon_frame) for s in data.sequences]
+
+    def builder(n: int):
+        def build(parts):
+            vec = TfidfVectorizer(analyzer="word", token_pattern=r"\S+", lowercase=False, ngram_range=(1, n))
+            vec.fit([words[i] for i in parts["train"]])  # idf from train only
+            return {p: vec.transform([words[i] for i in idx]) for p, idx in parts.items()}
+
+        return build
+
+    return _ridge_select({f"ngram=1..{n}": builder(n) for n in ngrams}, data, alphas)
+
+
+def onehot_textcnn(data: DownstreamData, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from helm.downstream.harness import FitConfig, OneHotEncoder, sweep
+    from helm.tokenizers import create_tokenizer
+
+    tok = create_tokenizer(args.tokenizer)
+    enc = encode(
+        tok,
+        data.sequences,
+        args.max_len,
+        mode="mlm",
+        codon_frame=data.spec.codon_frame,
+        overlong=args.overlong,
+        where=str(data.path),
+    )
+    parts = splits_of(data, enc.ids, enc.mask)
+    base = FitConfig(head="textcnn", epochs=args.epochs, patience=args.patience, seed=args.seed)
+    torch.manual_seed(args.seed)
+    result = sweep(
+        parts["train"],
+        parts["val"],
+        parts["test"],
+        len(tok),
+        base,
+        args.batch_sizes,
+        args.lrs,
+        make_encoder=lambda: OneHotEncoder(len(tok)),
+        progress=not args.quiet,
+    )
+    result.pop("model")
+    result["grid"] = [
+        {k: g[k] for k in ("batch_size", "lr", "best_epoch")} | {"val_spearman": g["val"]["spearman"]}
+        for g in result["grid"]
+    ]
+    result["metrics"].update(n_truncated=enc.n_truncated, n_tail_trimmed=enc.n_tail_trimmed)
+    result["extra"] = {
+        "tokenizer": args.tokenizer,
+        "max_len": args.max_len,
+        "epochs": args.epochs,
+        "patience": args.patience,
+        "batch_sizes": args.batch_sizes,
+        "lrs": args.lrs,
+    }
+    return result
+
+
+def baseline(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.time()
+    data = load_data(args)
+    if args.kind == "kmer-ridge":
+        result = kmer_ridge(data, args.ks, args.alphas)
+    elif args.kind == "tfidf-ridge":
+        result = tfidf_ridge(data, args.ngrams, args.alphas)
+    else:
+        result = onehot_textcnn(data, args)
+    return {
+        "run": f"baseline-{args.kind}",
+        "task": data.spec.name,
+        "seed": args.seed,
+        "metrics": {**result["metrics"], **data.stats},
+        "config": {
+            "kind": "baseline",
+            "baseline": args.kind,
+            "selected": result["selected"],
+            "grid": result["grid"],
+            "max_train": args.max_train,
+            "dataset_file": str(data.path),
+            "sha256": data.spec.sha256,
+            "metric": data.spec.metric,
+            "codon_frame": data.spec.codon_frame,
+            **result.get("extra", {}),
+            "seconds": round(time.time() - t0, 2),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="helm baseline", description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=KINDS, required=True)
+    add_fit_args(parser)
+    parser.add_argument("--tokenizer", choices=("3mer", "nuc"), default="3mer", help="one-hot alphabet")
+    parser.add_argument("--max-len", type=int, default=1024, help="one-hot TextCNN token cap (specials included)")
+    parser.add_argument("--ks", type=int, nargs="+", default=[3, 4, 5], help="k-mer sizes tried (kmer-ridge)")
+    parser.add_argument("--ngrams", type=int, nargs="+", default=[1, 2], help="codon n-gram ranges tried (tfidf)")
+    parser.add_argument("--alphas", type=float, nargs="+", default=DEFAULT_ALPHAS, help="ridge penalties tried")
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        payload = baseline(args)
+    except (DatasetError, RegistryError, InputError, FileNotFoundError) as exc:
+        print(f"helm baseline: error: {exc}", file=sys.stderr)
+        return 1
+    write_json(args.out, payload)
+    m = payload["metrics"]
+    print(
+        f"{payload['run']} {payload['task']} seed={args.seed}: test spearman={m['spearman']:.4f} "
+        f"(val {m['val_spearman']:.4f}) -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""`helm cluster`: do a run's embeddings group synonymous variants of the same protein? (DESIGN 5)
+
+    helm cluster --run RUN_DIR --reference PREPARED_DIR_or_FILE --out FILE.json \
+        [--num-proteins 20] [--variants 10] [--seed 0]
+
+For each of ``--num-proteins`` held-out CDS with distinct proteins, ``--variants`` synonymous variants are drawn
+by resampling every codon uniformly among the codons of its amino acid (stop among stops; the protein is
+kept exactly). The original is one of the variants. Mean-pooled embeddings -> silhouette score with the
+protein as the cluster label (euclidean and cosine). 1 = variants of a protein sit together, 0 = no structure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from helm.codons import CODONS, GENETIC_CODE, translate
+from helm.downstream.embed import InputError, check_compatible, embed_pooled, encode, run_mode
+
+SYNONYMS: dict[str, list[str]] = {}
+for _codon in CODONS:
+    SYNONYMS.setdefault(GENETIC_CODE[_codon], []).append(_codon)
+
+
+def synonymous_variant(cds: str, rng: np.random.Generator) -> str:
+    """Same protein, every codon redrawn uniformly among its synonyms; codons with N are kept as they are."""
+    out = []
+    for i in range(0, len(cds) - len(cds) % 3, 3):
+        codon = cds[i : i + 3]
+        options = SYNONYMS.get(GENETIC_CODE.get(codon, ""), [codon])
+        out.append(options[rng.integers(len(options))])
+    return "".join(out)
+
+
+def variant_sets(cds_list: list[str], num_proteins: int, variants: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """(sequences, protein label per sequence): the original plus ``variants - 1`` resampled copies each."""
+    rng = np.random.default_rng(seed)
+    seen, seqs, labels = set(), [], []
+    for cds in cds_list:
+        cds = cds[: len(cds) - len(cds) % 3]
+        protein = translate(cds)
+        if not protein or protein in seen or "X" in protein:
+            continue
+        seen.add(protein)
+        group = [cds] + [synonymous_variant(cds, rng) for _ in range(variants - 1)]
+        seqs += group
+        labels += [len(seen) - 1] * len(group)
+        if len(seen) == num_proteins:
+            break
+    return seqs, np.array(labels)
+
+
+def cluster(args: argparse.Namespace) -> dict[str, Any]:
+    from sklearn.metrics import silhouette_score
+
+    from helm.downstream.generate import read_reference
+    from helm.run import load_run
+
+    t0 = time.time()
+    run = load_run(args.run)
+    check_compatible(run.model, run.tokenizer, where=str(args.run))
+    refs, _ = read_reference(args.reference, args.num_proteins * 5, run.tokenizer)
+    seqs, labels = variant_sets(refs, args.num_proteins, args.variants, args.seed)
+    n_proteins = len(set(labels.tolist()))
+    if n_proteins < 2 or args.variants < 2:
+        raise InputError(f"{args.reference}: need >= 2 distinct proteins and --variants >= 2 (got {n_proteins})")
+    enc = encode(
+        run.tokenizer, seqs, int(run.model.config.max_seq_len), mode=run_mode(run.config), where=str(args.reference)
+    )
+    emb = embed_pooled(run.model, enc, args.batch_size).numpy()
+    metrics = {
+        "silhouette_euclidean": float(silhouette_score(emb, labels, metric="euclidean")),
+        "silhouette_cosine": float(silhouette_score(emb, labels, metric="cosine")),
+        "num_proteins": n_proteins,
+        "num_sequences": len(seqs),
+        "n_truncated": enc.n_truncated,
+    }
+    return {
+        "run": run.run_id,
+        "task": "synonymous_clustering",
+        "seed": args.seed,
+        "metrics": metrics,
+        "config": {
+            "kind": "cluster",
+            "run_dir": str(args.run),
+            "reference": str(args.reference),
+            "variants": args.variants,
+            "num_proteins": args.num_proteins,
+            "seconds": round(time.time() - t0, 2),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from helm.downstream.probe import write_json
+
+    parser = argparse.ArgumentParser(prog="helm cluster", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--reference", required=True, help="prepared directory (test split) or sequence file")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--num-proteins", type=int, default=20)
+    parser.add_argument("--variants", type=int, default=10, help="sequences per protein, the original included")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        payload = cluster(args)
+    except (InputError, FileNotFoundError) as exc:
+        print(f"helm cluster: error: {exc}", file=sys.stderr)
+        return 1
+    write_json(args.out, payload)
+    m = payload["metrics"]
+    print(
+        f"{payload['run']}: silhouette {m['silhouette_euclidean']:.3f} (cosine {m['silhouette_cosine']:.3f}) "
+        f"over {m['num_proteins']} proteins -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The downstream dataset registry (``config/datasets.yaml``) and a validated loader.
+
+``load_registry(path)`` checks every entry (required keys, no unknown keys, known split/task kinds) and
+raises ``RegistryError`` naming the registry file and the entry. ``load_dataset(name, ...)`` locates the file
+(mirror first, sha256-checked), checks the columns and every row, and returns cleaned DNA sequences,
+float targets and a train/val/test assignment. A bad row is an error naming the file, the 1-based line
+(the header is line 1) and the reason -- nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from helm.io import clean_sequence
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_REGISTRY = REPO / "config" / "datasets.yaml"
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+_REQUIRED = ("file", "sequence_column", "target_column", "task", "metric", "split", "alphabet", "sequence_type")
+_OPTIONAL = ("url", "sha256", "available", "codon_frame", "note")
+TASKS = ("regression",)
+METRICS = ("spearman", "pearson", "r2")
+
+
+class RegistryError(ValueError):
+    """A bad registry entry: names the registry file, the entry and the key."""
+
+
+class DatasetError(ValueError):
+    """A bad dataset file or row: names the file (and line)."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    file: str
+    sequence_column: str
+    target_column: str
+    task: str
+    metric: str
+    split: dict[str, Any]
+    alphabet: str
+    sequence_type: str
+    url: str | None = None
+    sha256: str | None = None
+    available: bool = True
+    codon_frame: int = 0
+    note: str = ""
+
+
+@dataclass
+class DownstreamData:
+    """Cleaned sequences (upper-case DNA), float targets and the split label ('train'|'val'|'test') per row."""
+
+    spec: DatasetSpec
+    path: Path
+    sequences: list[str]
+    targets: np.ndarray
+    split: np.ndarray
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def indices(self, part: str) -> np.ndarray:
+        return np.nonzero(self.split == part)[0]
+
+
+def _check_entry(name: str, entry: Any, where: str) -> DatasetSpec:
+    def bad(key: str, why: str) -> RegistryError:
+        return RegistryError(f"{where}: dataset {name!r}, key {key!r}: {why}")
+
+    if not isinstance(entry, dict):
+        raise RegistryError(f"{where}: dataset {name!r}: expected a mapping, got {type(entry).__name__}")
+    unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise bad(unknown[0], f"unknown key (valid keys: {', '.join(_REQUIRED + _OPTIONAL)})")
+    for key in _REQUIRED:
+        if entry.get(key) in (None, ""):
+            raise bad(key, "required key is missing or empty")
+    if entry["task"] not in TASKS:
+        raise bad("task", f"{entry['task']!r} is not one of {TASKS}")
+    if entry["metric"] not in METRICS:
+        raise bad("metric", f"{entry['metric']!r} is not one of {METRICS}")
+    if entry["alphabet"] not in ("rna", "dna"):
+        raise bad("alphabet", f"{entry['alphabet']!r} is not rna or dna")
+    if entry["sequence_type"] not in ("cds", "noncoding"):
+        raise bad("sequence_type", f"{entry['sequence_type']!r} is not cds or noncoding")
+    split = entry["split"]
+    if not isinstance(split, dict) or ("column" in split) == ("random" in split):
+        raise bad("split", "expected {column: NAME} or {random: [train, val, test], seed: S[, group_column: NAME]}")
+    if set(split) - {"column", "random", "seed", "group_column"}:
+        raise bad("split", f"unknown split key(s) {sorted(set(split) - {'column', 'random', 'seed', 'group_column'})}")
+    if "random" in split:
+        fr = split["random"]
+        if not (isinstance(fr, list) and len(fr) == 3 and all(isinstance(x, (int, float)) and x > 0 for x in fr)):
+            raise bad("split", f"random fractions must be three positive numbers, got {fr!r}")
+        if abs(sum(fr) - 1) > 1e-6:
+            raise bad("split", f"random fractions must sum to 1, got {sum(fr)}")
+    frame = entry.get("codon_frame", 0)
+    if frame not in (0, 1, 2):
+        raise bad("codon_frame", f"must be 0, 1 or 2, got {frame!r}")
+    sha = entry.get("sha256")
+    if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
+        raise bad("sha256", "must be 64 hex digits or null (unknown)")
+    return DatasetSpec(name=name, **{k: v for k, v in entry.items() if v is not None or k in ("url", "sha256")})
+
+
+def load_registry(path: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
+    """Parse and validate the registry; the dataset names are its keys."""
+    if path is None:  # the checkout's registry (editable installs), else ./config/datasets.yaml
+        path = DEFAULT_REGISTRY if DEFAULT_REGISTRY.is_file() else Path("config") / "datasets.yaml"
+    path = Path(path)
+    if not path.is_file():
+        raise RegistryError(f"{path}: dataset registry not found")
+    with open(path) as fh:
+        doc = yaml.safe_load(fh) or {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("datasets"), dict):
+        raise RegistryError(f"{path}: expected a top-level 'datasets:' mapping of name -> entry")
+    return {str(name): _check_entry(str(name), entry, str(path)) for name, entry in doc["datasets"].items()}
+
+
+def get_spec(name: str, registry: str | os.PathLike | None = None) -> DatasetSpec:
+    specs = load_registry(registry)
+    if name not in specs:
+        raise RegistryError(f"{registry or DEFAULT_REGISTRY}: unknown dataset {name!r}; known: {', '.join(specs)}")
+    return specs[name]
+
+
+def locate(spec: DatasetSpec, mirror: str | os.PathLike | None = None, dest: str | os.PathLike | None = None) -> Path:
+    """The verified local file of ``spec`` (mirror first, then its URL)."""
+    from helm.fetch import locate_file
+
+    if not spec.available:
+        raise DatasetError(f"dataset {spec.name!r} ({spec.file}) is not available: {spec.note}")
+    return locate_file(spec.file, url=spec.url, sha256=spec.sha256, mirror=mirror, dest=dest)
+
+
+def split_indices(n: int, fractions: list[float], seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Seeded random train/val/test labels; with ``groups`` every group lands in one part (by group counts)."""
+    rng = np.random.default_rng(seed)
+    labels = np.empty(n, dtype=object)
+    if groups is None:
+        order = rng.permutation(n)
+        units = [np.array([i]) for i in order]
+    else:
+        uniq, inverse = np.unique(groups, return_inverse=True)
+        members = [np.nonzero(inverse == g)[0] for g in range(len(uniq))]
+        units = [members[g] for g in rng.permutation(len(uniq))]
+    cuts = np.cumsum(fractions)[:2] * len(units)
+    for u, rows in enumerate(units):
+        labels[rows] = "train" if u < round(cuts[0]) else ("val" if u < round(cuts[1]) else "test")
+    return labels.astype(str)
+
+
+def load_dataset(
+    name: str,
+    registry: str | os.PathLike | None = None,
+    mirror: str | os.PathLike | None = None,
+    path: str | os.PathLike | None = None,
+) -> DownstreamData:
+    """Load, validate and split one registry dataset (``path`` overrides where the file is read from)."""
+    import pandas as pd
+
+    spec = get_spec(name, registry)
+    file = Path(path) if path else locate(spec, mirror)
+    try:
+        frame = pd.read_csv(file, dtype=str, keep_default_na=False)
+    except Exception as exc:  # pandas raises many types; the message matters
+        raise DatasetError(f"{file}: cannot read as CSV: {exc}") from exc
+    for key in ("sequence_column", "target_column"):
+        column = getattr(spec, key)
+        if column not in frame.columns:
+            raise DatasetError(
+                f"{file}: {key} {column!r} (registry entry {name!r}) is not a column; columns: {list(frame.columns)}"
+            )
+    if len(frame) == 0:
+        raise DatasetError(f"{file}: no data rows")
+    line = np.arange(len(frame)) + 2  # header is line 1
+
+    raw_targets = frame[spec.target_column].str.strip()
+    targets = pd.to_numeric(raw_targets, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.nonzero(~np.isfinite(targets))[0]
+    if len(bad):
+        shown = ", ".join(f"line {line[i]} ({raw_targets.iloc[i]!r})" for i in bad[:5])
+        raise DatasetError(
+            f"{file}: target column {spec.target_column!r} has {len(bad)} non-numeric or missing value(s): {shown}"
+        )
+
+    sequences = []
+    for i, raw in enumerate(frame[spec.sequence_column]):
+        seq, reason = clean_sequence(raw)
+        if reason:
+            raise DatasetError(f"{file}, line {line[i]}: sequence column {spec.sequence_column!r}: {reason}")
+        sequences.append(seq)
+
+    if "column" in spec.split:
+        column = spec.split["column"]
+        if column not in frame.columns:
+            raise DatasetError(f"{file}: split column {column!r} (registry entry {name!r}) is not a column")
+        mapped = frame[column].str.strip().str.lower().map(_SPLIT_ALIASES)
+        bad = np.nonzero(mapped.isna().to_numpy())[0]
+        if len(bad):
+            i = bad[0]
+            raise DatasetError(
+                f"{file}, line {line[i]}: split {frame[column].iloc[i]!r} in column {column!r} is not train/val/test"
+            )
+        split = mapped.to_numpy(dtype=str)
+    else:
+        group_col = spec.split.get("group_column")
+        if group_col and group_col not in frame.columns:
+            raise DatasetError(f"{file}: split group_column {group_col!r} (registry entry {name!r}) is not a column")
+        groups = frame[group_col].to_numpy(dtype=str) if group_col else None
+        split = split_indices(len(frame), spec.split["random"], int(spec.split.get("seed", 0)), groups)
+    for part in SPLITS:
+        if not (split == part).any():
+            raise DatasetError(f"{file}: the {part} split is empty")
+    stats = {f"n_{p}": int((split == p).sum()) for p in SPLITS}
+    return DownstreamData(spec=spec, path=file, sequences=sequences, targets=targets, split=split, stats=stats)
+
+
+def subsample(data: DownstreamData, max_train: int | None, seed: int) -> DownstreamData:
+    """Keep at most ``max_train`` training rows (seeded) -- for smoke runs; val/test stay whole."""
+    train = data.indices("train")
+    if not max_train or len(train) <= max_train:
+        return data
+    rng = np.random.default_rng(seed)
+    drop = set(rng.choice(train, len(train) - max_train, replace=False).tolist())
+    keep = np.array([i for i in range(len(data.sequences)) if i not in drop])
+    stats = dict(data.stats, n_train=int(max_train), n_train_full=len(train))
+    return DownstreamData(
+        spec=data.spec,
+        path=data.path,
+        sequences=[data.sequences[i] for i in keep],
+        targets=data.targets[keep],
+        split=data.split[keep],
+        stats=stats,
+    )

@@ -1,0 +1,329 @@
+"""`helm generate`: sample sequences from a CLM run and score them against held-out data (DESIGN 5).
+
+    helm generate --run RUN_DIR --out FILE.json --num-samples 64 --reference PREPARED_DIR_or_FILE \
+        [--prompt none|codons|cdr3] [--prompt-codons 30] [--temperature 1.0] [--top-k 10] [--top-p 0.95]
+        [--max-new-tokens N] [--num-reference 200] [--embed-run RUN_DIR] [--pca-components 8] [--seed 0]
+
+Sampling: temperature, then top-k, then top-p (nucleus) filtering; only sequence tokens and ``<eos>`` can be
+drawn. Prompts: none (from ``<cls>`` only), the first ``--prompt-codons`` tokens of reference sequences, or
+(OAS CSV references) the reference cut just before its CDR3 -- the paper's "before the D-J region".
+Metrics: valid-ORF fraction (ATG start, length a multiple of 3, no internal stop), GC content, codon-usage
+distance, internal diversity (mean pairwise Levenshtein), and a Fréchet distance + neighbour precision/recall
+between mean-pooled embeddings (the run's own encoder by default) of generated and held-out sequences.
+Samples are written as FASTA next to the JSON (``--samples`` to choose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from helm.codons import CLS_ID, EOS_ID, SPECIALS
+from helm.downstream.embed import InputError, check_compatible, embed_pooled, encode, run_mode
+from helm.downstream.metrics import (
+    codon_usage_distance,
+    frechet_distance,
+    gc_content,
+    has_internal_stop,
+    internal_diversity,
+    is_valid_orf,
+    neighbour_precision_recall,
+    pca_project,
+)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set to -inf everything outside the top-k and outside the smallest set with cumulative prob >= top_p."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the mass before it already reaches top_p (the top token always stays)
+        drop_sorted = probs.cumsum(-1) - probs >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def sample(
+    model,
+    prompts: list[np.ndarray],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 10,
+    top_p: float = 0.95,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> list[np.ndarray]:
+    """Continue each prompt (token ids without specials; may be empty) until ``<eos>`` or the length cap.
+
+    Rows are right-padded; with causal attention a row never sees the pads after it, so each step takes the
+    logits at the row's own last position. Returns the prompt + generated tokens, without specials.
+    """
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    allowed = torch.zeros(model.config.vocab_size, dtype=torch.bool)
+    allowed[len(SPECIALS) :] = True
+    allowed[EOS_ID] = True
+    out: list[np.ndarray] = []
+    cap = int(model.config.max_seq_len)
+    for b0 in range(0, len(prompts), batch_size):
+        batch = prompts[b0 : b0 + batch_size]
+        lengths = torch.tensor([1 + len(p) for p in batch])  # <cls> + prompt
+        width = min(cap, int(lengths.max()) + max_new_tokens)
+        if int(lengths.max()) >= width:
+            raise InputError(f"a prompt of {int(lengths.max()) - 1} tokens leaves no room under max_seq_len={cap}")
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        ids[:, 0] = CLS_ID
+        for i, p in enumerate(batch):
+            ids[i, 1 : 1 + len(p)] = torch.as_tensor(p.astype(np.int64))
+        done = torch.zeros(len(batch), dtype=torch.bool)
+        start = lengths.clone()
+        limit = (start + max_new_tokens).clamp_max(width)  # every row gets at most max_new_tokens new tokens
+        while not done.all():
+            active = ~done & (lengths < limit)
+            if not active.any():
+                break
+            cur = int(lengths[active].max())
+            mask = torch.arange(cur)[None, :] < lengths[:, None]
+            logits = model(ids[:, :cur], mask)[torch.arange(len(batch)), (lengths - 1).clamp_max(cur - 1)]
+            logits = logits.float().masked_fill(~allowed, float("-inf")) / max(temperature, 1e-6)
+            probs = F.softmax(filter_logits(logits, top_k, top_p), dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+            rows = torch.nonzero(active).squeeze(1)
+            ids[rows, lengths[rows]] = nxt[rows]
+            done |= active & (nxt == EOS_ID)
+            lengths[rows] += 1
+            done |= lengths >= limit
+        for i in range(len(batch)):
+            seq = ids[i, 1 : int(lengths[i])].numpy()
+            stop = np.nonzero(seq == EOS_ID)[0]
+            out.append(seq[: stop[0]] if len(stop) and stop[0] >= int(start[i]) - 1 else seq)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- reference
+
+
+def read_reference(path: str | Path, limit: int, tokenizer=None) -> tuple[list[str], list[dict] | None]:
+    """Held-out sequences (cleaned, in-frame DNA): a prepared directory (its test split, else val) decoded
+    with its tokenizer, or any sequence file `helm.io` reads (txt/csv/FASTA/OAS; OAS rows via ``oas_cds``).
+    For OAS CSV files the raw row dicts are returned too (for CDR3 prompts)."""
+    from helm.io import DataError, OasRow, clean_sequence, detect_format, oas_cds, read_records
+
+    path = Path(path)
+    if path.is_dir():
+        from helm.shards import TokenShards
+        from helm.tokenizers import load_tokenizer
+
+        split = next((path / s for s in ("test", "val") if (path / s / "index.json").is_file()), None)
+        if split is None:
+            raise InputError(f"{path}: a prepared directory needs a test/ or val/ split with index.json")
+        tok = load_tokenizer(path) if (path / "tokenizer.json").is_file() else tokenizer
+        shards = TokenShards(split)
+        return [tok.decode(shards[i]) for i in range(min(limit, len(shards)))], None
+    if not path.is_file():
+        raise InputError(f"{path}: reference not found (give a prepared directory or a sequence file)")
+    fmt = detect_format(path)
+    if fmt == "oas":
+        import pandas as pd
+
+        from helm.io import oas_codon_regions
+
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=4 * limit, skiprows=_oas_metadata_rows(path))
+        seqs, rows = [], []
+        for _, row in frame.iterrows():
+            try:
+                cds, labels = oas_codon_regions(row.to_dict())
+            except ValueError:
+                continue  # rejected rows (counted by `helm prepare`) are not held-out sequences
+            seqs.append(cds)
+            rows.append({"labels": labels})
+            if len(seqs) == limit:
+                break
+        return seqs, rows
+    seqs = []
+    try:
+        for _, payload in read_records(path, fmt):
+            if isinstance(payload, OasRow):
+                seq, reason, _ = oas_cds(payload)
+            else:
+                seq, reason = clean_sequence(str(payload))
+            if reason is None:
+                seqs.append(seq)
+            if len(seqs) == limit:
+                break
+    except DataError as exc:
+        raise InputError(str(exc)) from exc
+    return seqs, None
+
+
+def _oas_metadata_rows(path: Path) -> list[int]:
+    from helm.io import read_json_metadata
+
+    return [0] if read_json_metadata(path) is not None else []
+
+
+def make_prompts(tokenizer, refs: list[str], ref_rows, how: str, n_codons: int, num: int) -> list[np.ndarray]:
+    empty = np.zeros(0, dtype=np.int64)
+    if how == "none":
+        return [empty] * num
+    if not refs:
+        raise InputError("prompts need reference sequences, and none were read")
+    tokens = tokenizer.encode_batch(refs)
+    if how == "codons":
+        return [tokens[i % len(refs)][:n_codons] for i in range(num)]
+    if ref_rows is None:
+        raise InputError("--prompt cdr3 needs an OAS CSV reference (region coordinates)")
+    if getattr(tokenizer, "name", "") != "3mer":
+        raise InputError("--prompt cdr3 needs a codon (3mer) run: region labels are per codon")
+    out = []
+    for i in range(num):
+        labels = ref_rows[i % len(refs)]["labels"]
+        cut = labels.index("cdr3") if "cdr3" in labels else len(labels)
+        out.append(tokens[i % len(refs)][:cut])
+    return out
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+def score(
+    generated: list[str], reference: list[str], embedder, tokenizer, mode: str, pca_components: int, threshold: float
+) -> dict[str, float]:
+    gen_ok = [s for s in generated if s]
+    m: dict[str, float] = {
+        "num_samples": len(generated),
+        "num_empty": len(generated) - len(gen_ok),
+        "valid_orf_frac": float(np.mean([is_valid_orf(s) for s in generated])),
+        "no_internal_stop_frac": float(np.mean([not has_internal_stop(s) for s in generated])),
+        "mean_length_nt": float(np.mean([len(s) for s in generated])),
+        "ref_mean_length_nt": float(np.mean([len(s) for s in reference])),
+        "gc_content": float(np.mean([gc_content(s) for s in gen_ok])) if gen_ok else float("nan"),
+        "ref_gc_content": float(np.mean([gc_content(s) for s in reference])),
+        "codon_usage_distance": codon_usage_distance(gen_ok, reference),
+        "internal_diversity": internal_diversity(gen_ok, max_pairs=2000),
+        "ref_internal_diversity": internal_diversity(reference, max_pairs=2000),
+    }
+    m["gc_abs_diff"] = abs(m["gc_content"] - m["ref_gc_content"])
+    if len(gen_ok) >= 2 and len(reference) >= 2:
+        max_len = int(embedder.config.max_seq_len)
+        e_gen = embed_pooled(embedder, encode(tokenizer, gen_ok, max_len, mode=mode)).numpy()
+        e_ref = embed_pooled(embedder, encode(tokenizer, reference, max_len, mode=mode)).numpy()
+        a, b = pca_project(e_gen, e_ref, pca_components)
+        m["frechet_distance"] = frechet_distance(a, b)
+        m["precision"], m["recall"] = neighbour_precision_recall(e_gen, e_ref, threshold)
+    return m
+
+
+def generate(args: argparse.Namespace) -> dict[str, Any]:
+    from helm.run import load_run
+
+    t0 = time.time()
+    run = load_run(args.run)
+    check_compatible(run.model, run.tokenizer, where=str(args.run))
+    mode = run_mode(run.config)
+    if mode != "clm":
+        raise InputError(
+            f"{args.run}: helm generate needs a CLM (causal) run, but this run was trained with mode="
+            f"{run.config.get('mode', 'mlm')!r}{' (bidirectional)' if run.config.get('bidirectional') else ''}"
+        )
+    refs, ref_rows = read_reference(args.reference, args.num_reference, run.tokenizer)
+    if len(refs) < 2:
+        raise InputError(f"{args.reference}: need at least 2 reference sequences, read {len(refs)}")
+    prompts = make_prompts(run.tokenizer, refs, ref_rows, args.prompt, args.prompt_codons, args.num_samples)
+    cap = int(run.model.config.max_seq_len)
+    max_new = args.max_new_tokens or cap
+    torch.manual_seed(args.seed)
+    tokens = sample(run.model, prompts, max_new, args.temperature, args.top_k, args.top_p, args.seed, args.batch_size)
+    generated = [run.tokenizer.decode(t) for t in tokens]
+    embedder_run = load_run(args.embed_run) if args.embed_run else run
+    if args.embed_run:
+        check_compatible(embedder_run.model, embedder_run.tokenizer, where=str(args.embed_run))
+    metrics = score(
+        generated,
+        refs,
+        embedder_run.model,
+        embedder_run.tokenizer,
+        run_mode(embedder_run.config),
+        args.pca_components,
+        args.nn_threshold,
+    )
+    samples = Path(args.samples) if args.samples else Path(args.out).with_suffix(".fasta")
+    samples.parent.mkdir(parents=True, exist_ok=True)
+    samples.write_text(
+        "".join(f">sample_{i} prompt_tokens={len(p)}\n{s}\n" for i, (p, s) in enumerate(zip(prompts, generated)))
+    )
+    return {
+        "run": run.run_id,
+        "task": "generation",
+        "seed": args.seed,
+        "metrics": metrics,
+        "config": {
+            "kind": "generate",
+            "run_dir": str(args.run),
+            "reference": str(args.reference),
+            "num_reference": len(refs),
+            "prompt": args.prompt,
+            "prompt_codons": args.prompt_codons if args.prompt == "codons" else None,
+            "temperature": args.temperature,
+            "top_k": args.top_k,
+            "top_p": args.top_p,
+            "max_new_tokens": max_new,
+            "embedder": str(args.embed_run or args.run),
+            "pca_components": args.pca_components,
+            "nn_threshold": args.nn_threshold,
+            "samples_file": str(samples),
+            "seconds": round(time.time() - t0, 2),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from helm.downstream.probe import write_json
+
+    parser = argparse.ArgumentParser(prog="helm generate", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="CLM run directory")
+    parser.add_argument("--out", required=True, help="output JSON")
+    parser.add_argument("--num-samples", type=int, default=64)
+    parser.add_argument("--reference", required=True, help="prepared directory (test split) or sequence file")
+    parser.add_argument("--num-reference", type=int, default=200, help="held-out sequences read")
+    parser.add_argument("--prompt", choices=("none", "codons", "cdr3"), default="none")
+    parser.add_argument("--prompt-codons", type=int, default=30, help="prompt length for --prompt codons")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=10, help="0 = off")
+    parser.add_argument("--top-p", type=float, default=0.95, help="1.0 = off")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: up to the model's max_seq_len")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--embed-run", default=None, help="run whose encoder embeds for the Fréchet distance")
+    parser.add_argument("--pca-components", type=int, default=8)
+    parser.add_argument("--nn-threshold", type=float, default=0.05, help="cosine distance for precision/recall")
+    parser.add_argument("--samples", default=None, help="FASTA of the samples (default: OUT with .fasta)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        payload = generate(args)
+    except (InputError, FileNotFoundError) as exc:
+        print(f"helm generate: error: {exc}", file=sys.stderr)
+        return 1
+    write_json(args.out, payload)
+    m = payload["metrics"]
+    print(
+        f"{payload['run']}: {m['num_samples']} samples, valid ORF {m['valid_orf_frac']:.3f}, "
+        f"FD {m.get('frechet_distance', float('nan')):.3f} -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The property-prediction protocol shared by `helm probe` and `helm baseline` (DESIGN 5).
+
+Inputs are either precomputed frozen embeddings ``[N, L, D]`` (``Features``) or token ids that a trainable
+encoder turns into embeddings on the fly (``Tokens``: fine-tuning, or the one-hot baseline). A head is
+trained with Adam (separate backbone/head learning rates), MSE on standardized targets,
+ReduceLROnPlateau on validation Spearman, early stopping; the epoch is chosen on validation. ``sweep`` runs
+a grid of (batch size, head lr) and selects on validation Spearman; only the selected model ever sees the
+test rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from helm.downstream.heads import build_head
+from helm.downstream.metrics import regression_metrics
+
+
+@dataclass
+class FitConfig:
+    head: str = "textcnn"
+    epochs: int = 100
+    patience: int = 15  # early stopping, epochs without a better validation Spearman
+    batch_size: int = 32
+    lr: float = 1e-3  # head learning rate
+    backbone_lr: float = 1e-5  # fine-tuning only
+    weight_decay: float = 0.0
+    plateau_patience: int = 5  # ReduceLROnPlateau on validation Spearman
+    plateau_factor: float = 0.5
+    eval_batch_size: int = 128
+    seed: int = 0
+
+
+@dataclass
+class Split:
+    """One part of a dataset: embeddings or token ids, the real-token mask and the targets."""
+
+    x: torch.Tensor  # float [N, L, D] (frozen features) or long [N, L] (token ids)
+    mask: torch.Tensor  # bool [N, L]
+    y: np.ndarray  # float [N]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = self.mask[rows]
+        width = max(int(mask.sum(1).max()), 1)  # trim the padding this batch does not need
+        x = self.x[rows, :width]
+        return (x.float() if x.is_floating_point() else x), mask[:, :width]
+
+
+class OneHotEncoder(nn.Module):
+    """Token ids -> one-hot vectors (the one-hot TextCNN baseline); no parameters."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.register_buffer("eye", torch.eye(vocab_size), persistent=False)
+
+    def embed(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.eye[ids]
+
+
+class Regressor(nn.Module):
+    def __init__(self, head: nn.Module, encoder: nn.Module | None = None) -> None:
+        super().__init__()
+        self.head = head
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.encoder is not None:
+            x = self.encoder.embed(x, mask)
+        return self.head(x, mask)
+
+
+@torch.no_grad()
+def predict(model: Regressor, data: Split, batch_size: int) -> np.ndarray:
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        x, mask = data.batch(torch.arange(start, min(start + batch_size, len(data))))
+        out.append(model(x, mask).float().cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def _score(metrics: dict[str, float]) -> float:
+    s = metrics["spearman"]
+    return -math.inf if s is None or not math.isfinite(s) else s
+
+
+@dataclass
+class FitResult:
+    val: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    state: dict[str, torch.Tensor] = field(repr=False)
+    history: list[float] = field(default_factory=list, repr=False)
+
+
+def fit(
+    train: Split,
+    val: Split,
+    dim: int,
+    cfg: FitConfig,
+    encoder: nn.Module | None = None,
+    progress: bool = True,
+) -> tuple[Regressor, FitResult]:
+    """Train one head (and the encoder's trainable parameters, if any); keep the best validation epoch."""
+    torch.manual_seed(cfg.seed)
+    model = Regressor(build_head(cfg.head, dim), encoder)
+    mean, std = float(train.y.mean()), float(train.y.std()) or 1.0
+    y_train = torch.tensor((train.y - mean) / std, dtype=torch.float32)
+    groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
+    enc_params = [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
+    if enc_params:
+        groups.append({"params": enc_params, "lr": cfg.backbone_lr})
+    opt = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best, best_epoch, best_state, since, history = -math.inf, -1, None, 0, []
+    bar = tqdm(range(cfg.epochs), desc=f"fit bs={cfg.batch_size} lr={cfg.lr:g}", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(len(train), generator=gen)
+        for start in range(0, len(train), cfg.batch_size):
+            rows = perm[start : start + cfg.batch_size]
+            if len(rows) < 2 and len(train) > 1:  # a 1-row batch gives no useful signal with dropout
+                continue
+            x, mask = train.batch(rows)
+            loss = nn.functional.mse_loss(model(x, mask), y_train[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        metrics = regression_metrics(val.y, predict(model, val, cfg.eval_batch_size))
+        score = _score(metrics)
+        history.append(metrics["spearman"])
+        sched.step(score if math.isfinite(score) else -1.0)
+        if score > best or best_state is None:
+            best, best_epoch, since = score, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since += 1
+            if since >= cfg.patience:
+                break
+        bar.set_postfix(val_spearman=f"{metrics['spearman']:.3f}", best=f"{best:.3f}")
+    model.load_state_dict(best_state)
+    model.target_mean, model.target_std = mean, std  # predictions are de-standardized by `evaluate`
+    val_metrics = evaluate(model, val, cfg.eval_batch_size)
+    return model, FitResult(val_metrics, best_epoch, epoch + 1, best_state, history)
+
+
+def evaluate(model: Regressor, data: Split, batch_size: int = 128) -> dict[str, float]:
+    pred = predict(model, data, batch_size) * model.target_std + model.target_mean
+    return regression_metrics(data.y, pred)
+
+
+def sweep(
+    train: Split,
+    val: Split,
+    test: Split,
+    dim: int,
+    base: FitConfig,
+    batch_sizes: list[int],
+    lrs: list[float],
+    make_encoder=None,
+    progress: bool = True,
+) -> dict:
+    """Grid over (batch size, head lr); select on validation Spearman; test only the selected model.
+
+    ``make_encoder()`` returns a fresh trainable encoder per grid point (fine-tuning starts from the same
+    pretrained weights every time), or None for frozen features.
+    """
+    grid, best_model, best_cfg, best_fit = [], None, None, None
+    for bs in batch_sizes:
+        for lr in lrs:
+            cfg = FitConfig(**{**asdict(base), "batch_size": int(bs), "lr": float(lr)})
+            encoder = make_encoder() if make_encoder else None
+            model, res = fit(train, val, dim, cfg, encoder, progress)
+            grid.append({"batch_size": bs, "lr": lr, "val": res.val, "best_epoch": res.best_epoch})
+            if best_fit is None or _score(res.val) > _score(best_fit.val):
+                best_model, best_cfg, best_fit = model, cfg, res
+            else:
+                del model
+    test_metrics = evaluate(best_model, test, base.eval_batch_size)
+    return {
+        "metrics": {**test_metrics, **{f"val_{k}": v for k, v in best_fit.val.items()}},  # unprefixed = test
+        "selected": {
+            "batch_size": best_cfg.batch_size,
+            "lr": best_cfg.lr,
+            "best_epoch": best_fit.best_epoch,
+            "epochs_run": best_fit.epochs_run,
+        },
+        "grid": grid,
+        "model": best_model,
+    }
+
+
+def copy_encoder(model: nn.Module, finetune: str, lora_r: int = 8, lora_alpha: float = 16.0) -> nn.Module:
+    """A trainable copy of a backbone: every weight (``full``) or LoRA adapters only (``lora``)."""
+    from helm.downstream.lora import apply_lora
+
+    enc = copy.deepcopy(model)
+    if finetune == "full":
+        for p in enc.parameters():
+            p.requires_grad_(True)
+    elif finetune == "lora":
+        apply_lora(enc, r=lora_r, alpha=lora_alpha)
+    else:
+        raise ValueError(f"finetune must be full or lora here, got {finetune!r}")
+    return enc
