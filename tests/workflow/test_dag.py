@@ -1,0 +1,125 @@
+"""Dry runs of the real Snakefile: the paper grid's DAG, the smoke grid's coverage, targets, resources, lint."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from wf_utils import REPO, expected_runs, job_counts, load_config, snakemake
+
+RUN_ID = re.compile(r"results/pretrain/([^/\s,]+)/metrics\.json")
+
+
+def pretrain_outputs(output: str) -> set[str]:
+    """Run ids of the pretrain jobs a dry run lists (their `output:` lines)."""
+    ids = set()
+    for block in output.split("\nrule ")[1:] + output.split("\nlocalrule ")[1:]:
+        if block.startswith("pretrain:"):
+            ids |= set(RUN_ID.findall(block.split("\n    log:")[0]))
+    return ids
+
+
+def test_full_grid_dry_run_lists_every_pretrain_job(tmp_path: Path, record_property) -> None:
+    config = load_config("config/config.yaml")
+    points = expected_runs(config)
+    start = time.perf_counter()
+    proc = snakemake(tmp_path, "-n", config="", timeout=300)
+    elapsed = time.perf_counter() - start
+    record_property("full_grid_dry_run_s", round(elapsed, 2))
+    print(f"full paper grid dry run: {elapsed:.1f} s")
+    counts = job_counts(proc.stdout)
+    assert counts["pretrain"] == len(points)
+    ids = pretrain_outputs(proc.stdout)
+    assert ids == {"-".join(p) for p in points}
+    # every probe task x seed for every run, generation for CLM runs only
+    tasks = config["downstream"]["tasks"]
+    n_seeds = len(config["downstream"]["seeds"])
+    n_probe = sum(t["command"] == "probe" for t in tasks.values())
+    n_clm = sum(p[1] == "clm" for p in points)
+    assert counts["probe"] == n_probe * len(points) * n_seeds
+    assert counts["generate"] == n_clm * n_seeds
+    assert counts["baseline"] == n_probe * len(config["downstream"]["baselines"]) * n_seeds
+    assert counts["tables"] == 1
+
+
+def test_smoke_grid_covers_every_rule(tmp_path: Path) -> None:
+    config = load_config("config/smoke.yaml")
+    points = expected_runs(config)
+    counts = job_counts(snakemake(tmp_path, "-n").stdout)
+    rules = ("fetch", "learn_tokenizer", "prepare_unit", "merge_units", "pretrain", "probe", "baseline", "annotate",
+             "cluster", "generate", "tables", "all")  # fmt: skip
+    for rule in rules:
+        assert counts.get(rule, 0) >= 1, rule
+    assert counts["pretrain"] == len(points)
+    assert len({p[0] for p in points}) >= 2 and {p[1] for p in points} == {"mlm", "clm"}
+    losses = {config["losses"][p[3]]["loss"] for p in points}
+    assert {"XE", "HXE"} <= losses
+
+
+def test_paper_presets_exist() -> None:
+    """Every preset the paper grid names is a registered model preset (helm.models)."""
+    from helm.models import list_presets
+
+    config = load_config("config/config.yaml")
+    presets = set(list_presets())
+    overrides = config["pretrain"].get("presets", {})
+    for arch, mode, size, _, _ in expected_runs(config):
+        entry = overrides.get(f"{arch}-{size}", f"{arch}-{size}")
+        name = entry[mode] if isinstance(entry, dict) else entry
+        assert name in presets, name
+
+
+def test_one_run_target_plans_only_its_chain(tmp_path: Path) -> None:
+    config = load_config("config/config.yaml")
+    proc = snakemake(tmp_path, "-n", "results/pretrain/gpt2-mlm-50m-hxe0.4-3mer/metrics.json", config="")
+    counts = job_counts(proc.stdout)
+    n_units = len(config["data"]["pretrain"])
+    assert counts == {"fetch": n_units, "prepare_unit": n_units, "merge_units": 1, "pretrain": 1}
+    assert pretrain_outputs(proc.stdout) == {"gpt2-mlm-50m-hxe0.4-3mer"}
+
+
+def test_run_ids_outside_the_grid_are_not_buildable(tmp_path: Path) -> None:
+    proc = snakemake(tmp_path, "-n", "results/pretrain/gpt2-mlm-50m-hxe0.3-3mer/metrics.json", config="", check=False)
+    assert proc.returncode != 0
+    assert "MissingRuleException" in proc.stdout + proc.stderr or "No rule to produce" in proc.stdout + proc.stderr
+
+
+def test_slurm_profile_takes_resources_from_config(tmp_path: Path) -> None:
+    config = load_config("config/config.yaml")
+    proc = snakemake(tmp_path, "-n", "--profile", str(REPO / "workflow/profiles/slurm"),
+                     "results/pretrain/mamba-clm-50m-xe-3mer/metrics.json", config="")  # fmt: skip
+    block = proc.stdout.split("rule pretrain:")[1].split("\n\n")[0]
+    resources = dict(re.findall(r"(\w+)=([^,\s]+)", block.split("resources:")[1].splitlines()[0]))
+    want = config["resources"]["pretrain"]
+    assert int(resources["gpu"]) == want["gpu"]
+    assert int(resources["mem_mb"]) == want["mem_mb"]
+    assert int(resources["runtime"]) == want["runtime"]
+    assert resources["slurm_partition"] == want["slurm_partition"]
+    assert "--preset mamba-50m-clm" in proc.stdout
+
+
+def test_schema_rejects_unknown_keys(tmp_path: Path) -> None:
+    config = load_config("config/smoke.yaml")
+    config["pretrain"]["argz"] = {"lr": 1}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "--configfile", str(bad), config="", check=False)
+    assert proc.returncode != 0
+    assert "argz" in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean(tmp_path: Path) -> None:
+    for config in ("config/config.yaml", "config/smoke.yaml"):
+        proc = snakemake(tmp_path, "--lint", config=config)
+        assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr, (
+            proc.stdout + proc.stderr
+        )
+
+
+@pytest.mark.parametrize("profile", ["default", "slurm", "slurm-test"])
+def test_profiles_keep_finished_jobs_on_code_edits(profile: str) -> None:
+    settings = yaml.safe_load((REPO / "workflow/profiles" / profile / "config.v8+.yaml").read_text())
+    assert set(settings["rerun-triggers"]) == {"mtime", "input"}

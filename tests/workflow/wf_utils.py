@@ -1,0 +1,66 @@
+"""Helpers of the workflow tests: run the repository's Snakefile in a temporary working directory."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake")
+
+
+def snakemake_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+    env.update(extra or {})
+    return env
+
+
+def snakemake(workdir: Path, *args: str, config: str = "config/smoke.yaml", timeout: float = 900, env=None,
+              check: bool = True) -> subprocess.CompletedProcess:  # fmt: skip
+    """`snakemake -s REPO/Snakefile --directory WORKDIR --configfile REPO/CONFIG ARGS` (output captured)."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    if config:
+        cmd += ["--configfile", str(REPO / config)]
+    cmd += list(args)
+    # timeout -k: SIGTERM makes snakemake wait for running jobs; SIGKILL follows after 10 s
+    proc = subprocess.run(["timeout", "-k", "10", str(int(timeout)), *cmd], cwd=REPO, env=env or snakemake_env(),
+                          capture_output=True, text=True)  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-6000:]}"
+                             f"\n{proc.stderr[-6000:]}")  # fmt: skip
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a snakemake run or dry run: rule -> count."""
+    counts: dict[str, int] = {}
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "Job stats:":
+            for row in lines[i + 3 :]:
+                match = re.fullmatch(r"(\S+)\s+(\d+)", row.strip())
+                if not match:
+                    break
+                counts[match.group(1)] = int(match.group(2))
+            break
+    counts.pop("total", None)
+    return counts
+
+
+def expected_runs(config: dict) -> set[tuple[str, str, str, str, str]]:
+    """The grid points of a config, computed straight from the YAML: union of every block's product."""
+    points = set()
+    for block in config["grids"].values():
+        points |= set(itertools.product(block["arch"], block["mode"], block["size"], block["loss"], block["tokenizer"]))
+    return points
+
+
+def load_config(name: str) -> dict:
+    return yaml.safe_load((REPO / name).read_text())

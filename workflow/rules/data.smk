@@ -1,0 +1,74 @@
+# Raw data (mirror first, else URL; sha256-checked) -> learned tokenizers -> one prepare job per unit -> merge.
+
+
+rule fetch:
+    output:
+        f"{R}/raw/{{rawfile}}",
+    params:
+        source=lambda w: format_args(
+            {"url": RAW_FILES[w.rawfile].get("url"), "sha256": RAW_FILES[w.rawfile].get("sha256"), "mirror": MIRROR or None}
+        ),
+    log:
+        f"{R}/logs/fetch/{{rawfile}}.log",
+    conda:
+        "../../envs/helm.yaml"
+    localrule: True
+    shell:
+        "helm fetch --file {wildcards.rawfile:q} {params.source} --dest {output:q} > {log:q} 2>&1"
+
+
+rule learn_tokenizer:
+    input:
+        [raw_path(u["file"]) for u in config["data"]["pretrain"]],
+    output:
+        directory(f"{R}/tokenizers/{{learned}}"),
+    params:
+        vocab=config["data"].get("learned_vocab_size", 256),
+        extra=format_args(config["data"].get("prepare")),
+    threads: resources("default", "threads")
+    resources:
+        **slurm_resources("default"),
+    log:
+        f"{R}/logs/tokenizers/{{learned}}.log",
+    conda:
+        "../../envs/helm.yaml"
+    shell:
+        "helm prepare --input {input:q} --tokenizer {wildcards.learned} --vocab_size {params.vocab}"
+        " {params.extra} --threads {threads} --no_progress --output {output:q} > {log:q} 2>&1"
+
+
+rule prepare_unit:
+    input:
+        unpack(learned_tokenizer),
+        raw=unit_raw,
+    output:
+        directory(f"{R}/data/{{tokenizer}}/parts/{{unit}}"),
+    params:
+        extra=unit_args,
+        tokenizer=tokenizer_args,
+    threads: resources("default", "threads")
+    resources:
+        **slurm_resources("default"),
+    log:
+        f"{R}/logs/prepare/{{tokenizer}}/{{unit}}.log",
+    conda:
+        "../../envs/helm.yaml"
+    shell:
+        "helm prepare --input {input.raw:q} --tokenizer {wildcards.tokenizer} {params.tokenizer} {params.extra}"
+        " --threads {threads} --no_progress --output {output:q} > {log:q} 2>&1"
+
+
+rule merge_units:
+    input:
+        expand(f"{R}/data/{{{{tokenizer}}}}/parts/{{unit}}", unit=UNITS),
+    output:
+        directory(f"{R}/data/{{tokenizer}}/corpus"),
+    threads: 1
+    resources:
+        **slurm_resources("default"),
+    log:
+        f"{R}/logs/prepare/{{tokenizer}}/merge.log",
+    conda:
+        "../../envs/helm.yaml"
+    shell:
+        "helm prepare --merge {input:q} --no_progress --output {output:q} > {log:q} 2>&1"

@@ -1,0 +1,100 @@
+# Downstream evaluations: (pretrain run or baseline) x task x seed, one JSON each.
+
+
+rule probe:
+    input:
+        run=f"{R}/pretrain/{{run}}/metrics.json",
+        data=probe_data,
+    output:
+        f"{R}/downstream/{{task}}/{{run}}/seed{{seed}}.json",
+    wildcard_constraints:
+        task=_alternation(tasks_of("probe")),
+    params:
+        args=task_args,
+        rundir=lambda w, input: os.path.dirname(input.run),
+    threads: resources("downstream", "threads")
+    resources:
+        **slurm_resources("downstream"),
+    benchmark:
+        f"{R}/benchmarks/downstream/{{task}}/{{run}}/seed{{seed}}.tsv"
+    log:
+        f"{R}/logs/downstream/{{task}}/{{run}}/seed{{seed}}.log",
+    conda:
+        "../../envs/helm.yaml"
+    shell:
+        "helm probe --run {params.rundir:q} --data-file {input.data:q} --seed {wildcards.seed} --threads {threads}"
+        " {params.args}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule annotate:
+    input:
+        run=f"{R}/pretrain/{{run}}/metrics.json",
+        data=annotate_data,
+    output:
+        f"{R}/downstream/{{task}}/{{run}}/seed{{seed}}.json",
+    wildcard_constraints:
+        task=_alternation(tasks_of("annotate")),
+    params:
+        args=task_args,
+        rundir=lambda w, input: os.path.dirname(input.run),
+    threads: resources("downstream", "threads")
+    resources:
+        **slurm_resources("downstream"),
+    benchmark:
+        f"{R}/benchmarks/downstream/{{task}}/{{run}}/seed{{seed}}.tsv"
+    log:
+        f"{R}/logs/downstream/{{task}}/{{run}}/seed{{seed}}.log",
+    conda:
+        "../../envs/helm.yaml"
+    shell:
+        "helm annotate --run {params.rundir:q} --data {input.data:q} --seed {wildcards.seed} --quiet {params.args}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule cluster:
+    input:
+        run=f"{R}/pretrain/{{run}}/metrics.json",
+        reference=run_corpus,
+    output:
+        f"{R}/downstream/{{task}}/{{run}}/seed{{seed}}.json",
+    wildcard_constraints:
+        task=_alternation(tasks_of("cluster")),
+    params:
+        args=task_args,
+        rundir=lambda w, input: os.path.dirname(input.run),
+    threads: resources("downstream", "threads")
+    resources:
+        **slurm_resources("downstream"),
+    benchmark:
+        f"{R}/benchmarks/downstream/{{task}}/{{run}}/seed{{seed}}.tsv"
+    log:
+        f"{R}/logs/downstream/{{task}}/{{run}}/seed{{seed}}.log",
+    conda:
+        "../../envs/helm.yaml"
+    shell:
+        "helm cluster --run {params.rundir:q} --reference {input.reference:q} --seed {wildcards.seed} {params.args}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule baseline:
+    input:
+        data=probe_data,
+    output:
+        f"{R}/downstream/{{task}}/baseline-{{method}}/seed{{seed}}.json",
+    wildcard_constraints:
+        task=_alternation(tasks_of("probe")),
+    params:
+        args=baseline_args,
+    threads: resources("default", "threads")
+    resources:
+        **slurm_resources("default"),
+    benchmark:
+        f"{R}/benchmarks/downstream/{{task}}/baseline-{{method}}/seed{{seed}}.tsv"
+    log:
+        f"{R}/logs/downstream/{{task}}/baseline-{{method}}/seed{{seed}}.log",
+    conda:
+        "../../envs/helm.yaml"
+    shell:
+        "helm baseline --kind {wildcards.method} --data-file {input.data:q} --seed {wildcards.seed} {params.args}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,26 @@
+# One pretrain job per grid point. The run directory resumes from checkpoints/last.ckpt after a kill, and only
+# metrics.json / grid.json are declared outputs, so snakemake never deletes checkpoints of an unfinished run.
+
+
+rule pretrain:
+    input:
+        corpus=run_corpus,
+    output:
+        metrics=f"{R}/pretrain/{{run}}/metrics.json",
+        grid=f"{R}/pretrain/{{run}}/grid.json",
+    params:
+        args=train_args,
+        grid=grid_json,
+        rundir=lambda w, output: os.path.dirname(output.metrics),
+    threads: resources("pretrain", "threads")
+    resources:
+        **slurm_resources("pretrain"),
+    benchmark:
+        f"{R}/benchmarks/pretrain/{{run}}.tsv"
+    log:
+        f"{R}/logs/pretrain/{{run}}.log",
+    conda:
+        "../../envs/helm.yaml"
+    shell:
+        "helm train --data_dir {input.corpus:q} {params.args} --output {params.rundir:q} >> {log:q} 2>&1"
+        " && echo {params.grid:q} > {output.grid:q}"
