@@ -1,4 +1,4 @@
-"""Mamba: the parallel scans against naive step-by-step recurrences (values and gradients), mamba_ssm's
+"""Mamba: the scans against naive step-by-step recurrences (values and gradients), mamba_ssm's
 parameter names, and the Mamba2 model's causality / bidirectionality / pad invariance."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helm.models import create_model
-from helm.models.mamba import HAS_MAMBA_SSM, Mamba, Mamba2, pscan, selective_scan, ssd_scan
+from helm.models.mamba import HAS_MAMBA_SSM, Mamba, Mamba2, selective_scan, ssd_scan
 
 
 def naive_selective_scan(x, dt, A, B, C, D):
@@ -51,15 +51,6 @@ def test_selective_scan_equals_naive_recurrence(length):
     g_ref = torch.autograd.grad(ref, inputs, grad_out, materialize_grads=True)
     for a, b in zip(g_ours, g_ref):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
-
-
-def test_pscan_is_the_linear_recurrence():
-    a, b = torch.rand(3, 23, 2, dtype=torch.float64), torch.randn(3, 23, 2, dtype=torch.float64)
-    h, ref = torch.zeros(3, 2, dtype=torch.float64), []
-    for t in range(23):
-        h = a[:, t] * h + b[:, t]
-        ref.append(h)
-    torch.testing.assert_close(pscan(a, b), torch.stack(ref, 1))
 
 
 @pytest.mark.parametrize(("length", "chunk"), [(1, 4), (7, 4), (16, 4), (30, 8), (30, 64)])
