@@ -78,7 +78,11 @@ class Conv1D(nn.Module):
 
 
 class HelmLM(nn.Module):
-    """Base class: subclasses build their body, then call ``self._finish_init()``."""
+    """Base class: subclasses build their body, then call ``self._finish_init()``.
+
+    The defaults below serve bodies stored as ``self.backbone`` with a ``wte`` token embedding (mamba, hyena);
+    gpt2 and bert keep HF's attribute names (``transformer``, ``bert``) so their weights map onto HF's.
+    """
 
     arch: ClassVar[str] = ""
 
@@ -88,7 +92,7 @@ class HelmLM(nn.Module):
 
     # -- what a backbone provides
     def get_input_embeddings(self) -> nn.Embedding:
-        raise NotImplementedError
+        return self.backbone.wte
 
     def embed(
         self,
@@ -97,7 +101,7 @@ class HelmLM(nn.Module):
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states [B, L, hidden] (after the last norm), for the LM head and downstream use."""
-        raise NotImplementedError
+        return self.backbone(input_ids, attention_mask, position_ids)
 
     # -- shared
     def _finish_init(self) -> None:

@@ -177,9 +177,3 @@ class HyenaLM(HelmLM):
         super().__init__(config)
         self.backbone = HyenaBody(config)
         self._finish_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.backbone.wte
-
-    def embed(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
-        return self.backbone(input_ids, attention_mask, position_ids)
