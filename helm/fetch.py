@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,16 @@ from pathlib import Path
 
 class FetchError(RuntimeError):
     pass
+
+
+def default_mirror() -> str | None:
+    """``$HELM_DATA_MIRROR``: a local copy of the raw data, searched before any download."""
+    return os.environ.get("HELM_DATA_MIRROR") or None
+
+
+def cache_dir() -> Path:
+    """Where downloads without an explicit destination land (``$HELM_CACHE``, else ~/.cache/helm-mrna)."""
+    return Path(os.environ.get("HELM_CACHE") or Path.home() / ".cache" / "helm-mrna")
 
 
 def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -46,28 +57,31 @@ def locate_file(
 ) -> Path:
     """Return a verified local copy of ``relpath``.
 
-    Search order: ``dest`` (already fetched), the mirror, then ``url``. With ``dest`` the file is copied
-    (or downloaded) there; without it a mirror hit is returned in place. A checksum mismatch is an error
-    naming both digests, never a silent use of the wrong bytes.
+    Search order: ``dest`` (already fetched), the mirror (default ``$HELM_DATA_MIRROR``), then ``url``. With
+    ``dest`` the file is copied (or downloaded) there; without it a mirror hit is returned in place and a
+    download goes to ``cache_dir()``. A checksum mismatch is an error naming both digests, never a silent use
+    of the wrong bytes.
     """
+    mirror = mirror if mirror is not None else default_mirror()
     dest = Path(dest) if dest else None
-    candidates = [p for p in (dest, find_in_mirror(relpath, mirror)) if p is not None and p.is_file()]
-    source: Path | None = candidates[0] if candidates else None
+    cached = cache_dir() / relpath
+    candidates = (dest, find_in_mirror(relpath, mirror), None if dest else cached)
+    source = next((p for p in candidates if p is not None and p.is_file()), None)
     if source is None:
         if not url:
-            raise FetchError(f"{relpath}: not found in mirror {mirror!s} and no URL is configured")
-        if dest is None:
-            raise FetchError(f"{relpath}: downloading needs a destination path")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
+            where = mirror or "none set: pass --mirror or set HELM_DATA_MIRROR"
+            raise FetchError(f"{relpath}: not found in the data mirror ({where}) and no URL is configured")
+        target = dest or cached
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
         try:
             with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:  # noqa: S310
                 shutil.copyfileobj(resp, out)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise FetchError(f"{relpath}: download from {url} failed: {exc}") from exc
-        tmp.replace(dest)
-        source = dest
+        tmp.replace(target)
+        source = target
     if sha256:
         got = sha256sum(source)
         if got != sha256.lower():
@@ -86,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", required=True, help="path of the file relative to a mirror / data root")
     parser.add_argument("--url", default=None)
     parser.add_argument("--sha256", default=None)
-    parser.add_argument("--mirror", default=None, help="local directory searched before downloading")
+    parser.add_argument(
+        "--mirror", default=default_mirror(), help="local directory searched before downloading ($HELM_DATA_MIRROR)"
+    )
     parser.add_argument("--dest", required=True, help="where the verified copy is written")
     args = parser.parse_args(argv)
     try:

@@ -176,6 +176,7 @@ def annotate(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     from helm.downstream.probe import write_json
+    from helm.fetch import FetchError
 
     parser = argparse.ArgumentParser(prog="helm annotate", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True)
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         payload = annotate(args)
-    except (InputError, FileNotFoundError) as exc:
+    except (InputError, FileNotFoundError, FetchError) as exc:
         print(f"helm annotate: error: {exc}", file=sys.stderr)
         return 1
     write_json(args.out, payload)

@@ -19,10 +19,10 @@ import sys
 import time
 from typing import Any
 
-from helm.downstream.datasets import DatasetError, DownstreamData, RegistryError
-from helm.downstream.embed import InputError, encode
+from helm.downstream.datasets import DownstreamData
+from helm.downstream.embed import encode
 from helm.downstream.metrics import regression_metrics
-from helm.downstream.probe import add_fit_args, load_data, splits_of, write_json
+from helm.downstream.probe import add_fit_args, load_data, run_regression_command, splits_of
 
 KINDS = ("onehot-textcnn", "kmer-ridge", "tfidf-ridge")
 DEFAULT_ALPHAS = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]
@@ -181,18 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        payload = baseline(args)
-    except (DatasetError, RegistryError, InputError, FileNotFoundError) as exc:
-        print(f"helm baseline: error: {exc}", file=sys.stderr)
-        return 1
-    write_json(args.out, payload)
-    m = payload["metrics"]
-    print(
-        f"{payload['run']} {payload['task']} seed={args.seed}: test spearman={m['spearman']:.4f} "
-        f"(val {m['val_spearman']:.4f}) -> {args.out}"
-    )
-    return 0
+    return run_regression_command("helm baseline", baseline, args)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,24 @@ def load_data(args: argparse.Namespace) -> DownstreamData:
     return subsample(data, args.max_train, args.seed)
 
 
+def run_regression_command(prog: str, compute: Any, args: argparse.Namespace) -> int:
+    """Shared tail of `helm probe` / `helm baseline`: one-line errors (exit 1), the JSON, a summary line."""
+    from helm.fetch import FetchError
+
+    try:
+        payload = compute(args)
+    except (DatasetError, RegistryError, InputError, FileNotFoundError, FetchError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    write_json(args.out, payload)
+    m = payload["metrics"]
+    print(
+        f"{payload['run']} {payload['task']} seed={args.seed}: test spearman={m['spearman']:.4f} "
+        f"(val {m['val_spearman']:.4f}) -> {args.out}"
+    )
+    return 0
+
+
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     from helm.run import _atomic_write, _plain
 
@@ -181,18 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         help="storage of the frozen embeddings (float16 halves memory on big datasets)",
     )
     args = parser.parse_args(argv)
-    try:
-        payload = probe(args)
-    except (DatasetError, RegistryError, InputError, FileNotFoundError) as exc:
-        print(f"helm probe: error: {exc}", file=sys.stderr)
-        return 1
-    write_json(args.out, payload)
-    m = payload["metrics"]
-    print(
-        f"{payload['run']} {payload['task']} seed={args.seed}: test spearman={m['spearman']:.4f} "
-        f"(val {m['val_spearman']:.4f}) -> {args.out}"
-    )
-    return 0
+    return run_regression_command("helm probe", probe, args)
 
 
 if __name__ == "__main__":
