@@ -235,7 +235,9 @@ class LearnedTokenizer:
         # grow fast with the word length (300-nt words took minutes), and repeated words are counted once
         tok.pre_tokenizer = pre_tokenizers.Split(Regex(f".{{1,{WORD_LENGTH}}}"), behavior="isolated")
         tok.train_from_iterator((s for s in seqs), trainer=trainer)
-        self._tok = tok
+        # encode with exactly what `save` writes: Unigram scores lose precision in the JSON, which can flip
+        # ties between equally likely segmentations after a reload
+        self._tok = type(tok).from_str(tok.to_str())
         self.vocab = self._vocab_from_hf()
 
     def encode(self, seq: str) -> np.ndarray:
