@@ -659,6 +659,21 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
     return values
 
 
+def atomic_checkpoint_io() -> Any:
+    """Checkpoints written to a temporary name and renamed: a run killed mid-save (SIGKILL, a Slurm
+    preemption) keeps its previous, complete last.ckpt instead of a truncated one that resume cannot read."""
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class _Atomic(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+            path = Path(path)
+            tmp = path.with_name(path.name + ".tmp")
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+
+    return _Atomic()
+
+
 def check_checkpoint(path: Path, vocab_tokens: list[str]) -> None:
     """Refuse a checkpoint trained on another vocabulary before any training starts."""
     import torch
@@ -863,7 +878,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
 
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.log_interval)))
 
-    plugins = []
+    plugins: list[Any] = [atomic_checkpoint_io()]
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     if SLURMEnvironment.detect():
@@ -894,7 +909,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         use_distributed_sampler=False,  # helm.data's EpochSampler splits by rank and resumes mid-epoch
         logger=TensorBoardLogger(save_dir=str(out), name=run.TB_DIR, version="", default_hp_metric=False),
         callbacks=callbacks,
-        plugins=plugins or None,
+        plugins=plugins,
         default_root_dir=str(out),
     )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
