@@ -125,11 +125,19 @@ def embed_tokens(
     Rows are sorted by length so every batch is padded only to its own longest row. ``bf16`` runs the
     backbone under bfloat16 autocast (about 3 significant digits; fine for probing, off by default).
     """
+    out = torch.zeros(len(enc), enc.ids.shape[1], model.config.hidden_size, dtype=dtype)
+    for rows, hidden, mask in _length_sorted_batches(model, enc, batch_size, progress, bf16):
+        out[rows, : mask.shape[1]] = (hidden * mask.unsqueeze(-1)).to(dtype).cpu()
+    return out
+
+
+def _length_sorted_batches(model, enc: Encoded, batch_size: int, progress: bool, bf16: bool):
+    """(rows, hidden [b, w, H], mask [b, w]) per batch of rows sorted by length, each padded only to its own
+    longest row (w)."""
     model.eval()
     device = next(model.parameters()).device
     lengths = enc.mask.sum(1)
     order = torch.argsort(lengths, descending=True)
-    out = torch.zeros(len(enc), enc.ids.shape[1], model.config.hidden_size, dtype=dtype)
     batches = range(0, len(enc), batch_size)
     for start in tqdm(batches, desc="embed", disable=not progress or len(batches) < 4, leave=False):
         rows = order[start : start + batch_size]
@@ -137,8 +145,7 @@ def embed_tokens(
         ids, mask = enc.ids[rows, :width].to(device), enc.mask[rows, :width].to(device)
         with _autocast(device, bf16):
             hidden = model.embed(ids, mask)
-        out[rows, :width] = (hidden * mask.unsqueeze(-1)).to(dtype).cpu()
-    return out
+        yield rows, hidden, mask
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -150,17 +157,7 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def embed_pooled(model, enc: Encoded, batch_size: int = 64, progress: bool = True, bf16: bool = False) -> torch.Tensor:
     """Mean-pooled sequence embeddings [N, H] without materializing every token (for generation/clustering)."""
-    model.eval()
-    device = next(model.parameters()).device
-    lengths = enc.mask.sum(1)
-    order = torch.argsort(lengths, descending=True)
     out = torch.zeros(len(enc), model.config.hidden_size)
-    batches = range(0, len(enc), batch_size)
-    for start in tqdm(batches, desc="embed", disable=not progress or len(batches) < 4, leave=False):
-        rows = order[start : start + batch_size]
-        width = int(lengths[rows].max())
-        ids, mask = enc.ids[rows, :width].to(device), enc.mask[rows, :width].to(device)
-        with _autocast(device, bf16):
-            hidden = model.embed(ids, mask)
+    for rows, hidden, mask in _length_sorted_batches(model, enc, batch_size, progress, bf16):
         out[rows] = mean_pool(hidden.float(), mask).cpu()
     return out
