@@ -175,7 +175,7 @@ def annotate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from helm.downstream.probe import write_json
+    from helm.downstream.probe import run_json_command
     from helm.fetch import FetchError
 
     parser = argparse.ArgumentParser(prog="helm annotate", description=__doc__.splitlines()[0])
@@ -192,17 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        payload = annotate(args)
-    except (InputError, FileNotFoundError, FetchError) as exc:
-        print(f"helm annotate: error: {exc}", file=sys.stderr)
-        return 1
-    write_json(args.out, payload)
-    m = payload["metrics"]
-    print(
-        f"{payload['run']}: region annotation accuracy {m['accuracy']:.3f}, macro F1 {m['macro_f1']:.3f} -> {args.out}"
+    return run_json_command(
+        "helm annotate",
+        annotate,
+        args,
+        lambda p: (
+            f"{p['run']}: region annotation accuracy {p['metrics']['accuracy']:.3f}, "
+            f"macro F1 {p['metrics']['macro_f1']:.3f}"
+        ),
+        (InputError, FileNotFoundError, FetchError),
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def cluster(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from helm.downstream.probe import write_json
+    from helm.downstream.probe import run_json_command
 
     parser = argparse.ArgumentParser(prog="helm cluster", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True)
@@ -107,18 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
-        payload = cluster(args)
-    except (InputError, FileNotFoundError) as exc:
-        print(f"helm cluster: error: {exc}", file=sys.stderr)
-        return 1
-    write_json(args.out, payload)
-    m = payload["metrics"]
-    print(
-        f"{payload['run']}: silhouette {m['silhouette_euclidean']:.3f} (cosine {m['silhouette_cosine']:.3f}) "
-        f"over {m['num_proteins']} proteins -> {args.out}"
+    return run_json_command(
+        "helm cluster",
+        cluster,
+        args,
+        lambda p: (
+            f"{p['run']}: silhouette {p['metrics']['silhouette_euclidean']:.3f} "
+            f"(cosine {p['metrics']['silhouette_cosine']:.3f}) over {p['metrics']['num_proteins']} proteins"
+        ),
+        (InputError, FileNotFoundError),
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -290,7 +290,7 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from helm.downstream.probe import write_json
+    from helm.downstream.probe import run_json_command
 
     parser = argparse.ArgumentParser(prog="helm generate", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="CLM run directory")
@@ -311,18 +311,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", default=None, help="FASTA of the samples (default: OUT with .fasta)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
-        payload = generate(args)
-    except (InputError, FileNotFoundError) as exc:
-        print(f"helm generate: error: {exc}", file=sys.stderr)
-        return 1
-    write_json(args.out, payload)
-    m = payload["metrics"]
-    print(
-        f"{payload['run']}: {m['num_samples']} samples, valid ORF {m['valid_orf_frac']:.3f}, "
-        f"FD {m.get('frechet_distance', float('nan')):.3f} -> {args.out}"
+    return run_json_command(
+        "helm generate",
+        generate,
+        args,
+        lambda p: (
+            f"{p['run']}: {p['metrics']['num_samples']} samples, valid ORF {p['metrics']['valid_orf_frac']:.3f}, "
+            f"FD {p['metrics'].get('frechet_distance', float('nan')):.3f}"
+        ),
+        (InputError, FileNotFoundError),
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +56,37 @@ def load_data(args: argparse.Namespace) -> DownstreamData:
     return subsample(data, args.max_train, args.seed)
 
 
-def run_regression_command(prog: str, compute: Any, args: argparse.Namespace) -> int:
-    """Shared tail of `helm probe` / `helm baseline`: one-line errors (exit 1), the JSON, a summary line."""
-    from helm.fetch import FetchError
-
+def run_json_command(
+    prog: str,
+    compute: Callable[[argparse.Namespace], dict[str, Any]],
+    args: argparse.Namespace,
+    summary: Callable[[dict[str, Any]], str],
+    errors: tuple[type[BaseException], ...],
+) -> int:
+    """Shared tail of the downstream commands: one-line errors (exit 1), the JSON at --out, a summary line."""
     try:
         payload = compute(args)
-    except (DatasetError, RegistryError, InputError, FileNotFoundError, FetchError) as exc:
+    except errors as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     write_json(args.out, payload)
-    m = payload["metrics"]
-    print(
-        f"{payload['run']} {payload['task']} seed={args.seed}: test spearman={m['spearman']:.4f} "
-        f"(val {m['val_spearman']:.4f}) -> {args.out}"
-    )
+    print(f"{summary(payload)} -> {args.out}")
     return 0
+
+
+def run_regression_command(prog: str, compute: Any, args: argparse.Namespace) -> int:
+    """`helm probe` / `helm baseline`: test (and validation) Spearman of the selected configuration."""
+    from helm.fetch import FetchError
+
+    def summary(payload: dict[str, Any]) -> str:
+        m = payload["metrics"]
+        return (
+            f"{payload['run']} {payload['task']} seed={args.seed}: test spearman={m['spearman']:.4f} "
+            f"(val {m['val_spearman']:.4f})"
+        )
+
+    errors = (DatasetError, RegistryError, InputError, FileNotFoundError, FetchError)
+    return run_json_command(prog, compute, args, summary, errors)
 
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
