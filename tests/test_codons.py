@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from tree_utils import tree_paths
 
 from helm.codons import (
     CODONS,
@@ -42,19 +43,9 @@ STANDARD = {
 }  # fmt: skip
 
 
-def _paths(tree: Tree) -> list[list[int]]:
-    out = []
-    for leaf in tree.leaf_of_token.tolist():
-        path = [leaf]
-        while tree.parent[path[-1]] >= 0:
-            path.append(int(tree.parent[path[-1]]))
-        out.append(path)
-    return out
-
-
 def _brute_tables(tree: Tree):
     """depth, height and leaves-under per node, from explicit leaf-to-root walks."""
-    paths = _paths(tree)
+    paths = tree_paths(tree)
     depth = {node: len(p) - 1 - i for p in paths for i, node in enumerate(p)}
     under: dict[int, set[int]] = {}
     for v, p in enumerate(paths):

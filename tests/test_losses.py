@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tree_utils import tree_paths
 
 from helm.codons import (
     GENETIC_CODE,
@@ -31,17 +32,6 @@ from helm.losses import (
 # ------------------------------------------------------------------------------------ brute-force references
 
 
-def _paths(tree: Tree) -> list[list[int]]:
-    """Per token: the explicit walk leaf -> parent -> ... -> root over the parent array."""
-    out = []
-    for leaf in tree.leaf_of_token.tolist():
-        path = [leaf]
-        while tree.parent[path[-1]] >= 0:
-            path.append(int(tree.parent[path[-1]]))
-        out.append(path)
-    return out
-
-
 def _leaves_under(tree: Tree, paths: list[list[int]]) -> dict[int, list[int]]:
     under: dict[int, list[int]] = {}
     for v, path in enumerate(paths):
@@ -52,7 +42,7 @@ def _leaves_under(tree: Tree, paths: list[list[int]]) -> dict[int, list[int]]:
 
 def brute_hxe(tree: Tree, z: torch.Tensor, y: torch.Tensor, alpha: float, normalize: bool) -> torch.Tensor:
     """Mean over rows with y != -100 of -sum_{k<h} lambda(C_k) log(p(C_k) / p(C_k+1)), one row at a time."""
-    paths = _paths(tree)
+    paths = tree_paths(tree)
     under = _leaves_under(tree, paths)
     depth = {}
     for path in paths:
@@ -79,7 +69,7 @@ def brute_hxe(tree: Tree, z: torch.Tensor, y: torch.Tensor, alpha: float, normal
 
 def brute_lca_height(tree: Tree) -> np.ndarray:
     """d(i, j): longest leaf distance below the lowest common ancestor, found by intersecting explicit paths."""
-    paths = _paths(tree)
+    paths = tree_paths(tree)
     under = _leaves_under(tree, paths)
     depth_of_leaf = [len(p) - 1 for p in paths]
     node_depth = {node: len(p) - 1 - i for p in paths for i, node in enumerate(p)}
