@@ -28,11 +28,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from helm.codons import GENETIC_CODE, STOP_CODONS
+from helm.codons import AMINO_ACIDS, GENETIC_CODE, STOP_CODONS
 
 ALLOWED = frozenset("ACGTN")
 _CLEAN = str.maketrans({"U": "T", "-": None, ".": None})
 _KEEP_CHECK = str.maketrans("", "", "ACGTN")
+_PROTEIN_CLEAN = str.maketrans({"-": None, ".": None})
+_PROTEIN_KEEP_CHECK = str.maketrans("", "", AMINO_ACIDS + "*X")
 FORMATS = ("auto", "txt", "csv", "fasta", "oas")
 OAS_FIELDS = ("sequence_alignment", "sequence_alignment_aa", "productive", "stop_codon", "vj_in_frame")
 OAS_REGIONS = ("fwr1", "cdr1", "fwr2", "cdr2", "fwr3", "cdr3", "fwr4")
@@ -229,6 +231,17 @@ def clean_sequence(raw: str) -> tuple[str, str | None]:
     if not seq:
         return seq, "empty"
     if seq.translate(_KEEP_CHECK):
+        return seq, "invalid_characters"
+    return seq, None
+
+
+def clean_protein(raw: str) -> tuple[str, str | None]:
+    """``clean_sequence`` for amino-acid sequences: upper case, alignment gaps (- .) removed; the 20 amino
+    acids, ``*`` and ``X`` are kept. Reasons: ``empty``, ``invalid_characters`` (e.g. B, Z, U, O, J)."""
+    seq = raw.strip().upper().translate(_PROTEIN_CLEAN)
+    if not seq:
+        return seq, "empty"
+    if seq.translate(_PROTEIN_KEEP_CHECK):
         return seq, "invalid_characters"
     return seq, None
 

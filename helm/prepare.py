@@ -3,6 +3,12 @@
     helm prepare --input a.csv.gz b.fasta.gz --output prepared/ [--tokenizer 3mer] [--threads 2]
     helm prepare --train_file train.txt --val_file val.txt --test_file test.txt --output prepared/
     helm prepare --merge parts/unit1 parts/unit2 ... --output prepared/          # fan-out, then merge
+    helm prepare --input proteins.fasta --tokenizer aa --output prepared/          # amino-acid sequences
+    helm prepare --input cds.txt --tokenizer aa --translate --output prepared/      # nucleotide CDS -> protein
+
+Alphabet: the tokenizer decides what a sequence is. Nucleotide tokenizers clean to ACGTN (U read as T, gaps
+removed); the ``aa`` tokenizer cleans to the 20 amino acids, ``*`` and ``X``; other letters reject the row as
+``invalid_characters``. OAS rows give their in-frame CDS, translated when the tokenizer is ``aa``.
 
 A prepared directory (read by ``helm.data.TokenShards`` / ``HelmDataModule``)::
 
@@ -53,10 +59,20 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from helm.io import DataError, clean_sequence, detect_format, longest_orf, oas_cds_batch, read_records
+from helm.io import (
+    DataError,
+    clean_protein,
+    clean_sequence,
+    detect_format,
+    longest_orf,
+    oas_cds_batch,
+    read_records,
+    translate_frame,
+)
 from helm.tokenizers import TOKENIZER_FILE, TRAIN_SAMPLES, create_tokenizer, load_tokenizer
 
 SPLITS = ("train", "val", "test")
@@ -218,10 +234,12 @@ def _length_reason(k: int, stride: int) -> str:
 
 
 def process_chunk(
-    fmt: str, payloads: list, orf: str, min_length: int, kmer: tuple[int, int] | None
+    fmt: str, payloads: list, orf: str, min_length: int, kmer: tuple[int, int] | None, alphabet: str = "nuc"
 ) -> tuple[list[str], list[str | None], list[int]]:
     """Clean and validate one chunk: (sequence or raw text, reject reason or None, dedup key or 0) per row.
-    A pure function of its arguments, so worker processes can run it."""
+    ``alphabet``: ``nuc`` (nucleotides), ``aa`` (amino-acid inputs) or ``translate`` (nucleotide inputs
+    translated to amino acids; OAS rows are always translated for an aa tokenizer). A pure function of its
+    arguments, so worker processes can run it."""
     seqs: list[str] = []
     reasons: list[str | None] = []
     keys: list[int] = []
@@ -231,13 +249,20 @@ def process_chunk(
             seq, reason, _ = oas[j]
             if reason:
                 seq = payload.sequence_alignment
+            elif alphabet != "nuc":
+                seq = translate_frame(seq, 0)
         else:
-            seq, reason = clean_sequence(payload)
+            seq, reason = (clean_protein if alphabet == "aa" else clean_sequence)(payload)
             if reason:
                 seq = payload
             elif orf == "longest":
                 seq, reason = longest_orf(seq)
                 seq = seq if not reason else payload
+            if reason is None and alphabet == "translate":
+                if len(seq) % 3:
+                    seq, reason = payload, "length_not_multiple_of_3"
+                else:
+                    seq = translate_frame(seq, 0)
         if reason is None:
             if len(seq) < min_length:
                 reason = "too_short"
@@ -268,18 +293,19 @@ def _chunks(sources: list[tuple[Path, int]], fmt: str, column: str | None, size:
             yield path, split, f, rows, payloads
 
 
-def _stream(chunks: Iterable[tuple], threads: int, orf: str, min_length: int, kmer) -> Iterator[tuple]:
-    """Yield (chunk, processed) in input order; with threads > 1 a bounded pool of worker processes."""
+def _stream(chunks: Iterable[tuple], threads: int, *settings: Any) -> Iterator[tuple]:
+    """Yield (chunk, processed) in input order; with threads > 1 a bounded pool of worker processes.
+    ``settings``: the trailing arguments of ``process_chunk`` (orf, min_length, kmer, alphabet)."""
     if threads <= 1:
         for ch in chunks:
-            yield ch, process_chunk(ch[2], ch[4], orf, min_length, kmer)
+            yield ch, process_chunk(ch[2], ch[4], *settings)
         return
     import multiprocessing as mp
 
     with mp.get_context("fork").Pool(threads - 1) as pool:
         pending: deque = deque()
         for ch in chunks:
-            pending.append((ch, pool.apply_async(process_chunk, (ch[2], ch[4], orf, min_length, kmer))))
+            pending.append((ch, pool.apply_async(process_chunk, (ch[2], ch[4], *settings))))
             if len(pending) >= 2 * threads:
                 c, res = pending.popleft()
                 yield c, res.get()
@@ -333,6 +359,7 @@ def prepare(
     val_files: Sequence[str | Path] = (),
     test_files: Sequence[str | Path] = (),
     orf: str = "none",
+    translate: bool = False,
     min_length: int = 3,
     dedup: bool = True,
     max_seq_len: int | None = None,
@@ -373,6 +400,13 @@ def prepare(
         else create_tokenizer(tokenizer, overlap, vocab_size=vocab_size)
     )
     kmer = (tok.k, tok.stride) if hasattr(tok, "stride") else None
+    protein = getattr(getattr(tok, "vocab", None), "kind", None) == "aa"
+    if translate and not protein:
+        raise ValueError(f"translating (--translate) turns nucleotide inputs into proteins: use the aa tokenizer, "
+                         f"not {tok.name}")  # fmt: skip
+    alphabet = "translate" if translate else ("aa" if protein else "nuc")
+    if protein and orf != "none" and not translate:
+        raise ValueError("--orf longest searches nucleotide inputs: with the aa tokenizer add --translate")
     if tokenizer_train_samples is None:
         tokenizer_train_samples = TRAIN_SAMPLES.get(tok.name, 50_000)
     settings = {
@@ -385,6 +419,7 @@ def prepare(
         "seed": seed,
         "explicit_splits": explicit,
         "orf": orf,
+        "alphabet": alphabet,
         "min_length": min_length,
         "dedup": dedup,
         "max_seq_len": max_seq_len,
@@ -405,7 +440,7 @@ def prepare(
 
     def build() -> dict:
         def stream():
-            return _stream(_chunks(sources, fmt, column, chunk_rows), threads, orf, min_length, kmer)
+            return _stream(_chunks(sources, fmt, column, chunk_rows), threads, orf, min_length, kmer, alphabet)
 
         # learned tokenizers: a first pass collects (deduplicated) training-split sequences to train on
         if getattr(tok, "vocab", None) is None:
@@ -631,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", "--file_extension", dest="fmt", default="auto", choices=["auto", "txt", "csv", "fasta", "oas"]
     )
     p.add_argument("--column_name", "--column-name", default=None, help="CSV column holding the sequences")
-    p.add_argument("--tokenizer", default="3mer", help="3mer|codon|nuc|6mer|bpe|wp|ug")
+    p.add_argument("--tokenizer", default="3mer", help="3mer|codon|nuc|6mer|aa|bpe|wp|ug (aa: amino-acid inputs)")
     p.add_argument("--overlap", type=int, default=0, help="k-mer window stride is k - overlap")
     p.add_argument("--vocab_size", "--vocab-size", type=int, default=256, help="learned tokenizers only")
     p.add_argument("--tokenizer_file", "--tokenizer-file", default=None, help="reuse this tokenizer.json (or dir)")
@@ -645,6 +680,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_fraction", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--orf", choices=["none", "longest"], default="none", help="longest: longest ATG ORF per record")
+    p.add_argument(
+        "--translate",
+        action="store_true",
+        help="inputs are nucleotide CDSs (or ORFs with --orf longest): translate them (needs --tokenizer aa)",
+    )
     p.add_argument("--min_length", type=int, default=3, help="minimum cleaned length in nucleotides")
     p.add_argument("--no_dedup", "--no-dedup", action="store_true")
     p.add_argument(
@@ -682,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
                 val_files=resolve(args.val_file),
                 test_files=resolve(args.test_file),
                 orf=args.orf,
+                translate=args.translate,
                 min_length=args.min_length,
                 dedup=not args.no_dedup,
                 max_seq_len=args.max_seq_len,

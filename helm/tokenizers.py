@@ -1,4 +1,4 @@
-"""Tokenizers: fixed k-mer / nucleotide tokenizers and learned BPE / WordPiece / Unigram ones.
+"""Tokenizers: fixed k-mer / nucleotide / amino-acid tokenizers and learned BPE / WordPiece / Unigram ones.
 
 Every tokenizer shares the special tokens of ``helm.codons.SPECIALS`` at ids 0..5, so framing (``<cls>``,
 ``<eos>``, ``<mask>``) and padding work the same for all of them.
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from helm.codons import SPECIALS, UNK_ID, Vocab, kmer_vocab, nuc_vocab
+from helm.codons import SPECIALS, UNK_ID, Vocab, aa_vocab, kmer_vocab, nuc_vocab
 
 TOKENIZER_FILE = "tokenizer.json"
-_NAMES = ("3mer", "codon", "nuc", "6mer", "bpe", "wp", "ug")
+_NAMES = ("3mer", "codon", "nuc", "6mer", "aa", "bpe", "wp", "ug")
 _INVALID = 255
 WORD_LENGTH = 48  # learned tokenizers: a token never spans a 48-nt (16-codon) boundary of the sequence
 # how many (deduplicated, training-split) sequences a learned tokenizer is trained on by default: Unigram's EM
@@ -154,16 +154,17 @@ class KmerTokenizer:
         return path
 
 
-class NucTokenizer(KmerTokenizer):
-    """One token per base over ACGTN (``nuc_vocab``); U reads as T, other letters are ``<unk>``."""
+class CharTokenizer(KmerTokenizer):
+    """One token per character through a 256-entry lookup table (either case); ``aliases`` map extra letters
+    onto vocabulary tokens, anything else is ``<unk>``. The base of ``nuc`` and ``aa``."""
 
-    def __init__(self, name: str = "nuc"):
+    def __init__(self, name: str, vocab: Vocab, aliases: dict[str, str] | None = None):
         super().__init__(k=1, overlap=0, name=name)
-        self.vocab = nuc_vocab()
+        self.vocab = vocab
         self._lut = np.full(256, UNK_ID, dtype=np.int32)
-        for ch in "ACGTN":
-            self._lut[ord(ch)] = self._lut[ord(ch.lower())] = self.vocab.index[ch]
-        self._lut[ord("U")] = self._lut[ord("u")] = self.vocab.index["T"]
+        letters = {t: t for t in vocab.tokens[len(SPECIALS) :]} | (aliases or {})
+        for ch, token in letters.items():
+            self._lut[ord(ch)] = self._lut[ord(ch.lower())] = vocab.index[token]
 
     def encode(self, seq: str) -> np.ndarray:
         return self._lut[np.frombuffer(seq.encode("ascii", errors="replace"), dtype=np.uint8)]
@@ -177,6 +178,21 @@ class NucTokenizer(KmerTokenizer):
             return []
         buf, offsets = _as_bytes(seqs)
         return np.split(self._lut[buf], offsets[1:-1])
+
+
+class NucTokenizer(CharTokenizer):
+    """One token per base over ACGTN (``nuc_vocab``); U reads as T, other letters are ``<unk>``."""
+
+    def __init__(self, name: str = "nuc"):
+        super().__init__(name, nuc_vocab(), aliases={"U": "T"})
+
+
+class AminoAcidTokenizer(CharTokenizer):
+    """One token per residue over the 20 amino acids, ``*`` (stop) and ``X`` (unknown) (``aa_vocab``): the
+    seed's ``--data-type aa``. Other letters (B, Z, U, O, J) are ``<unk>``; ``helm prepare`` rejects them."""
+
+    def __init__(self, name: str = "aa"):
+        super().__init__(name, aa_vocab())
 
 
 class LearnedTokenizer:
@@ -271,11 +287,11 @@ class LearnedTokenizer:
         return path
 
 
-Tokenizer = KmerTokenizer | NucTokenizer | LearnedTokenizer
+Tokenizer = KmerTokenizer | CharTokenizer | LearnedTokenizer
 
 
 def create_tokenizer(name: str, overlap: int = 0, **kw) -> Tokenizer:
-    """``3mer``/``codon``, ``nuc``, ``6mer`` (fixed) or ``bpe``/``wp``/``ug`` (learned; ``vocab_size=256``)."""
+    """``3mer``/``codon``, ``nuc``, ``6mer``, ``aa`` (fixed) or ``bpe``/``wp``/``ug`` (learned; ``vocab_size=256``)."""
     name = name.lower()
     if name in ("3mer", "codon"):
         return KmerTokenizer(3, overlap, name="3mer")
@@ -285,6 +301,10 @@ def create_tokenizer(name: str, overlap: int = 0, **kw) -> Tokenizer:
         if overlap:
             raise ValueError("the nuc tokenizer has no overlap (one base per token)")
         return NucTokenizer()
+    if name == "aa":
+        if overlap:
+            raise ValueError("the aa tokenizer has no overlap (one residue per token)")
+        return AminoAcidTokenizer()
     if name in ("bpe", "wp", "ug"):
         if overlap:
             raise ValueError(f"--overlap applies to k-mer tokenizers, not to the learned {name} tokenizer")

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 LOSSES = ("XE", "HXE", "aa_loss_add", "aa_loss_only", "soft_labels")
-TOKENIZERS = ("3mer", "codon", "nuc", "6mer", "bpe", "wp", "ug")
+TOKENIZERS = ("3mer", "codon", "nuc", "6mer", "aa", "bpe", "wp", "ug")
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant", "plateau", "none")
 # metric name -> better direction; `--eval-metric` picks one, `--val-metric-mode` defaults from it
 EVAL_METRICS = {
@@ -76,12 +76,14 @@ class TrainConfig:
     data_type: str = _f(
         "nuc",
         "what the sequences are: nuc (nucleotides, tokenized by --tokenizer, default 3mer), "
-        "codon (in-frame CDS, forces the 3mer tokenizer), aa (amino acids: no amino-acid "
-        "tokenizer exists in helm.tokenizers yet, so this is an error)",
+        "codon (in-frame CDS, forces the 3mer tokenizer), aa (amino acids, one token per residue; "
+        "OAS files give their translated CDS; XE loss only: the hierarchies are codon trees)",
         choices=("nuc", "codon", "aa"),
         group="data",
     )
-    tokenizer: str | None = _f(None, "tokenizer (default from --data-type: 3mer)", choices=TOKENIZERS, group="data")
+    tokenizer: str | None = _f(
+        None, "tokenizer (default from --data-type: 3mer, aa for aa)", choices=TOKENIZERS, group="data"
+    )
     overlap: int = _f(0, "overlap between consecutive k-mers (stride k - overlap)", group="data")
     position_ids: bool = _f(
         False,
@@ -486,8 +488,13 @@ def validate(cfg: TrainConfig, explicit_model_name: bool = False, preset: str | 
     need(cfg.max_seq_len >= 3, f"--max_seq_len {cfg.max_seq_len}: must be >= 3 (a framed sequence needs <cls>, "
          "at least one token and <eos>)")  # fmt: skip
     need(0.0 < cfg.masking_ratio <= 1.0, f"--masking_ratio {cfg.masking_ratio}: must lie in (0, 1]")
-    need(cfg.data_type != "aa", "--data-type aa: no amino-acid tokenizer exists in helm.tokenizers; "
-         "use nuc or codon")  # fmt: skip
+    if cfg.data_type == "aa":
+        need(cfg.tokenizer in (None, "aa"), f"--data-type aa means the aa tokenizer (one token per residue), not "
+             f"--tokenizer {cfg.tokenizer}")  # fmt: skip
+        need(cfg.loss == "XE", f"--loss {cfg.loss} needs the codon hierarchy; amino-acid "
+             "tokens (--data-type aa) train with --loss XE")  # fmt: skip
+    else:
+        need(cfg.tokenizer != "aa", f"--tokenizer aa reads amino acids: add --data-type aa (not {cfg.data_type})")
     if cfg.data_type == "codon":
         need(cfg.tokenizer in (None, "3mer", "codon"), f"--data-type codon means the 3mer tokenizer, not "
              f"--tokenizer {cfg.tokenizer}")  # fmt: skip
@@ -522,7 +529,7 @@ def validate(cfg: TrainConfig, explicit_model_name: bool = False, preset: str | 
 
 # ----------------------------------------------------------------------------------------- derived values
 def tokenizer_name(cfg: TrainConfig) -> str:
-    name = cfg.tokenizer or "3mer"
+    name = cfg.tokenizer or ("aa" if cfg.data_type == "aa" else "3mer")
     return "3mer" if name == "codon" else name
 
 

@@ -14,6 +14,7 @@ from helm.codons import STOP_CODONS, translate
 from helm.io import (
     DataError,
     OasRow,
+    clean_protein,
     clean_sequence,
     detect_format,
     longest_orf,
@@ -34,6 +35,14 @@ def test_clean_sequence():
     assert clean_sequence("ACGTX")[1] == "invalid_characters"
     assert clean_sequence("ACG TAA")[1] == "invalid_characters"  # inner blanks are not gaps
     assert clean_sequence("NNNACG") == ("NNNACG", None)
+
+
+def test_clean_protein():
+    assert clean_protein("  mkv-la.g*\n") == ("MKVLAG*", None)
+    assert clean_protein("--") == ("", "empty")
+    assert clean_protein("MKXV") == ("MKXV", None)
+    for bad in ("MKBV", "MKZV", "MKUV", "MK V", "MK1"):
+        assert clean_protein(bad)[1] == "invalid_characters", bad
 
 
 def test_txt_rows_keep_line_numbers(tmp_path):

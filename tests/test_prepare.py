@@ -78,6 +78,45 @@ def test_real_oas_counts_and_content(shared_data, tmp_path):
     assert 0.02 < summary["kept"]["val"] / summary["kept_total"] < 0.09
 
 
+def test_aa_tokenizer_stores_the_translated_oas_cds(shared_data, tmp_path):
+    """With the aa tokenizer an OAS row gives the protein of its in-frame CDS: exactly the translations of what
+    the codon tokenizer keeps, deduplicated on the protein (synonymous CDSs collapse into one)."""
+    src = oas_subset(shared_data, tmp_path / "oas.csv.gz", 400)
+    codon = prepare([src], tmp_path / "codon", progress=False)
+    aa = prepare([src], tmp_path / "aa", tokenizer="aa", progress=False)
+    assert aa["settings"]["alphabet"] == "aa" and load_tokenizer(tmp_path / "aa").name == "aa"
+    proteins = {translate(s) for split in SPLITS for s in decoded(tmp_path / "codon", split)}
+    stored = [s for split in SPLITS for s in decoded(tmp_path / "aa", split)]
+    assert len(stored) == len(set(stored)) == aa["kept_total"]
+    assert set(stored) == proteins
+    assert aa["rejected_total"] == codon["rejected_total"] + codon["kept_total"] - len(proteins)
+
+
+def test_aa_inputs_and_translation(tmp_path):
+    proteins = tmp_path / "p.txt"
+    proteins.write_text("MKVLA-AG\nmkvlaag\nMKBZQ\n\nMSTOP*\n")
+    summary = prepare([proteins], tmp_path / "p", tokenizer="aa", val_fraction=0, test_fraction=0, progress=False)
+    assert decoded(tmp_path / "p", "train") == ["MKVLAAG"] and summary["kept_total"] == 1
+    assert summary["rejected"] == {"duplicate": 1, "invalid_characters": 2, "empty": 1}  # MKBZQ, MSTOP* (O)
+    with open(tmp_path / "p" / "rejects.tsv") as fh:
+        assert [(r["row"], r["reason"]) for r in csv.DictReader(fh, delimiter="\t")] == [
+            ("2", "duplicate"), ("3", "invalid_characters"), ("4", "empty"), ("5", "invalid_characters")
+        ]  # fmt: skip
+
+    rng = random.Random(0)
+    cds = ["ATG" + "".join(rng.choice("ACGT") for _ in range(3 * rng.randint(5, 40))) for _ in range(50)]
+    nuc = tmp_path / "cds.txt"
+    nuc.write_text("\n".join(cds + ["ATGAAAG"]) + "\n")
+    summary = prepare([nuc], tmp_path / "t", tokenizer="aa", translate=True, val_fraction=0, test_fraction=0,
+                      progress=False)  # fmt: skip
+    assert decoded(tmp_path / "t", "train") == list(dict.fromkeys(translate(s) for s in cds))
+    assert summary["rejected"] == {"length_not_multiple_of_3": 1}
+    with pytest.raises(ValueError, match="use the aa tokenizer"):
+        prepare([nuc], tmp_path / "x", translate=True, progress=False)
+    with pytest.raises(ValueError, match="add --translate"):
+        prepare([nuc], tmp_path / "x", tokenizer="aa", orf="longest", progress=False)
+
+
 def test_split_and_dedup_are_independent_of_order(shared_data, tmp_path):
     a = oas_subset(shared_data, tmp_path / "a.csv.gz", 400)
     b = oas_subset(shared_data, tmp_path / "b.csv.gz", 400, shuffle_seed=3)

@@ -73,6 +73,23 @@ def test_nuc_tokenizer():
     assert tok.decode(tok.encode("ACGTN")) == "ACGTN"
 
 
+def test_aa_tokenizer_one_token_per_residue():
+    from helm.codons import AMINO_ACIDS, aa_vocab
+
+    tok = create_tokenizer("aa")
+    assert tok.vocab == aa_vocab() and len(tok) == 28
+    brute = [aa_vocab().tokens.index(ch) for ch in AMINO_ACIDS + "*X"]
+    assert tok.encode(AMINO_ACIDS + "*X").tolist() == brute
+    assert tok.encode(AMINO_ACIDS.lower()).tolist() == brute[:20]
+    assert tok.encode("BZUOJ-").tolist() == [UNK_ID] * 6  # ambiguous / rare residues are not silently mapped
+    seqs = random_seqs(np.random.default_rng(2), 50, AMINO_ACIDS + "*X")
+    ids, bounds = tok.encode_flat(seqs)
+    assert [ids[bounds[i] : bounds[i + 1]].tolist() for i in range(len(seqs))] == [tok.encode(s).tolist() for s in seqs]
+    assert [tok.decode(t) for t in tok.encode_batch(seqs)] == seqs
+    with pytest.raises(ValueError, match="no overlap"):
+        create_tokenizer("aa", overlap=1)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown tokenizer"):
         create_tokenizer("7mer")
@@ -83,11 +100,18 @@ def test_bad_arguments():
     assert set(list_tokenizers()) >= {"3mer", "codon", "nuc", "6mer", "bpe", "wp", "ug"}
 
 
-def test_fixed_tokenizer_save_load(tmp_path):
-    tok = create_tokenizer("6mer", overlap=3)
+@pytest.mark.parametrize("name,overlap", [("6mer", 3), ("3mer", 0), ("nuc", 0), ("aa", 0)])
+def test_fixed_tokenizer_save_load(name, overlap, tmp_path):
+    tok = create_tokenizer(name, overlap=overlap)
     tok.save(tmp_path)
     again = load_tokenizer(tmp_path)
-    assert (again.k, again.overlap, again.vocab) == (6, 3, tok.vocab)
+    assert (type(again), again.name, again.k, again.overlap, again.vocab) == (
+        type(tok),
+        tok.name,
+        tok.k,
+        tok.overlap,
+        tok.vocab,
+    )
 
 
 @pytest.fixture(scope="module")

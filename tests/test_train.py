@@ -147,7 +147,9 @@ def test_bad_yaml_is_a_clear_error(tmp_path, capsys, content, message):
         (["--loss", "focal"], "invalid choice: 'focal'"),
         (["--mode", "clm", "--bidirectional"], "--bidirectional with --mode clm"),
         (["--data-type", "codon", "--tokenizer", "bpe"], "--data-type codon means the 3mer tokenizer"),
-        (["--data-type", "aa"], "no amino-acid tokenizer"),
+        (["--data-type", "aa", "--tokenizer", "3mer"], "--data-type aa means the aa tokenizer"),
+        (["--data-type", "aa", "--loss", "HXE"], "--loss HXE needs the codon hierarchy"),
+        (["--tokenizer", "aa"], "--tokenizer aa reads amino acids: add --data-type aa"),
         (["--distributed-backend", "horovod"], "removed in Lightning 2"),
         (["--opt", "adamx_nonexistent"], "unknown timm optimizer"),
         (["--preset", "gpt2-huge"], "unknown model preset"),
@@ -221,6 +223,9 @@ def test_vocab_size_is_checked_against_the_tokenizer(tmp_path):
         train.check_tokenizer(parse_args(["--vocab_size", "64"]), tok, tmp_path)
     with pytest.raises(ValueError, match="uses the 3mer tokenizer but --tokenizer is nuc"):
         train.check_tokenizer(parse_args(["--tokenizer", "nuc"]), tok, tmp_path)
+    train.check_tokenizer(parse_args(["--data-type", "aa"]), create_tokenizer("aa"), tmp_path)
+    with pytest.raises(ValueError, match="uses the 3mer tokenizer but --tokenizer is aa"):
+        train.check_tokenizer(parse_args(["--data-type", "aa"]), tok, tmp_path)
 
 
 def test_resolved_config_round_trips(tmp_path):

@@ -89,6 +89,26 @@ def test_tiny_run_writes_a_complete_run_directory(raw_dir, tmp_path, capsys):
     assert run.read_metrics(out)["steps"] == per_epoch
 
 
+def test_amino_acid_run_on_real_oas_rows(shared_data, tmp_path):
+    """--data-type aa: the OAS file itself as --train_file gives the translated CDS, one token per residue; the
+    run trains with XE, reports no codon-only metrics, and its exported model reloads with the aa tokenizer."""
+    from test_prepare import oas_subset
+
+    from helm.codons import aa_vocab
+
+    oas_subset(shared_data, tmp_path / "oas.csv.gz", 300)
+    out = tmp_path / "aa-run"
+    argv = tiny_args(tmp_path, out, "--train_file", "oas.csv.gz", "--file_extension", "csv.gz", "--data-type", "aa",
+                     "--mode", "clm", "--max_seq_len", "160", "--epochs", "2", "--lr", "3e-3")  # fmt: skip
+    assert main(argv) == 0
+    metrics = run.read_metrics(out)
+    assert metrics["steps"] > 0 and "val_aa_acc" not in metrics and "val_mistake_severity" not in metrics
+    assert 1 < metrics["val_ppl"] < len(aa_vocab())  # learned something beyond uniform over 28 tokens
+    loaded = run.load_run(out)
+    assert loaded.tokenizer.name == "aa" and loaded.model.config.vocab_size == len(aa_vocab())
+    assert run.read_config(out)["derived"]["vocab_size"] == 28
+
+
 def test_missing_data_is_an_error_before_training(raw_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(tiny_args(raw_dir, out, "--train_file", "nope.txt")) == 2

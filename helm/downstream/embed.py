@@ -40,6 +40,16 @@ class Encoded:
         return Encoded(ids[:, :width], mask[:, :width], self.n_truncated, self.n_tail_trimmed)
 
 
+def require_nucleotide_tokenizer(tokenizer, where: str) -> None:
+    """The benchmarks hold mRNA/DNA: an amino-acid run (``--data-type aa``) would read A/C/G/T as the residues
+    Ala/Cys/Gly/Thr and give meaningless embeddings, so it is refused up front."""
+    if getattr(getattr(tokenizer, "vocab", None), "kind", None) == "aa":
+        raise InputError(
+            f"{where}: this run reads amino acids (tokenizer 'aa', --data-type aa); the downstream tasks hold "
+            "nucleotide sequences, so use a nucleotide or codon run"
+        )
+
+
 def encode(
     tokenizer,
     sequences: list[str],
@@ -53,6 +63,7 @@ def encode(
     """Tokenize, frame and pad ``sequences`` (cleaned DNA) into at most ``max_len`` tokens each."""
     if overlong not in ("truncate", "error"):
         raise ValueError(f"overlong must be 'truncate' or 'error', got {overlong!r}")
+    require_nucleotide_tokenizer(tokenizer, where)
     k = getattr(tokenizer, "k", 1)
     kmer = getattr(tokenizer, "vocab", None) is not None and tokenizer.vocab.kind in ("codon", "kmer")
     seqs = [s[codon_frame:] for s in sequences] if kmer else list(sequences)

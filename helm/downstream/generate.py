@@ -26,7 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from helm.codons import CLS_ID, EOS_ID, SPECIALS
-from helm.downstream.embed import InputError, check_compatible, embed_pooled, encode, run_mode
+from helm.downstream.embed import (
+    InputError,
+    check_compatible,
+    embed_pooled,
+    encode,
+    require_nucleotide_tokenizer,
+    run_mode,
+)
 from helm.downstream.metrics import (
     codon_usage_distance,
     frechet_distance,
@@ -232,6 +239,7 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
     run = load_run(args.run)
     check_compatible(run.model, run.tokenizer, where=str(args.run))
+    require_nucleotide_tokenizer(run.tokenizer, str(args.run))  # the metrics score ORFs, GC and codon usage
     mode = run_mode(run.config)
     if mode != "clm":
         raise InputError(

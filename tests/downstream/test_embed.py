@@ -50,6 +50,11 @@ def test_checkpoint_tokenizer_mismatch(tiny_runs):
         check_compatible(run.model, create_tokenizer("nuc"))
 
 
+def test_amino_acid_runs_cannot_embed_nucleotide_benchmarks():
+    with pytest.raises(InputError, match="mrfp.csv: this run reads amino acids"):
+        encode(create_tokenizer("aa"), ["ATGAAA"], 8, where="mrfp.csv")
+
+
 @pytest.mark.parametrize("mode", ["mlm", "clm"])
 def test_batched_embeddings_equal_unpadded_single_rows(tiny_runs, mode):
     run = load_run(tiny_runs[mode])
