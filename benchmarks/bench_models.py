@@ -17,7 +17,7 @@ import time
 import torch
 
 from helm.models import create_model
-from helm.models.mamba import HAS_MAMBA_SSM
+from helm.models.mamba import HAS_MAMBA2_KERNELS, HAS_MAMBA_SSM
 
 SHAPE = dict(num_layers=4, hidden_size=256, intermediate_size=1024, num_heads=4, max_seq_len=444)
 CASES = [
@@ -71,8 +71,9 @@ def gpu_part(steps: int) -> None:
     sync = torch.cuda.synchronize
     print(f"\nGPU: {torch.cuda.get_device_name(0)}")
     ids = torch.randint(6, 70, (8, 444), device=dev)
-    if HAS_MAMBA_SSM:
-        for layer in ("Mamba", "Mamba2"):
+    kernels = [layer for layer, ok in (("Mamba", HAS_MAMBA_SSM), ("Mamba2", HAS_MAMBA2_KERNELS)) if ok]
+    if kernels:
+        for layer in kernels:
             torch.manual_seed(0)
             model = create_model("mamba", **SHAPE, ssm_layer=layer).to(dev)
             mixers = [m for m in model.modules() if hasattr(m, "use_cuda_kernels")]

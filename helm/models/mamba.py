@@ -39,7 +39,8 @@ try:
 except Exception:  # noqa: BLE001
     _cuda_chunk_scan = None
 
-HAS_MAMBA_SSM = _cuda_selective_scan is not None
+HAS_MAMBA_SSM = _cuda_selective_scan is not None  # Mamba-1 kernel
+HAS_MAMBA2_KERNELS = _cuda_chunk_scan is not None  # Mamba-2 (Triton SSD) kernel
 
 
 def _f32(*tensors: torch.Tensor) -> list[torch.Tensor]:
