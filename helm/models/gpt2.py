@@ -30,6 +30,17 @@ class Rotary(nn.Module):
         return emb.cos(), emb.sin()
 
 
+def rotary_for(config: ModelConfig) -> Rotary | None:
+    """The ``Rotary`` of an attention backbone with ``pos_embedding='rotary'`` (else None); validates its dims."""
+    if config.pos_embedding != "rotary":
+        return None
+    head_dim = config.hidden_size // config.num_heads
+    dim = config.pos_embedding_dim or head_dim
+    if dim % 2 or dim > head_dim:
+        raise ValueError(f"pos_embedding_dim={dim}: rotary dims must be even and <= head size {head_dim}")
+    return Rotary(dim)
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     dim = cos.shape[-1]
     rot, rest = x[..., :dim], x[..., dim:]
@@ -116,13 +127,7 @@ class GPT2Body(EmbeddingMixin):
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(config.hidden_size, eps=1e-5)
-        self.rotary = None
-        if config.pos_embedding == "rotary":
-            head_dim = config.hidden_size // config.num_heads
-            dim = config.pos_embedding_dim or head_dim
-            if dim % 2 or dim > head_dim:
-                raise ValueError(f"pos_embedding_dim={dim}: rotary dims must be even and <= head size {head_dim}")
-            self.rotary = Rotary(dim)
+        self.rotary = rotary_for(config)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
         mask = real_token_mask(input_ids, attention_mask)

@@ -32,7 +32,7 @@ def expected_parameters(model: str, c: ModelConfig) -> int:
         block = 2 * 2 * h + (h * 3 * h + 3 * h) + (h * h + h) + (h * i + i) + (i * h + h)
         return v * h + positions + n_layers * block + 2 * h + head
     if model == "bert":
-        emb = v * h + c.max_seq_len * h + h + 2 * h  # words, positions, one token type, LayerNorm
+        emb = v * h + positions + h + 2 * h  # words, positions, one token type, LayerNorm
         block = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
         return emb + n_layers * block + head
     if model == "mamba":
@@ -80,7 +80,7 @@ VARIANTS = [
     for extra in (
         {},
         {"tie_embeddings": True, "pad_vocab_size_multiple": 8},
-        {"bidirectional": True, "pos_embedding": "none" if name != "bert" else "absolute", "intermediate_size": 96},
+        {"bidirectional": True, "pos_embedding": "none", "intermediate_size": 96},
     )
 ] + [("mamba", {"ssm_layer": "Mamba2", "headdim": 32})]
 
