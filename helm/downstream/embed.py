@@ -40,14 +40,18 @@ class Encoded:
         return Encoded(ids[:, :width], mask[:, :width], self.n_truncated, self.n_tail_trimmed)
 
 
-def require_nucleotide_tokenizer(tokenizer, where: str) -> None:
-    """The benchmarks hold mRNA/DNA: an amino-acid run (``--data-type aa``) would read A/C/G/T as the residues
-    Ala/Cys/Gly/Thr and give meaningless embeddings, so it is refused up front."""
-    if getattr(getattr(tokenizer, "vocab", None), "kind", None) == "aa":
+def check_alphabet(tokenizer, alphabet: str, where: str) -> None:
+    """Sequences and tokenizer must speak the same alphabet: an amino-acid run (``--data-type aa``) would read
+    A/C/G/T as Ala/Cys/Gly/Thr, a nucleotide run would read proteins as bases; both give meaningless
+    embeddings, so either is refused up front. ``alphabet``: ``nuc`` or ``aa``."""
+    reads_aa = getattr(getattr(tokenizer, "vocab", None), "kind", None) == "aa"
+    if reads_aa and alphabet != "aa":
         raise InputError(
-            f"{where}: this run reads amino acids (tokenizer 'aa', --data-type aa); the downstream tasks hold "
-            "nucleotide sequences, so use a nucleotide or codon run"
+            f"{where}: this run reads amino acids (tokenizer 'aa', --data-type aa) but these are nucleotide "
+            "sequences; use a nucleotide or codon run"
         )
+    if alphabet == "aa" and not reads_aa:
+        raise InputError(f"{where}: these are protein sequences but the run reads nucleotides; use an aa run")
 
 
 def encode(
@@ -59,11 +63,13 @@ def encode(
     codon_frame: int = 0,
     overlong: str = "truncate",
     where: str = "sequences",
+    alphabet: str = "nuc",
 ) -> Encoded:
-    """Tokenize, frame and pad ``sequences`` (cleaned DNA) into at most ``max_len`` tokens each."""
+    """Tokenize, frame and pad ``sequences`` (cleaned DNA, or proteins with ``alphabet='aa'``) into at most
+    ``max_len`` tokens each."""
     if overlong not in ("truncate", "error"):
         raise ValueError(f"overlong must be 'truncate' or 'error', got {overlong!r}")
-    require_nucleotide_tokenizer(tokenizer, where)
+    check_alphabet(tokenizer, alphabet, where)
     k = getattr(tokenizer, "k", 1)
     kmer = getattr(tokenizer, "vocab", None) is not None and tokenizer.vocab.kind in ("codon", "kmer")
     seqs = [s[codon_frame:] for s in sequences] if kmer else list(sequences)

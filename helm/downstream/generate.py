@@ -2,14 +2,18 @@
 
     helm generate --run RUN_DIR --out FILE.json --num-samples 64 --reference PREPARED_DIR_or_FILE \
         [--prompt none|codons|cdr3] [--prompt-codons 30] [--temperature 1.0] [--top-k 10] [--top-p 0.95]
-        [--max-new-tokens N] [--num-reference 200] [--embed-run RUN_DIR] [--pca-components 8] [--seed 0]
+        [--max-new-tokens N] [--num-reference 200] [--embed-run RUN_DIR | --esm HF_ESM_DIR] [--pca-components 8]
+        [--seed 0]
 
 Sampling: temperature, then top-k, then top-p (nucleus) filtering; only sequence tokens and ``<eos>`` can be
 drawn. Prompts: none (from ``<cls>`` only), the first ``--prompt-codons`` tokens of reference sequences, or
 (OAS CSV references) the reference cut just before its CDR3 -- the paper's "before the D-J region".
 Metrics: valid-ORF fraction (ATG start, length a multiple of 3, no internal stop), GC content, codon-usage
 distance, internal diversity (mean pairwise Levenshtein), and a Fréchet distance + neighbour precision/recall
-between mean-pooled embeddings (the run's own encoder by default) of generated and held-out sequences.
+between mean-pooled embeddings of generated and held-out sequences. The embedder is the run's own encoder by
+default (nucleotide space); the paper's protocol embeds the translated proteins (codons up to the first stop)
+with ESM-2: ``--esm DIR`` takes any local Hugging Face ESM checkpoint, and ``--embed-run`` an ``aa`` run
+(``--data-type aa``) is an offline protein embedder.
 Samples are written as FASTA next to the JSON (``--samples`` to choose).
 """
 
@@ -25,13 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helm.codons import CLS_ID, EOS_ID, SPECIALS
+from helm.codons import CLS_ID, EOS_ID, SPECIALS, translate
 from helm.downstream.embed import (
     InputError,
+    check_alphabet,
     check_compatible,
     embed_pooled,
     encode,
-    require_nucleotide_tokenizer,
+    mean_pool,
     run_mode,
 )
 from helm.downstream.metrics import (
@@ -202,12 +207,68 @@ def make_prompts(tokenizer, refs: list[str], ref_rows, how: str, n_codons: int, 
     return out
 
 
+# ------------------------------------------------------------------------------------------- embedders
+
+
+def to_protein(cds: str) -> str:
+    """The protein a sampled or reference CDS encodes: its codons from the first base up to the first stop."""
+    return translate(cds).split("*", 1)[0]
+
+
+class RunEmbedder:
+    """Mean-pooled embeddings from a helm run's encoder; an ``aa`` run embeds the translated proteins."""
+
+    def __init__(self, run) -> None:
+        self.model, self.tokenizer, self.mode = run.model, run.tokenizer, run_mode(run.config)
+        self.alphabet = "aa" if getattr(run.tokenizer.vocab, "kind", None) == "aa" else "nuc"
+
+    def __call__(self, seqs: list[str]) -> np.ndarray:
+        enc = encode(self.tokenizer, seqs, int(self.model.config.max_seq_len), mode=self.mode, alphabet=self.alphabet)
+        return embed_pooled(self.model, enc).numpy()
+
+
+class EsmEmbedder:
+    """Mean-pooled residue embeddings of the translated proteins from a Hugging Face ESM checkpoint directory
+    (the paper used ESM-2 35M, ``facebook/esm2_t12_35M_UR50D``; download it once, e.g. ``hf download``)."""
+
+    alphabet = "aa"
+
+    def __init__(self, path: str | Path, batch_size: int = 16) -> None:
+        from transformers import AutoTokenizer, EsmModel
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"--esm {path}: not a Hugging Face model directory (no config.json)")
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = EsmModel.from_pretrained(path, add_pooling_layer=False).eval()
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def __call__(self, seqs: list[str]) -> np.ndarray:
+        out = []
+        limit = int(self.model.config.max_position_embeddings) - 2  # room for <cls> and <eos>
+        for start in range(0, len(seqs), self.batch_size):
+            batch = self.tokenizer(
+                [s[:limit] for s in seqs[start : start + self.batch_size]],
+                padding=True,
+                return_tensors="pt",
+                return_special_tokens_mask=True,
+            )
+            residues = batch.pop("special_tokens_mask") == 0  # mean over residues only, as ESM users do
+            hidden = self.model(**batch).last_hidden_state
+            out.append(mean_pool(hidden.float(), residues & batch["attention_mask"].bool()).numpy())
+        return np.concatenate(out)
+
+
 # ------------------------------------------------------------------------------------------- metrics
 
 
 def score(
-    generated: list[str], reference: list[str], embedder, tokenizer, mode: str, pca_components: int, threshold: float
+    generated: list[str], reference: list[str], embedder, pca_components: int, threshold: float
 ) -> dict[str, float]:
+    """Sequence statistics of the samples vs the reference, and the distance between their embedding clouds
+    (``embedder``: sequences -> [N, H]; with ``alphabet == 'aa'`` both sets are translated to protein first, the
+    paper's protocol)."""
     gen_ok = [s for s in generated if s]
     m: dict[str, float] = {
         "num_samples": len(generated),
@@ -223,10 +284,13 @@ def score(
         "ref_internal_diversity": internal_diversity(reference, max_pairs=2000),
     }
     m["gc_abs_diff"] = abs(m["gc_content"] - m["ref_gc_content"])
-    if len(gen_ok) >= 2 and len(reference) >= 2:
-        max_len = int(embedder.config.max_seq_len)
-        e_gen = embed_pooled(embedder, encode(tokenizer, gen_ok, max_len, mode=mode)).numpy()
-        e_ref = embed_pooled(embedder, encode(tokenizer, reference, max_len, mode=mode)).numpy()
+    gen_in, ref_in = gen_ok, reference
+    if embedder.alphabet == "aa":
+        gen_in = [p for p in map(to_protein, gen_ok) if p]
+        ref_in = [p for p in map(to_protein, reference) if p]
+        m["num_empty_protein"] = len(gen_ok) - len(gen_in)
+    if len(gen_in) >= 2 and len(ref_in) >= 2:
+        e_gen, e_ref = embedder(gen_in), embedder(ref_in)
         a, b = pca_project(e_gen, e_ref, pca_components)
         m["frechet_distance"] = frechet_distance(a, b)
         m["precision"], m["recall"] = neighbour_precision_recall(e_gen, e_ref, threshold)
@@ -239,7 +303,7 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
     run = load_run(args.run)
     check_compatible(run.model, run.tokenizer, where=str(args.run))
-    require_nucleotide_tokenizer(run.tokenizer, str(args.run))  # the metrics score ORFs, GC and codon usage
+    check_alphabet(run.tokenizer, "nuc", str(args.run))  # the metrics score ORFs, GC and codon usage
     mode = run_mode(run.config)
     if mode != "clm":
         raise InputError(
@@ -255,18 +319,15 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     tokens = sample(run.model, prompts, max_new, args.temperature, args.top_k, args.top_p, args.seed, args.batch_size)
     generated = [run.tokenizer.decode(t) for t in tokens]
-    embedder_run = load_run(args.embed_run) if args.embed_run else run
-    if args.embed_run:
+    if args.esm:
+        embedder = EsmEmbedder(args.esm)
+    elif args.embed_run:
+        embedder_run = load_run(args.embed_run)
         check_compatible(embedder_run.model, embedder_run.tokenizer, where=str(args.embed_run))
-    metrics = score(
-        generated,
-        refs,
-        embedder_run.model,
-        embedder_run.tokenizer,
-        run_mode(embedder_run.config),
-        args.pca_components,
-        args.nn_threshold,
-    )
+        embedder = RunEmbedder(embedder_run)
+    else:
+        embedder = RunEmbedder(run)
+    metrics = score(generated, refs, embedder, args.pca_components, args.nn_threshold)
     samples = Path(args.samples) if args.samples else Path(args.out).with_suffix(".fasta")
     samples.parent.mkdir(parents=True, exist_ok=True)
     samples.write_text(
@@ -288,7 +349,8 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
             "top_k": args.top_k,
             "top_p": args.top_p,
             "max_new_tokens": max_new,
-            "embedder": str(args.embed_run or args.run),
+            "embedder": str(args.esm or args.embed_run or args.run),
+            "embedding_space": "protein" if embedder.alphabet == "aa" else "nucleotide",
             "pca_components": args.pca_components,
             "nn_threshold": args.nn_threshold,
             "samples_file": str(samples),
@@ -313,7 +375,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-p", type=float, default=0.95, help="1.0 = off")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: up to the model's max_seq_len")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--embed-run", default=None, help="run whose encoder embeds for the Fréchet distance")
+    embedders = parser.add_mutually_exclusive_group()
+    embedders.add_argument(
+        "--embed-run",
+        default=None,
+        help="run whose encoder embeds for the Fréchet distance (default: --run); an aa run embeds the proteins",
+    )
+    embedders.add_argument(
+        "--esm",
+        default=None,
+        help="Hugging Face ESM checkpoint directory: embed the translated proteins with it (the paper: ESM-2 35M)",
+    )
     parser.add_argument("--pca-components", type=int, default=8)
     parser.add_argument("--nn-threshold", type=float, default=0.05, help="cosine distance for precision/recall")
     parser.add_argument("--samples", default=None, help="FASTA of the samples (default: OUT with .fasta)")

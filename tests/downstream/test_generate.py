@@ -145,3 +145,98 @@ def test_generate_with_prepared_reference(trained_clm, tmp_path):
     payload = json.loads(out.read_text())
     assert payload["config"]["num_reference"] == 10 and payload["config"]["prompt_codons"] == 5
     assert payload["metrics"]["ref_gc_content"] > 0
+
+
+# ------------------------------------------------------------------------------ protein-space embeddings
+
+
+def synonymous_recoding(cds: str, rng: np.random.Generator) -> str:
+    """The same protein with every codon replaced by a random synonymous one."""
+    from helm.codons import GENETIC_CODE
+
+    synonyms: dict[str, list[str]] = {}
+    for codon, aa in GENETIC_CODE.items():
+        synonyms.setdefault(aa, []).append(codon)
+    return "".join(rng.choice(synonyms[GENETIC_CODE[cds[i : i + 3]]]) for i in range(0, len(cds) - 2, 3))
+
+
+@pytest.fixture(scope="module")
+def oas_cds(shared_data) -> list[str]:
+    from helm.io import oas_cds, read_records
+
+    out = []
+    for _, row in read_records(shared_data / OAS):
+        seq, reason, _ = oas_cds(row)
+        if reason is None:
+            out.append(seq)
+        if len(out) == 24:
+            return out
+
+
+@pytest.fixture(scope="module")
+def tiny_esm(tmp_path_factory):
+    """A randomly initialised Hugging Face ESM checkpoint directory with the ESM-2 alphabet (real classes)."""
+    from transformers import EsmConfig, EsmModel, EsmTokenizer
+
+    path = tmp_path_factory.mktemp("esm")
+    tokens = ["<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO.-", "<null_1>", "<mask>"]
+    (path / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    torch.manual_seed(0)
+    config = EsmConfig(vocab_size=len(tokens), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, max_position_embeddings=202, pad_token_id=1, mask_token_id=32,
+                       position_embedding_type="rotary", token_dropout=False)  # fmt: skip
+    EsmModel(config, add_pooling_layer=False).save_pretrained(path)
+    EsmTokenizer(str(path / "vocab.txt")).save_pretrained(path)
+    return path
+
+
+def test_to_protein_stops_at_the_first_stop_codon():
+    from helm.downstream.generate import to_protein
+
+    assert to_protein("ATGAAATTTTAAGGGCCC") == "MKF"
+    assert to_protein("ATGAAAT") == "MK" and to_protein("TAAATG") == "" and to_protein("") == ""
+
+
+@pytest.mark.parametrize("space", ["aa-run", "esm"])
+def test_protein_space_cannot_tell_synonymous_recodings_apart(space, oas_cds, tiny_runs, tiny_esm, tmp_path):
+    """The paper's Fréchet distance lives in protein space: samples that are synonymous recodings of the
+    reference score a distance of zero there, while the nucleotide-space embedder sees the difference."""
+    from helm.downstream.generate import EsmEmbedder, RunEmbedder, score
+
+    from .runs import make_run
+
+    rng = np.random.default_rng(0)
+    recoded = [synonymous_recoding(s, rng) for s in oas_cds]
+    assert recoded != oas_cds
+    if space == "esm":
+        protein = EsmEmbedder(tiny_esm, batch_size=5)
+    else:
+        protein = RunEmbedder(load_run(make_run(tmp_path, "aa-mlm", "mlm", tokenizer="aa")))
+    nucleotide = RunEmbedder(load_run(tiny_runs["mlm"]))
+    assert (protein.alphabet, nucleotide.alphabet) == ("aa", "nuc")
+    in_protein = score(recoded, oas_cds, protein, pca_components=4, threshold=0.05)
+    in_nucleotide = score(recoded, oas_cds, nucleotide, pca_components=4, threshold=0.05)
+    assert in_protein["num_empty_protein"] == 0
+    assert in_protein["frechet_distance"] == pytest.approx(0, abs=1e-6)
+    assert (in_protein["precision"], in_protein["recall"]) == (1.0, 1.0)
+    assert in_nucleotide["frechet_distance"] > 1e-3
+    # batching and padding do not change an embedding
+    single = np.concatenate([protein([p]) for p in ["MKV", "MKVLLAGW"]])
+    np.testing.assert_allclose(protein(["MKV", "MKVLLAGW"]), single, atol=1e-5)
+
+
+def test_generate_cli_with_esm_embedder(tiny_runs, tiny_esm, shared_data, tmp_path):
+    out = tmp_path / "g.json"
+    args = ["generate", "--run", str(tiny_runs["clm"]), "--out", str(out), "--num-samples", "6", "--reference",
+            str(shared_data / OAS), "--num-reference", "8", "--prompt", "codons", "--prompt-codons", "20",
+            "--max-new-tokens", "10", "--esm", str(tiny_esm)]  # fmt: skip
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr
+    payload = json.loads(out.read_text())
+    assert payload["config"]["embedding_space"] == "protein" and payload["config"]["embedder"] == str(tiny_esm)
+    m = payload["metrics"]
+    assert m["num_empty_protein"] + 2 <= 6 and np.isfinite(m["frechet_distance"])
+    res = run_cli(*args, "--embed-run", str(tiny_runs["mlm"]))
+    assert res.returncode == 2 and "not allowed with argument" in res.stderr
+    res = run_cli(*args[:-1], str(tmp_path))
+    assert res.returncode == 1 and "not a Hugging Face model directory" in res.stderr
