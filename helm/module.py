@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from typing import Any
 
 import lightning.pytorch as pl
@@ -44,6 +45,31 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
             group["lr_scale"] = layer_decay ** (num_layers + 1 - layer)
         group["params"].append(p)
     return list(groups.values())
+
+
+def resumable_plateau(scheduler):
+    """Make timm's PlateauLRScheduler checkpoint its whole state, so a resumed `--sched plateau` run continues.
+
+    timm saves only the best metric and epoch (and will not add more): the patience / cooldown counters, the last
+    lrs and the noise-free lr to restore would start over on resume. Re-classing the scheduler that
+    `create_scheduler_v2` built keeps timm's own argument mapping (warmup, noise range, mode) in one place.
+    """
+    from timm.scheduler import PlateauLRScheduler  # timm is imported lazily throughout helm
+
+    class ResumablePlateauLRScheduler(PlateauLRScheduler):
+        def state_dict(self) -> dict[str, Any]:
+            # all of ReduceLROnPlateau's state (its settings too, as timm's other schedulers save theirs) + the noise
+            return super().state_dict() | {"plateau": self.lr_scheduler.state_dict(), "restore_lr": self.restore_lr}
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            super().load_state_dict(state_dict)  # best / last_epoch: all that a checkpoint from plain timm holds
+            if "plateau" in state_dict:
+                self.lr_scheduler.load_state_dict(state_dict["plateau"])
+                self.restore_lr = state_dict["restore_lr"]
+
+    assert type(scheduler) is PlateauLRScheduler, type(scheduler)
+    scheduler.__class__ = ResumablePlateauLRScheduler  # the same object, only state_dict / load_state_dict change
+    return scheduler
 
 
 class HelmModule(pl.LightningModule):
@@ -88,6 +114,7 @@ class HelmModule(pl.LightningModule):
             device = torch.device("cpu") if config["model_ema_force_cpu"] else None
             self._ema.append(ModelEmaV3(self.model, decay=config["model_ema_decay"], device=device))
         self.tokens_seen = 0  # real (non-pad) input tokens this process trained on, for tokens/s
+        self._plateau_metric: float | None = None  # --sched plateau: this epoch's validation metric
 
     # ------------------------------------------------------------------------------------------ helpers
     @property
@@ -183,48 +210,65 @@ class HelmModule(pl.LightningModule):
         )
         if c["sched"] == "none":
             return optimizer
-        scheduler, _ = create_scheduler_v2(
-            optimizer,
-            sched=c["sched"],
-            num_epochs=c["epochs"],
-            decay_epochs=c["decay_epochs"],
-            decay_milestones=c["decay_milestones"],
-            cooldown_epochs=c["cooldown_epochs"],
-            patience_epochs=c["patience_epochs"],
-            decay_rate=c["decay_rate"],
-            min_lr=c["min_lr"],
-            warmup_lr=c["warmup_lr"],
-            warmup_epochs=c["warmup_epochs"],
-            warmup_prefix=c["warmup_prefix"],
-            noise=c["lr_noise"],
-            noise_pct=c["lr_noise_pct"],
-            noise_std=c["lr_noise_std"],
-            noise_seed=c["seed"],
-            cycle_mul=c["lr_cycle_mul"],
-            cycle_decay=c["lr_cycle_decay"],
-            cycle_limit=c["lr_cycle_limit"],
-            k_decay=c["lr_k_decay"],
-            plateau_mode=c["val_metric_mode"],
-            step_on_epochs=not c["sched_on_updates"],
-            updates_per_epoch=self.hparams.updates_per_epoch,
-        )
+        with warnings.catch_warnings():
+            # timm's deprecation warning says the plateau state is not checkpointed; resumable_plateau saves it
+            warnings.filterwarnings("ignore", message="PlateauLRScheduler is deprecated", category=FutureWarning)
+            scheduler, _ = create_scheduler_v2(
+                optimizer,
+                sched=c["sched"],
+                num_epochs=c["epochs"],
+                decay_epochs=c["decay_epochs"],
+                decay_milestones=c["decay_milestones"],
+                cooldown_epochs=c["cooldown_epochs"],
+                patience_epochs=c["patience_epochs"],
+                decay_rate=c["decay_rate"],
+                min_lr=c["min_lr"],
+                warmup_lr=c["warmup_lr"],
+                warmup_epochs=c["warmup_epochs"],
+                warmup_prefix=c["warmup_prefix"],
+                noise=c["lr_noise"],
+                noise_pct=c["lr_noise_pct"],
+                noise_std=c["lr_noise_std"],
+                noise_seed=c["seed"],
+                cycle_mul=c["lr_cycle_mul"],
+                cycle_decay=c["lr_cycle_decay"],
+                cycle_limit=c["lr_cycle_limit"],
+                k_decay=c["lr_k_decay"],
+                plateau_mode=c["val_metric_mode"],
+                step_on_epochs=not c["sched_on_updates"],
+                updates_per_epoch=self.hparams.updates_per_epoch,
+            )
+        if c["sched"] == "plateau":
+            scheduler = resumable_plateau(scheduler)
         if c["start_epoch"] and not c["sched_on_updates"]:
             scheduler.step(c["start_epoch"])
         interval = "step" if c["sched_on_updates"] else "epoch"
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
+    def _schedule_epoch(self) -> float:
+        # with --epoch-repeats, `repeats` Lightning epochs make one schedule epoch
+        repeats = self.cfg["epoch_repeats"] or 1.0
+        return (self.current_epoch + 1) / repeats + (self.cfg["start_epoch"] or 0)
+
     def lr_scheduler_step(self, scheduler, metric: Any) -> None:
-        # timm schedulers take the epoch / update count explicitly; plateau needs the eval metric, which
-        # Lightning only hands to torch's ReduceLROnPlateau, so fetch it here.
-        metric = self.trainer.callback_metrics.get(self.cfg["eval_metric"])
-        metric = None if metric is None else float(metric)
+        # timm schedulers take the epoch / update count explicitly
         if self.cfg["sched_on_updates"]:
-            scheduler.step_update(num_updates=self.global_step, metric=metric)
-        else:
-            # with --epoch-repeats, `repeats` Lightning epochs make one schedule epoch
-            repeats = self.cfg["epoch_repeats"] or 1.0
-            epoch = (self.current_epoch + 1) / repeats + (self.cfg["start_epoch"] or 0)
-            scheduler.step(epoch=epoch, metric=metric)
+            scheduler.step_update(num_updates=self.global_step)
+        elif self.cfg["sched"] != "plateau":  # plateau: stepped in on_train_epoch_end, after validation
+            scheduler.step(epoch=self._schedule_epoch())
+
+    def on_validation_end(self) -> None:
+        if self.cfg["sched"] == "plateau" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            metric = self.trainer.callback_metrics.get(self.cfg["eval_metric"])
+            self._plateau_metric = None if metric is None else float(metric)
+
+    def on_train_epoch_end(self) -> None:
+        # Lightning steps epoch schedules before the epoch's validation (the metric would be an epoch late, and
+        # absent after a resume) and its ReduceLROnPlateau path after the epoch-end checkpoint is saved; stepping
+        # here uses this epoch's validation (if one ran) and comes before ModelCheckpoint saves on train epoch end.
+        if self.cfg["sched"] == "plateau":
+            self.lr_schedulers().step(epoch=self._schedule_epoch(), metric=self._plateau_metric)
+            self._plateau_metric = None
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         # timm's dispatch covers norm, value and agc (adaptive clipping, which Lightning lacks); gradients are

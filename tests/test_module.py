@@ -4,6 +4,7 @@ real Trainer are checked end to end in test_train_ddp.py / test_train_e2e.py.)""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -117,3 +118,48 @@ def test_ema_travels_in_the_checkpoint():
     assert fresh.eval_model() is fresh.ema.module
     with pytest.raises(ValueError, match="no EMA weights"):
         fresh.on_load_checkpoint({})
+
+
+def _plateau(*argv: str):
+    module = make_module("--sched", "plateau", "--patience-epochs", "2", "--decay-rate", "0.5", "--warmup-epochs",
+                         "0", "--lr-noise", "0.0", "1.0", "--lr-noise-pct", "0.2", *argv)  # fmt: skip
+    sched = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    return sched, sched.optimizer
+
+
+def _lrs(sched, optimizer, start: int, metrics: list[float]) -> list[list[float]]:
+    lrs = []
+    for epoch, metric in enumerate(metrics, start):
+        sched.step(epoch, metric)
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+    return lrs
+
+
+def test_plateau_state_survives_a_checkpoint():
+    """timm's PlateauLRScheduler saves only best / last_epoch: the patience counter and the noise-free lr are lost,
+    so a resumed run decays later (and from a noisy lr) than an uninterrupted one. Ours saves them."""
+    from timm.scheduler import PlateauLRScheduler
+
+    sched, opt = _plateau()
+    _lrs(sched, opt, 1, [1.0, 2.0, 2.0])  # best 1.0, then 2 bad epochs: waiting, no decay yet (patience 2)
+    assert sched.lr_scheduler.num_bad_epochs == 2 and sched.restore_lr is not None
+    assert max(g["lr"] for g in opt.param_groups) != 1e-3  # noise applied: restore_lr holds the clean lr
+    full, plain, opt_state = sched.state_dict(), PlateauLRScheduler.state_dict(sched), copy.deepcopy(opt.state_dict())
+    assert set(plain) == {"best", "last_epoch"}
+
+    later = [2.0, 0.5, 2.0, 2.0, 2.0, 2.0]  # decays on the next epoch, improves, then waits and decays again
+    expected = _lrs(sched, opt, 4, later)
+    resumed = []
+    for state in (full, plain):  # plain: a checkpoint written before the fix still loads
+        fresh, fresh_opt = _plateau()
+        fresh_opt.load_state_dict(opt_state)  # as Lightning restores the optimizer before the scheduler
+        fresh.load_state_dict(copy.deepcopy(state))
+        resumed.append(_lrs(fresh, fresh_opt, 4, later))
+    assert resumed[0] == expected
+    assert resumed[1] != expected  # timm's own state_dict would restart the plateau logic
+
+
+def test_plateau_deprecation_warning_is_filtered(recwarn):
+    """timm's FutureWarning says the plateau state is not checkpointed, which is no longer true here."""
+    _plateau()
+    assert not [w for w in recwarn if "PlateauLRScheduler is deprecated" in str(w.message)]

@@ -1,8 +1,10 @@
 """Kill a real training subprocess mid-epoch (SIGKILL after a checkpoint), rerun, and compare with an
-uninterrupted run of the same seed: same final step count, same weights, same validation loss."""
+uninterrupted run of the same seed: same final step count, same weights, same validation loss; and for the
+metric-driven plateau schedule, the same lr at every step after the resume."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import time
 
 import pytest
 import torch
-from train_utils import REPO, tiny_args, write_oas_txt
+from train_utils import REPO, run_train, tiny_args, write_oas_txt
 
 from helm import run
 
@@ -77,3 +79,70 @@ def test_killed_run_resumes_to_the_same_result(prepared, tmp_path):
     for key, value in sa["ema_state_dict"].items():
         torch.testing.assert_close(sb["ema_state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=f"ema {key}")
     assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)
+
+
+# SIGKILLs the training process itself just before the update after `step`, so last.ckpt holds `step`: with
+# --checkpoint-every-n-steps 1 mid-epoch, and on an epoch boundary the one saved after validation (--checkpoint-hist
+# keeps every epoch among the best, and Lightning refreshes last.ckpt at epoch end only when it saves a best one).
+KILL_AT = """
+import os, signal, sys
+from helm.module import HelmModule
+from helm.train import main
+
+def on_train_batch_start(self, batch, batch_idx):
+    if self.global_step == int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+HelmModule.on_train_batch_start = on_train_batch_start
+sys.exit(main(sys.argv[2:]))
+"""
+PLATEAU_EPOCHS, PLATEAU_BATCHES = 6, 3
+
+
+def plateau_args(prepared, out):
+    # mode max on a falling val_loss: no validation ever improves, so with patience 1 the lr halves every second epoch
+    return tiny_args(
+        prepared, out, "--mode", "mlm", "--sched", "plateau", "--patience-epochs", "1", "--decay-rate", "0.5",
+        "--val-metric-mode", "max", "--epochs", str(PLATEAU_EPOCHS), "--limit-train-batches",
+        str(PLATEAU_BATCHES), "--checkpoint-every-n-steps", "1", "--checkpoint-hist", "10", "--seed", "7",
+    )  # fmt: skip
+
+
+def lr_per_step(out) -> dict[int, float]:
+    from helm.tables import read_scalars
+
+    return dict(read_scalars(out / run.TB_DIR, ("lr",)).get("lr", []))  # the resumed run's events come last
+
+
+@pytest.fixture(scope="module")
+def plateau_full(prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("plateau") / "full"
+    done = run_train(plateau_args(prepared, out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("kill_at", [8, 12], ids=["mid-epoch", "epoch-end"])
+def test_killed_plateau_run_resumes_with_the_same_lr(prepared, plateau_full, tmp_path, kill_at):
+    """timm's PlateauLRScheduler checkpoints only its best metric: a resumed run would restart the patience
+    count. Killed with one bad epoch counted, the resumed run still decays when the uninterrupted one does."""
+    killed = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # as run_train: the same threads, the same float sums
+    proc = subprocess.run([sys.executable, "-c", KILL_AT, str(kill_at), *plateau_args(prepared, killed)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    state = last_state(killed)
+    assert state["global_step"] == kill_at
+    assert state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == kill_at // PLATEAU_BATCHES
+    assert state["lr_schedulers"][0]["plateau"]["num_bad_epochs"] == 1  # what timm's state_dict leaves out
+
+    resumed = run_train(plateau_args(prepared, killed))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stderr
+
+    full, after = lr_per_step(plateau_full), lr_per_step(killed)
+    steps = range(kill_at, PLATEAU_EPOCHS * PLATEAU_BATCHES)  # logged at step s: the lr of update s + 1
+    assert [after[s] for s in steps] == [full[s] for s in steps]
+    # halved after epochs 2 and 4 (0-based), not before: the comparison covers a decay that needs the saved count
+    assert sorted(set(full.values()), reverse=True) == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    assert last_state(killed)["lr_schedulers"] == last_state(plateau_full)["lr_schedulers"]
