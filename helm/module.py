@@ -246,9 +246,11 @@ class HelmModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     def _schedule_epoch(self) -> float:
-        # with --epoch-repeats, `repeats` Lightning epochs make one schedule epoch
+        # with --epoch-repeats, `repeats` Lightning epochs make one schedule epoch; a whole epoch goes as an int,
+        # which timm's --lr-noise needs (it seeds its generator with noise_seed + epoch)
         repeats = self.cfg["epoch_repeats"] or 1.0
-        return (self.current_epoch + 1) / repeats + (self.cfg["start_epoch"] or 0)
+        epoch = (self.current_epoch + 1) / repeats + (self.cfg["start_epoch"] or 0)
+        return int(epoch) if float(epoch).is_integer() else epoch
 
     def lr_scheduler_step(self, scheduler, metric: Any) -> None:
         # timm schedulers take the epoch / update count explicitly

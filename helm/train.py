@@ -512,6 +512,10 @@ def validate(cfg: TrainConfig, explicit_model_name: bool = False, preset: str | 
     for name in ("dropout", "attn_dropout"):
         need(0.0 <= getattr(cfg, name) < 1.0, f"--{name} {getattr(cfg, name)}: must lie in [0, 1)")
     need(cfg.lr is None or cfg.lr > 0, f"--lr {cfg.lr}: must be > 0")
+    fractional_epochs = cfg.epoch_repeats > 0 and not (1 / cfg.epoch_repeats).is_integer()
+    need(not (cfg.lr_noise and fractional_epochs and not cfg.sched_on_updates), f"--lr-noise with --epoch-repeats "
+         f"{cfg.epoch_repeats}: the schedule then steps at fractional epochs, but timm draws its noise per whole "
+         "epoch; add --sched-on-updates or drop one of them")  # fmt: skip
     need(cfg.opt_betas is None or len(cfg.opt_betas) == 2, f"--opt-betas {cfg.opt_betas}: give two numbers")
     need(cfg.clip_grad is None or cfg.clip_grad > 0, f"--clip-grad {cfg.clip_grad}: must be > 0")
     need(cfg.start_epoch is None or 0 <= cfg.start_epoch < cfg.epochs,

@@ -151,6 +151,7 @@ def test_bad_yaml_is_a_clear_error(tmp_path, capsys, content, message):
         (["--data-type", "aa", "--loss", "HXE"], "--loss HXE needs the codon hierarchy"),
         (["--tokenizer", "aa"], "--tokenizer aa reads amino acids: add --data-type aa"),
         (["--distributed-backend", "horovod"], "removed in Lightning 2"),
+        (["--lr-noise", "0.5", "--epoch-repeats", "2"], "--lr-noise with --epoch-repeats 2.0"),
         (["--opt", "adamx_nonexistent"], "unknown timm optimizer"),
         (["--preset", "gpt2-huge"], "unknown model preset"),
         (["--preset", "gpt2-tiny", "--model_name", "bert"], "is a gpt2 preset but --model_name is bert"),

@@ -165,3 +165,24 @@ def test_many_flags_together(raw_dir, tmp_path):
     # 4 batches / 2 accumulated = 2 updates per pass; 2 epochs x 2 repeats = 4 passes
     assert run.read_metrics(out)["steps"] == 8
     assert list((out / "checkpoints").glob("*val_acc=*.ckpt"))
+
+
+@pytest.mark.slow
+def test_lr_noise_perturbs_only_its_range_and_is_seeded(raw_dir, tmp_path):
+    """--lr-noise 0.5 over 4 epochs: epochs 0-1 follow the plain cosine, epochs 2-3 are perturbed, and the same
+    seed perturbs them identically."""
+
+    def per_epoch_lr(name: str, *extra: str) -> list[float]:
+        out = tmp_path / name
+        argv = tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--epochs", "4", "--sched", "cosine",
+                         "--limit-train-batches", "2", "--limit-val-batches", "1", "--no-test", *extra)  # fmt: skip
+        assert main(argv) == 0
+        logged = scalars(out / "tb", "lr")
+        return [logged[step] for step in (0, 2, 4, 6)]  # 2 updates per epoch: the first update of each epoch
+
+    plain = per_epoch_lr("plain")
+    noisy = per_epoch_lr("noisy", "--lr-noise", "0.5", "--lr-noise-std", "0.5")
+    again = per_epoch_lr("again", "--lr-noise", "0.5", "--lr-noise-std", "0.5")
+    assert noisy[:2] == pytest.approx(plain[:2], rel=1e-6)
+    assert all(abs(n - p) > 1e-3 * p for n, p in zip(noisy[2:], plain[2:]))
+    assert again == noisy
