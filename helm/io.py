@@ -225,25 +225,25 @@ def read_records(path: str | Path, fmt: str = "auto", column: str | None = None)
 # ---------------------------------------------------------------------------------------------- cleaning
 
 
-def clean_sequence(raw: str) -> tuple[str, str | None]:
-    """(cleaned sequence, reject reason or None). Reasons: ``empty``, ``invalid_characters``."""
-    seq = raw.strip().upper().translate(_CLEAN)
+def _clean(raw: str, rewrite: dict, invalid: dict) -> tuple[str, str | None]:
+    seq = raw.strip().upper().translate(rewrite)
     if not seq:
         return seq, "empty"
-    if seq.translate(_KEEP_CHECK):
+    if seq.translate(invalid):  # what is left after deleting every allowed letter
         return seq, "invalid_characters"
     return seq, None
+
+
+def clean_sequence(raw: str) -> tuple[str, str | None]:
+    """(cleaned sequence, reject reason or None): upper case, U -> T, alignment gaps (- .) removed, then only
+    ACGTN may remain. Reasons: ``empty``, ``invalid_characters``."""
+    return _clean(raw, _CLEAN, _KEEP_CHECK)
 
 
 def clean_protein(raw: str) -> tuple[str, str | None]:
     """``clean_sequence`` for amino-acid sequences: upper case, alignment gaps (- .) removed; the 20 amino
     acids, ``*`` and ``X`` are kept. Reasons: ``empty``, ``invalid_characters`` (e.g. B, Z, U, O, J)."""
-    seq = raw.strip().upper().translate(_PROTEIN_CLEAN)
-    if not seq:
-        return seq, "empty"
-    if seq.translate(_PROTEIN_KEEP_CHECK):
-        return seq, "invalid_characters"
-    return seq, None
+    return _clean(raw, _PROTEIN_CLEAN, _PROTEIN_KEEP_CHECK)
 
 
 def translate_frame(seq: str, frame: int) -> str:
