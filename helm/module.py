@@ -72,6 +72,50 @@ def resumable_plateau(scheduler):
     return scheduler
 
 
+def create_scheduler(optimizer, c: dict[str, Any], updates_per_epoch: int = 1) -> tuple[Any, int]:
+    """timm's create_scheduler_v2 from the resolved config: (scheduler, epochs to train). As in timm's train.py,
+    the epochs to train are --epochs plus --cooldown-epochs, the further cycles of --lr-cycle-limit (cosine, tanh,
+    poly) and a --warmup-prefix: training only --epochs would never reach them."""
+    from timm.scheduler import create_scheduler_v2  # timm is imported lazily throughout helm
+
+    with warnings.catch_warnings():
+        # timm's deprecation warning says the plateau state is not checkpointed; resumable_plateau saves it
+        warnings.filterwarnings("ignore", message="PlateauLRScheduler is deprecated", category=FutureWarning)
+        return create_scheduler_v2(
+            optimizer,
+            sched=c["sched"],
+            num_epochs=c["epochs"],
+            decay_epochs=c["decay_epochs"],
+            decay_milestones=c["decay_milestones"],
+            cooldown_epochs=c["cooldown_epochs"],
+            patience_epochs=c["patience_epochs"],
+            decay_rate=c["decay_rate"],
+            min_lr=c["min_lr"],
+            warmup_lr=c["warmup_lr"],
+            warmup_epochs=c["warmup_epochs"],
+            warmup_prefix=c["warmup_prefix"],
+            noise=c["lr_noise"],
+            noise_pct=c["lr_noise_pct"],
+            noise_std=c["lr_noise_std"],
+            noise_seed=c["seed"],
+            cycle_mul=c["lr_cycle_mul"],
+            cycle_decay=c["lr_cycle_decay"],
+            cycle_limit=c["lr_cycle_limit"],
+            k_decay=c["lr_k_decay"],
+            plateau_mode=c["val_metric_mode"],
+            step_on_epochs=not c["sched_on_updates"],
+            updates_per_epoch=updates_per_epoch,
+        )
+
+
+def training_epochs(c: dict[str, Any]) -> int:
+    """Epochs to train for the schedule of config `c` (see `create_scheduler`); --sched none: --epochs."""
+    if c["sched"] == "none":
+        return c["epochs"]
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)  # the length needs no real optimizer
+    return int(create_scheduler(probe, {**c, "sched_on_updates": False})[1])
+
+
 class HelmModule(pl.LightningModule):
     """`config`: resolved TrainConfig as a dict; `model_config`: helm.models.ModelConfig fields; `vocab_tokens`:
     the tokenizer's token list (checked on resume); `updates_per_epoch`: for per-update schedules."""
@@ -132,7 +176,14 @@ class HelmModule(pl.LightningModule):
 
     # -------------------------------------------------------------------------------------------- steps
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self(batch)
+        if self._second_order():
+            # the fused attention kernels have no double backward; the math one (same result) has
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            with sdpa_kernel(SDPBackend.MATH):
+                logits = self(batch)
+        else:
+            logits = self(batch)
         loss = self.loss_fn(logits.float(), batch["labels"])
         self.tokens_seen += int(batch["attention_mask"].sum())
         world = self.trainer.world_size if self._trainer is not None else 1
@@ -148,6 +199,18 @@ class HelmModule(pl.LightningModule):
         # the unscaled lr (with --layer-decay the head's group has lr_scale 1, the others less)
         self.log("lr", max(g["lr"] for g in self.optimizers().param_groups), batch_size=1)
         return loss
+
+    def _second_order(self) -> bool:
+        return bool(getattr(self.trainer.optimizers[0], "is_second_order", False))
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        # second-order timm optimizers (--opt adahessian) differentiate the gradients again: keep their graph
+        if not self._second_order():
+            return super().backward(loss, *args, **kwargs)
+        with warnings.catch_warnings():
+            # the parameter <-> gradient cycle it warns about is broken by zero_grad, which sets the grads to None
+            warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+            super().backward(loss, *args, create_graph=True, **kwargs)
 
     def on_train_start(self) -> None:
         if self.ema is not None and not self.cfg["model_ema_force_cpu"]:
@@ -196,7 +259,6 @@ class HelmModule(pl.LightningModule):
     # ------------------------------------------------------------------------------- optimizer, schedule
     def configure_optimizers(self):
         from timm.optim import create_optimizer_v2
-        from timm.scheduler import create_scheduler_v2
 
         c = self.cfg
         kwargs: dict[str, Any] = {}
@@ -209,39 +271,17 @@ class HelmModule(pl.LightningModule):
             groups, opt=c["opt"], lr=self.hparams.lr, weight_decay=c["weight_decay"], momentum=c["momentum"], **kwargs
         )
         if c["sched"] == "none":
+            # timm applies the --layer-decay lr_scale of each group only through a scheduler: apply it once here
+            for group in optimizer.param_groups:
+                group["lr"] = self.hparams.lr * group.get("lr_scale", 1.0)
             return optimizer
-        with warnings.catch_warnings():
-            # timm's deprecation warning says the plateau state is not checkpointed; resumable_plateau saves it
-            warnings.filterwarnings("ignore", message="PlateauLRScheduler is deprecated", category=FutureWarning)
-            scheduler, _ = create_scheduler_v2(
-                optimizer,
-                sched=c["sched"],
-                num_epochs=c["epochs"],
-                decay_epochs=c["decay_epochs"],
-                decay_milestones=c["decay_milestones"],
-                cooldown_epochs=c["cooldown_epochs"],
-                patience_epochs=c["patience_epochs"],
-                decay_rate=c["decay_rate"],
-                min_lr=c["min_lr"],
-                warmup_lr=c["warmup_lr"],
-                warmup_epochs=c["warmup_epochs"],
-                warmup_prefix=c["warmup_prefix"],
-                noise=c["lr_noise"],
-                noise_pct=c["lr_noise_pct"],
-                noise_std=c["lr_noise_std"],
-                noise_seed=c["seed"],
-                cycle_mul=c["lr_cycle_mul"],
-                cycle_decay=c["lr_cycle_decay"],
-                cycle_limit=c["lr_cycle_limit"],
-                k_decay=c["lr_k_decay"],
-                plateau_mode=c["val_metric_mode"],
-                step_on_epochs=not c["sched_on_updates"],
-                updates_per_epoch=self.hparams.updates_per_epoch,
-            )
+        scheduler, _ = create_scheduler(optimizer, c, self.hparams.updates_per_epoch)
         if c["sched"] == "plateau":
             scheduler = resumable_plateau(scheduler)
         if c["start_epoch"] and not c["sched_on_updates"]:
             scheduler.step(c["start_epoch"])
+        elif c["start_epoch"]:  # per-update schedule: start at the first update of --start-epoch
+            scheduler.step_update(num_updates=self._update_offset())
         interval = "step" if c["sched_on_updates"] else "epoch"
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
@@ -252,10 +292,14 @@ class HelmModule(pl.LightningModule):
         epoch = (self.current_epoch + 1) / repeats + (self.cfg["start_epoch"] or 0)
         return int(epoch) if float(epoch).is_integer() else epoch
 
+    def _update_offset(self) -> int:
+        """Updates before this run's first one in the schedule: --start-epoch whole schedule epochs (as timm)."""
+        return (self.cfg["start_epoch"] or 0) * self.hparams.updates_per_epoch
+
     def lr_scheduler_step(self, scheduler, metric: Any) -> None:
         # timm schedulers take the epoch / update count explicitly
         if self.cfg["sched_on_updates"]:
-            scheduler.step_update(num_updates=self.global_step)
+            scheduler.step_update(num_updates=self.global_step + self._update_offset())
         elif self.cfg["sched"] != "plateau":  # plateau: stepped in on_train_epoch_end, after validation
             scheduler.step(epoch=self._schedule_epoch())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import json
 import math
 import os
 import sys
@@ -188,11 +189,19 @@ class TrainConfig:
     lr_noise_std: float = _f(1.0, "lr noise std-dev", group="schedule")
     lr_cycle_mul: float = _f(1.0, "lr cycle length multiplier", group="schedule")
     lr_cycle_decay: float = _f(0.5, "lr decay per cycle", group="schedule")
-    lr_cycle_limit: int = _f(1, "number of lr cycles", group="schedule")
+    lr_cycle_limit: int = _f(
+        1,
+        "number of lr cycles (cosine, tanh, poly; the further cycles are trained after --epochs, as timm)",
+        group="schedule",
+    )
     lr_k_decay: float = _f(1.0, "lr k-decay (cosine, poly)", group="schedule")
     warmup_lr: float = _f(1e-8, "lr at the start of warmup", group="schedule")
     min_lr: float = _f(0.0, "lr floor of the decaying schedules", group="schedule")
-    epochs: int = _f(300, "epochs to train (the schedule length)", group="schedule")
+    epochs: int = _f(
+        300,
+        "epochs of the lr schedule (trained, plus --cooldown-epochs, further cycles, a warmup prefix)",
+        group="schedule",
+    )
     epoch_repeats: float = _f(0.0, "if > 0, one epoch = this many passes over the training data", group="schedule")
     start_epoch: int | None = _f(
         None,
@@ -203,8 +212,12 @@ class TrainConfig:
     decay_milestones: list[int] = _f([90, 180, 270], "multistep: epochs at which to decay", group="schedule")
     decay_epochs: float | None = _f(None, "step: decay interval in epochs (wsd/rsqrt: decay length)", group="schedule")
     warmup_epochs: int = _f(5, "epochs of linear warmup", group="schedule")
-    warmup_prefix: bool = _f(False, "warmup is not counted in --epochs of the decay", group="schedule")
-    cooldown_epochs: int = _f(0, "epochs at --min-lr after the schedule", group="schedule")
+    warmup_prefix: bool = _f(
+        False, "warmup is not counted in --epochs of the decay (it is trained before them, as timm)", group="schedule"
+    )
+    cooldown_epochs: int = _f(
+        0, "epochs at --min-lr after the schedule (trained after --epochs, as timm)", group="schedule"
+    )
     patience_epochs: int = _f(
         10, "plateau scheduler patience, and --early-stop patience (validations)", group="schedule"
     )
@@ -233,7 +246,7 @@ class TrainConfig:
     )
     distributed_backend: str = _f(
         "auto",
-        "Lightning strategy: auto, ddp, ddp_spawn, fsdp, deepspeed ... "
+        "Lightning strategy: auto, ddp, fsdp, deepspeed ... (not the spawn / fork ones) "
         "(ddp2 / horovod / dp no longer exist in Lightning 2)",
         group="run",
     )
@@ -521,12 +534,33 @@ def validate(cfg: TrainConfig, explicit_model_name: bool = False, preset: str | 
     need(cfg.start_epoch is None or 0 <= cfg.start_epoch < cfg.epochs,
          f"--start-epoch {cfg.start_epoch}: must lie in [0, --epochs)")  # fmt: skip
     need(cfg.distributed_backend not in REMOVED_BACKENDS, f"--distributed-backend {cfg.distributed_backend}: "
-         "removed in Lightning 2; use ddp (one process per device) or ddp_spawn")  # fmt: skip
+         "removed in Lightning 2; use ddp (one process per device)")  # fmt: skip
+    # Lightning's spawn / fork launchers train in child processes and hand back only the weights and metrics: the
+    # step and token counts of metrics.json would read 0, and ddp_spawn cannot pickle the trainer's callbacks.
+    launched = any(k in cfg.distributed_backend for k in ("spawn", "fork", "notebook"))
+    need(not launched, f"--distributed-backend {cfg.distributed_backend}: spawn / fork launchers are not supported; "
+         "use ddp (one process per device)")  # fmt: skip
+    # timm steps the plateau schedule only per epoch (it asserts); it runs after each epoch's validation here
+    need(not (cfg.sched == "plateau" and cfg.sched_on_updates), "--sched plateau steps once per epoch, after "
+         "validation; drop --sched-on-updates")  # fmt: skip
     try:
-        from timm.optim import list_optimizers
+        from timm.optim import get_optimizer_info, list_optimizers
 
-        opts = list_optimizers()
-        need(cfg.opt.lower() in opts, f"--opt {cfg.opt!r}: unknown timm optimizer; e.g. adamw, sgd, lamb, lion")
+        # create_optimizer_v2 also takes timm's "lookahead_<name>" (Lookahead around <name>)
+        base = cfg.opt.lower().removeprefix("lookahead_")
+        need(base in list_optimizers(), f"--opt {cfg.opt!r}: unknown timm optimizer; e.g. adamw, sgd, lamb, lion")
+        info = get_optimizer_info(base)
+        need(not (info.second_order and cfg.model_name == "mamba"), f"--opt {cfg.opt}: a second-order optimizer "
+             "differentiates the gradients, which mamba's selective scan cannot; use gpt2, bert or hyena")  # fmt: skip
+        opt_class = info.opt_class
+        if isinstance(opt_class, str):  # apex / bitsandbytes: optional packages, CUDA only (timm asserts)
+            import importlib.util
+
+            import torch
+
+            package = opt_class.split(".")[0]
+            need(importlib.util.find_spec(package) is not None and torch.cuda.is_available() and cfg.accelerator
+                 in ("auto", "cuda", "gpu"), f"--opt {cfg.opt}: needs CUDA and the {package} package")  # fmt: skip
     except ImportError:  # older timm without the registry: create_optimizer_v2 will complain itself
         pass
 
@@ -658,6 +692,19 @@ def check_tokenizer(cfg: TrainConfig, tokenizer: Any, where: Path) -> None:
     if cfg.vocab_size is not None and cfg.vocab_size != len(tokenizer) and not learned:
         raise ValueError(f"--vocab_size {cfg.vocab_size}: the {want} tokenizer has {len(tokenizer)} tokens; "
                          "drop the flag or give the matching value")  # fmt: skip
+    # An already prepared --data_dir is used as is: a tokenization flag it was not prepared with would be ignored.
+    overlap = getattr(tokenizer, "overlap", 0)
+    if cfg.overlap != overlap:
+        raise ValueError(f"--overlap {cfg.overlap}: the prepared data in {where} was tokenized with overlap "
+                         f"{overlap}; give the matching value or prepare the data again")  # fmt: skip
+    if learned and cfg.vocab_size is not None and cfg.vocab_size != len(tokenizer):
+        # a learned vocabulary may come out smaller than asked for: the size it was prepared with also matches
+        summary = Path(where) / "summary.json"
+        settings = json.loads(summary.read_text()).get("settings", {}) if summary.is_file() else {}
+        if cfg.vocab_size != settings.get("vocab_size"):
+            raise ValueError(f"--vocab_size {cfg.vocab_size}: the prepared data in {where} has a learned {want} "
+                             f"vocabulary of {len(tokenizer)} tokens; give the matching value or prepare the data "
+                             "again")  # fmt: skip
 
 
 def model_config(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
@@ -789,9 +836,10 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
     from helm import run
-    from helm.module import HelmModule
+    from helm.module import HelmModule, training_epochs
     from helm.tokenizers import load_tokenizer
 
     _quiet_lightning()
@@ -831,6 +879,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     updates_per_epoch = math.ceil(batches / cfg.grad_accum_steps)  # Lightning steps on an epoch's last partial group
     repeats = cfg.epoch_repeats if cfg.epoch_repeats > 0 else 1.0
     lr = resolved_lr(cfg)
+    train_epochs = training_epochs(to_dict(cfg))  # --epochs + cooldown, further lr cycles, warmup prefix (timm)
     module = HelmModule(
         config=to_dict(cfg),
         model_config=mcfg,
@@ -850,7 +899,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         resolved["derived"] = {
             "output": str(out), "prepared_data": str(data_dir), "tokenizer": tokenizer.name, "vocab_size": len(vocab),
             "lr": lr, "global_batch": global_batch(cfg), "world_size": world_size(cfg), "precision": precision(cfg),
-            "num_parameters": num_parameters, "updates_per_epoch": updates_per_epoch, "model": mcfg,
+            "num_parameters": num_parameters, "updates_per_epoch": updates_per_epoch, "train_epochs": train_epochs,
+            "model": mcfg,
         }  # fmt: skip
         run.write_config(out, resolved)
         tokenizer.save(out / run.TOKENIZER_DIR)
@@ -897,8 +947,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     strategy = cfg.distributed_backend
     if strategy == "auto" and world_size(cfg) > 1:
         strategy = "ddp"
-    epochs = cfg.epochs - (cfg.start_epoch or 0)
-    trainer = pl.Trainer(
+    epochs = train_epochs - (cfg.start_epoch or 0)
+    trainer_kwargs = dict(
         accelerator=cfg.accelerator,
         devices=cfg.num_devices,
         num_nodes=cfg.num_nodes,
@@ -923,6 +973,12 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         plugins=plugins,
         default_root_dir=str(out),
     )
+    try:
+        trainer = pl.Trainer(**trainer_kwargs)
+    except (MisconfigurationException, ModuleNotFoundError) as e:
+        # hardware or an optional package this machine lacks (no GPU, no torch_xla, DeepSpeed, transformer_engine)
+        raise ValueError(f"--accelerator {cfg.accelerator} / --distributed-backend {strategy} / --precision "
+                         f"{precision(cfg)}: {e}") from None  # fmt: skip
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     steps = trainer.global_step
 

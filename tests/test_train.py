@@ -153,6 +153,12 @@ def test_bad_yaml_is_a_clear_error(tmp_path, capsys, content, message):
         (["--distributed-backend", "horovod"], "removed in Lightning 2"),
         (["--lr-noise", "0.5", "--epoch-repeats", "2"], "--lr-noise with --epoch-repeats 2.0"),
         (["--opt", "adamx_nonexistent"], "unknown timm optimizer"),
+        (["--opt", "fusedadam", "--accelerator", "cpu"], "--opt fusedadam: needs CUDA and the apex package"),
+        (["--opt", "bnbadam", "--accelerator", "cpu"], "--opt bnbadam: needs CUDA and the bitsandbytes package"),
+        (["--opt", "adahessian", "--model_name", "mamba"], "which mamba's selective scan cannot"),
+        (["--sched", "plateau", "--sched-on-updates"], "--sched plateau steps once per epoch"),
+        (["--distributed-backend", "ddp_spawn"], "--distributed-backend ddp_spawn: spawn / fork launchers are not"),
+        (["--distributed-backend", "ddp_fork"], "--distributed-backend ddp_fork: spawn / fork launchers are not"),
         (["--preset", "gpt2-huge"], "unknown model preset"),
         (["--preset", "gpt2-tiny", "--model_name", "bert"], "is a gpt2 preset but --model_name is bert"),
         (["--config", "/nonexistent/c.yaml"], "file not found"),
@@ -163,6 +169,12 @@ def test_invalid_values_are_clear_errors(capsys, argv, message):
         parse_args(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_timm_lookahead_optimizers_are_accepted():
+    """timm's create_optimizer_v2 wraps `lookahead_<name>` in Lookahead; the seed's --opt took it."""
+    assert parse_args(["--opt", "lookahead_adamw"]).opt == "lookahead_adamw"
+    assert parse_args(["--opt", "lookahead_adahessian"]).opt == "lookahead_adahessian"
 
 
 def reproduction_commands(text: str) -> list[list[str]]:

@@ -186,3 +186,93 @@ def test_lr_noise_perturbs_only_its_range_and_is_seeded(raw_dir, tmp_path):
     assert noisy[:2] == pytest.approx(plain[:2], rel=1e-6)
     assert all(abs(n - p) > 1e-3 * p for n, p in zip(noisy[2:], plain[2:]))
     assert again == noisy
+
+
+def test_prepared_data_must_match_the_tokenization_flags(raw_dir, tmp_path, capsys):
+    """An already prepared --data_dir is used as is: --overlap, or a learned --vocab_size, that it was not prepared
+    with would be silently ignored, so they are errors before training."""
+    from helm.prepare import prepare
+
+    kmer, bpe = tmp_path / "3mer", tmp_path / "bpe"
+    prepare([raw_dir / "seqs.txt"], output=kmer, tokenizer="3mer", progress=False)
+    prepare([raw_dir / "seqs.txt"], output=bpe, tokenizer="bpe", vocab_size=100, progress=False)
+    out = tmp_path / "run"
+    assert main(tiny_args(kmer, out, "--overlap", "1")) == 2
+    assert "--overlap 1: the prepared data in" in capsys.readouterr().err
+    assert main(tiny_args(bpe, out, "--tokenizer", "bpe", "--vocab_size", "64")) == 2
+    assert "--vocab_size 64: the prepared data in" in capsys.readouterr().err
+    assert not (out / "checkpoints").exists()
+
+
+def test_unavailable_hardware_is_a_clear_error(raw_dir, tmp_path, capsys):
+    """Lightning refuses an accelerator / strategy / precision this machine cannot run: one line, no traceback."""
+    import torch
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    assert main(tiny_args(raw_dir, tmp_path / "run", "--train_file", "seqs.txt", "--accelerator", "mps")) == 2
+    err = capsys.readouterr().err
+    assert "helm train: error: --accelerator mps" in err and "MPSAccelerator" in err and "Traceback" not in err
+
+
+def test_cooldown_cycles_and_warmup_prefix_are_trained(raw_dir, tmp_path):
+    """As timm's train.py: the epochs to train are the warmup prefix + --epochs x --lr-cycle-limit cycles +
+    --cooldown-epochs (training only --epochs never reached the further cycles or the cooldown)."""
+    out = tmp_path / "run"
+    lr, min_lr, warmup_lr = 1e-2, 1e-5, 1e-4
+    argv = tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--sched", "cosine", "--epochs", "1", "--lr", str(lr),
+                     "--min-lr", str(min_lr), "--warmup-epochs", "1", "--warmup-lr", str(warmup_lr), "--warmup-prefix",
+                     "--lr-cycle-limit", "2", "--lr-cycle-decay", "0.5", "--cooldown-epochs", "1",
+                     "--limit-train-batches", "2", "--limit-val-batches", "1", "--no-test")  # fmt: skip
+    assert main(argv) == 0
+    assert run.read_config(out)["derived"]["train_epochs"] == 4
+    assert run.read_metrics(out)["steps"] == 8
+    logged = scalars(out / "tb", "lr")
+    per_epoch = [logged[step] for step in (0, 2, 4, 6)]  # 2 updates per epoch: the first update of each epoch
+    assert per_epoch == pytest.approx([warmup_lr, lr, lr * 0.5, min_lr], rel=1e-5)  # warmup, 2 cycles, cooldown
+
+
+def test_start_epoch_offsets_a_per_update_schedule(raw_dir, tmp_path):
+    """--start-epoch 1 with --sched-on-updates: the schedule starts at update 1 x updates-per-epoch (as timm), not 0."""
+    out = tmp_path / "run"
+    lr, per_epoch, epochs, start = 1e-2, 2, 3, 1
+    argv = tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--sched", "cosine", "--sched-on-updates",
+                     "--epochs", str(epochs), "--start-epoch", str(start), "--lr", str(lr),
+                     "--limit-train-batches", str(per_epoch), "--limit-val-batches", "1", "--no-test")  # fmt: skip
+    assert main(argv) == 0
+    logged = scalars(out / "tb", "lr")
+    total = epochs * per_epoch
+    assert sorted(logged) == list(range((epochs - start) * per_epoch))
+    for step, value in logged.items():
+        t = step + start * per_epoch
+        assert value == pytest.approx(0.5 * lr * (1 + math.cos(math.pi * t / total)), rel=1e-5), step
+
+
+def test_layer_decay_applies_without_a_schedule(raw_dir, tmp_path):
+    """--layer-decay with --sched none: timm scales the groups' lr only through a scheduler; it is applied once."""
+    out = tmp_path / "run"
+    lr, decay = 1e-2, 0.5
+    argv = tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--sched", "none", "--layer-decay", str(decay),
+                     "--lr", str(lr), "--epochs", "1", "--limit-train-batches", "1", "--limit-val-batches", "1",
+                     "--no-test")  # fmt: skip
+    assert main(argv) == 0
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    lrs = sorted({round(g["lr"], 12) for g in ckpt["optimizer_states"][0]["param_groups"]})
+    # 2 layers: embeddings, block 0, block 1, head / final norm -> lr x decay^3 .. lr x decay^0
+    assert lrs == pytest.approx([lr * decay**k for k in (3, 2, 1, 0)])
+
+
+def test_second_order_optimizer_in_lookahead_trains(raw_dir, tmp_path):
+    """--opt lookahead_adahessian: the backward keeps its graph (create_graph) for the Hessian estimate, through
+    the math attention kernel (the fused ones have no double backward), and timm's Lookahead wraps it."""
+    out = tmp_path / "run"
+    argv = tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--opt", "lookahead_adahessian", "--epochs", "1",
+                     "--limit-train-batches", "2", "--limit-val-batches", "1", "--no-test")  # fmt: skip
+    assert main(argv) == 0
+    assert run.read_metrics(out)["steps"] == 2
+    optimizer = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
+        "optimizer_states"
+    ][0]
+    assert "lookahead_k" in optimizer["param_groups"][0]
+    state = next(iter(optimizer["state"].values()))
+    assert state["exp_hessian_diag_sq"].abs().sum() > 0

@@ -74,7 +74,9 @@ class Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
+        # explicit sizes, not -1: with --intermediate_size 0 one side has no features and -1 would be ambiguous
+        rows = math.prod(x.shape[:-1])
+        return torch.addmm(self.bias, x.reshape(rows, x.shape[-1]), self.weight).view(*x.shape[:-1], self.bias.shape[0])
 
 
 class HelmLM(nn.Module):

@@ -101,6 +101,17 @@ def test_variants_count_matches_real_module(name, extra):
     assert model.num_parameters() == sum(p.numel() for p in model.parameters()) == want
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_intermediate_size_0_trains(name):
+    """--intermediate_size 0 (allowed by ModelConfig: mamba drops its MLP, the others keep a zero-width one) runs
+    forward and backward on every backbone; gpt2's Conv1D reshaped with -1, ambiguous for 0 features."""
+    model = create_model(name, vocab_size=70, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=0)
+    logits = model(torch.randint(6, 70, (2, 8)))
+    assert logits.shape == (2, 8, 70)
+    logits.sum().backward()
+    assert model.get_input_embeddings().weight.grad.abs().sum() > 0
+
+
 def test_create_model_resolution_and_overrides():
     model = create_model("gpt2-tiny", num_layers=1, dropout=None)  # a preset name works as the model name
     assert model.config.num_layers == 1 and model.config.hidden_size == 64 and model.config.dropout == 0.0
