@@ -8,7 +8,8 @@
 
 Alphabet: the tokenizer decides what a sequence is. Nucleotide tokenizers clean to ACGTN (U read as T, gaps
 removed); the ``aa`` tokenizer cleans to the 20 amino acids, ``*`` and ``X``; other letters reject the row as
-``invalid_characters``. OAS rows give their in-frame CDS, translated when the tokenizer is ``aa``.
+``invalid_characters``, and 30+ letters of only ACGTN as ``looks_like_nucleotides`` (a forgotten ``--translate``).
+OAS rows give their in-frame CDS, translated when the tokenizer is ``aa``.
 
 A prepared directory (read by ``helm.data.TokenShards`` / ``HelmDataModule``)::
 
@@ -229,6 +230,9 @@ def _write_json(path: Path, obj: dict) -> None:
 # ------------------------------------------------------------------------------------------ chunks
 
 
+_ONLY_BASES = str.maketrans("", "", "ACGTN")  # deletes bases: what is left of a protein is not empty
+
+
 def _length_reason(k: int, stride: int) -> str:
     return "length_not_multiple_of_3" if k == stride == 3 else f"length_not_whole_{k}mers_stride_{stride}"
 
@@ -253,6 +257,8 @@ def process_chunk(
                 seq = translate_frame(seq, 0)
         else:
             seq, reason = (clean_protein if alphabet == "aa" else clean_sequence)(payload)
+            if reason is None and alphabet == "aa" and len(seq) >= 30 and not seq.translate(_ONLY_BASES):
+                reason = "looks_like_nucleotides"  # no real protein is 30+ residues of only A, C, G, T
             if reason:
                 seq = payload
             elif orf == "longest":
@@ -507,7 +513,10 @@ def prepare(
         if kept_total == 0:
             shutil.rmtree(stage)
             detail = ", ".join(f"{r}: {n}" for r, n in rejected.most_common()) or "no rows"
-            raise DataError(names, f"no sequences left after filtering ({rows_read} rows read; rejected {detail})")
+            hint = "; nucleotide inputs need --translate" if "looks_like_nucleotides" in rejected else ""
+            raise DataError(
+                names, f"no sequences left after filtering ({rows_read} rows read; rejected {detail}){hint}"
+            )
         os.replace(stage / (REJECTS_FILE + ".tmp"), stage / REJECTS_FILE)
         tok.save(stage)
         elapsed = time.time() - t0

@@ -111,6 +111,10 @@ def test_aa_inputs_and_translation(tmp_path):
                       progress=False)  # fmt: skip
     assert decoded(tmp_path / "t", "train") == list(dict.fromkeys(translate(s) for s in cds))
     assert summary["rejected"] == {"length_not_multiple_of_3": 1}
+    long_cds = tmp_path / "long.txt"
+    long_cds.write_text("\n".join(s for s in cds if len(s) >= 30) + "\n")
+    with pytest.raises(DataError, match="looks_like_nucleotides: .*need --translate"):  # forgot --translate
+        prepare([long_cds], tmp_path / "forgot", tokenizer="aa", progress=False)
     with pytest.raises(ValueError, match="use the aa tokenizer"):
         prepare([nuc], tmp_path / "x", translate=True, progress=False)
     with pytest.raises(ValueError, match="add --translate"):
