@@ -74,7 +74,7 @@ from helm.io import (
     read_records,
     translate_frame,
 )
-from helm.tokenizers import TOKENIZER_FILE, TRAIN_SAMPLES, create_tokenizer, load_tokenizer
+from helm.tokenizers import TOKENIZER_FILE, TRAIN_SAMPLES, create_tokenizer, load_tokenizer, tokenizer_alphabet
 
 SPLITS = ("train", "val", "test")
 INDEX_FILE = "index.json"
@@ -406,7 +406,7 @@ def prepare(
         else create_tokenizer(tokenizer, overlap, vocab_size=vocab_size)
     )
     kmer = (tok.k, tok.stride) if hasattr(tok, "stride") else None
-    protein = getattr(getattr(tok, "vocab", None), "kind", None) == "aa"
+    protein = tokenizer_alphabet(tok) == "aa"
     if translate and not protein:
         raise ValueError(f"translating (--translate) turns nucleotide inputs into proteins: use the aa tokenizer, "
                          f"not {tok.name}")  # fmt: skip

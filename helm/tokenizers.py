@@ -312,6 +312,11 @@ def create_tokenizer(name: str, overlap: int = 0, **kw) -> Tokenizer:
     raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(_NAMES)}")
 
 
+def tokenizer_alphabet(tok: Tokenizer) -> str:
+    """What the tokenizer reads: ``aa`` (the amino-acid tokenizer) or ``nuc`` (every other one, learned included)."""
+    return "aa" if getattr(getattr(tok, "vocab", None), "kind", None) == "aa" else "nuc"
+
+
 def load_tokenizer(directory: str | Path) -> Tokenizer:
     """Read ``directory/tokenizer.json`` (or the file itself) written by ``save``."""
     path = Path(directory)

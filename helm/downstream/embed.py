@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from helm.codons import CLS_ID, EOS_ID, PAD_ID
+from helm.tokenizers import tokenizer_alphabet
 
 
 class InputError(ValueError):
@@ -44,7 +45,7 @@ def check_alphabet(tokenizer, alphabet: str, where: str) -> None:
     """Sequences and tokenizer must speak the same alphabet: an amino-acid run (``--data-type aa``) would read
     A/C/G/T as Ala/Cys/Gly/Thr, a nucleotide run would read proteins as bases; both give meaningless
     embeddings, so either is refused up front. ``alphabet``: ``nuc`` or ``aa``."""
-    reads_aa = getattr(getattr(tokenizer, "vocab", None), "kind", None) == "aa"
+    reads_aa = tokenizer_alphabet(tokenizer) == "aa"
     if reads_aa and alphabet != "aa":
         raise InputError(
             f"{where}: this run reads amino acids (tokenizer 'aa', --data-type aa) but these are nucleotide "

@@ -49,6 +49,7 @@ from helm.downstream.metrics import (
     neighbour_precision_recall,
     pca_project,
 )
+from helm.tokenizers import tokenizer_alphabet
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -220,7 +221,7 @@ class RunEmbedder:
 
     def __init__(self, run) -> None:
         self.model, self.tokenizer, self.mode = run.model, run.tokenizer, run_mode(run.config)
-        self.alphabet = "aa" if getattr(run.tokenizer.vocab, "kind", None) == "aa" else "nuc"
+        self.alphabet = tokenizer_alphabet(run.tokenizer)
 
     def __call__(self, seqs: list[str]) -> np.ndarray:
         enc = encode(self.tokenizer, seqs, int(self.model.config.max_seq_len), mode=self.mode, alphabet=self.alphabet)
