@@ -14,19 +14,28 @@ OAS rows give their in-frame CDS, translated when the tokenizer is ``aa``.
 A prepared directory (read by ``helm.data.TokenShards`` / ``HelmDataModule``)::
 
     tokenizer.json    the tokenizer (learned ones are trained on the training split only)
-    summary.json      kept / rejected counts (per reason, per split, per file), tokens, settings, fingerprint
+    summary.json      kept / rejected counts (per reason, per split, per file), tail_trimmed, tokens, settings,
+                      fingerprint
     rejects.tsv       file, row (1-based line), reason, sequence -- every row that was not kept
+    tail_trimmed.hashes  sorted uint64 dedup keys of the kept sequences that lost a partial k-mer window (merge
+                      reads them to count exactly)
     train/ val/ test/ index.json + per shard, raw little-endian arrays: shard-NNNNN.tokens (token ids, dtype
                       in the index), shard-NNNNN.offsets (int64, n+1), shard-NNNNN.hashes (uint64 dedup keys)
 
 Streaming and bounded memory: inputs are read once, in chunks of ``chunk_rows`` records; tokens, offsets and
 keys go straight to the open shard files, so memory holds one chunk plus 8 bytes per distinct sequence (the
-dedup keys, the only state that grows with the corpus: 122 MB for the paper's 15.3M sequences).
+dedup keys, the only state that grows with the corpus: 122 MB for the paper's 15.3M sequences), and 8 more
+per tail-trimmed one (k-mer tokenizers other than the codon one).
 
-Split and dedup are keyed on the *cleaned* sequence: key = blake2b-64(sequence). A row whose key was seen
-before is rejected as ``duplicate`` (the first occurrence is kept). The split is a pure function of the key
-and ``--seed``: u = splitmix64(key ^ seed) / 2**64, test if u < test_fraction, val if u < test + val
-fractions, else train. So a sequence lands in the same split whatever the input order, partitioning or
+k-mer windows: a sequence whose tail does not fill a whole window (6mer, or 3mer with ``--overlap 1``) is
+kept with that tail cut off, as the tokenizer would drop it anyway; such rows are counted as ``tail_trimmed``
+(per split, within ``kept``). Only the plain codon tokenizer (3mer, overlap 0) rejects a length that is not a
+multiple of 3 (``length_not_multiple_of_3``): that is not an in-frame CDS.
+
+Split and dedup are keyed on the *cleaned* (and tail-trimmed) sequence: key = blake2b-64(sequence). A row
+whose key was seen before is rejected as ``duplicate`` (the first occurrence is kept). The split is a pure
+function of the key and ``--seed``: u = splitmix64(key ^ seed) / 2**64, test if u < test_fraction, val if
+u < test + val fractions, else train. So a sequence lands in the same split whatever the input order, partitioning or
 thread count, and duplicates can never straddle splits. With explicit ``--train_file/--val_file/
 --test_file`` the files are the splits (read in the order test, val, train, so a sequence shared by a
 held-out file and the training file is removed from training, counted as ``duplicate``).
@@ -80,6 +89,7 @@ SPLITS = ("train", "val", "test")
 INDEX_FILE = "index.json"
 SUMMARY_FILE = "summary.json"
 REJECTS_FILE = "rejects.tsv"
+TRIMMED_FILE = "tail_trimmed.hashes"
 FORMAT_VERSION = 1
 SHARD_FILES = ("tokens", "offsets", "hashes")
 _MASK64 = (1 << 64) - 1
@@ -233,20 +243,18 @@ def _write_json(path: Path, obj: dict) -> None:
 _ONLY_BASES = str.maketrans("", "", "ACGTN")  # deletes bases: what is left of a protein is not empty
 
 
-def _length_reason(k: int, stride: int) -> str:
-    return "length_not_multiple_of_3" if k == stride == 3 else f"length_not_whole_{k}mers_stride_{stride}"
-
-
 def process_chunk(
     fmt: str, payloads: list, orf: str, min_length: int, kmer: tuple[int, int] | None, alphabet: str = "nuc"
-) -> tuple[list[str], list[str | None], list[int]]:
-    """Clean and validate one chunk: (sequence or raw text, reject reason or None, dedup key or 0) per row.
-    ``alphabet``: ``nuc`` (nucleotides), ``aa`` (amino-acid inputs) or ``translate`` (nucleotide inputs
-    translated to amino acids; OAS rows are always translated for an aa tokenizer). A pure function of its
-    arguments, so worker processes can run it."""
+) -> tuple[list[str], list[str | None], list[int], list[bool]]:
+    """Clean and validate one chunk: (sequence or raw text, reject reason or None, dedup key or 0, tail trimmed)
+    per row. ``alphabet``: ``nuc`` (nucleotides), ``aa`` (amino-acid inputs) or ``translate`` (nucleotide inputs
+    translated to amino acids; OAS rows are always translated for an aa tokenizer). ``kmer``: (k, stride) of a
+    k-mer tokenizer; a tail that does not fill a window is cut off (the plain codon tokenizer rejects it
+    instead). A pure function of its arguments, so worker processes can run it."""
     seqs: list[str] = []
     reasons: list[str | None] = []
     keys: list[int] = []
+    trimmed: list[bool] = []
     oas = oas_cds_batch(payloads) if fmt == "oas" else None
     for j, payload in enumerate(payloads):
         if oas is not None:
@@ -269,6 +277,7 @@ def process_chunk(
                     seq, reason = payload, "length_not_multiple_of_3"
                 else:
                     seq = translate_frame(seq, 0)
+        cut = False
         if reason is None:
             if len(seq) < min_length:
                 reason = "too_short"
@@ -277,11 +286,18 @@ def process_chunk(
                 if len(seq) < k:
                     reason = "too_short"
                 elif (len(seq) - k) % stride:
-                    reason = _length_reason(k, stride)
+                    if k == stride == 3:
+                        reason = "length_not_multiple_of_3"  # codons: not an in-frame CDS
+                    else:
+                        # keep the whole windows, as the HELM reference does. The key (dedup + split) is taken on
+                        # the trimmed sequence, what is trained on: two rows that differ only in the dropped tail
+                        # give identical tokens, so they must count as duplicates and can never straddle splits.
+                        seq, cut = seq[: k + (len(seq) - k) // stride * stride], True
         seqs.append(seq)
         reasons.append(reason)
         keys.append(sequence_key(seq) if reason is None else 0)
-    return seqs, reasons, keys
+        trimmed.append(cut)
+    return seqs, reasons, keys, trimmed
 
 
 def _chunks(sources: list[tuple[Path, int]], fmt: str, column: str | None, size: int) -> Iterator[tuple]:
@@ -334,7 +350,22 @@ def _up_to_date(output: Path, fingerprint: str) -> dict | None:
         summary = json.loads((output / SUMMARY_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return summary if summary.get("fingerprint") == fingerprint and summary.get("complete") else None
+    # no tail_trimmed: written before k-mer tails were trimmed (6mer rows were rejected then), so redo it
+    fresh = summary.get("fingerprint") == fingerprint and summary.get("complete") and "tail_trimmed" in summary
+    return summary if fresh else None
+
+
+def _write_trimmed(directory: Path, keys: list[np.ndarray]) -> None:
+    """``tail_trimmed.hashes``: the sorted dedup keys of the kept sequences whose tail was cut (raw ``<u8``)."""
+    arr = np.sort(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.uint64)
+    arr.astype("<u8").tofile(directory / TRIMMED_FILE)
+
+
+def _read_trimmed(directory: Path) -> np.ndarray:
+    """The keys ``_write_trimmed`` wrote; none for a directory prepared before tails were trimmed (its k-mer rows
+    were rejected instead, so none of its sequences lost a tail)."""
+    path = directory / TRIMMED_FILE
+    return np.fromfile(path, dtype="<u8").astype(np.uint64) if path.exists() else np.zeros(0, dtype=np.uint64)
 
 
 def _publish(stage: Path, output: Path) -> None:
@@ -451,7 +482,7 @@ def prepare(
         # learned tokenizers: a first pass collects (deduplicated) training-split sequences to train on
         if getattr(tok, "vocab", None) is None:
             sample, seen = [], SeenKeys()
-            for (_, split, _, _, _), (seqs, reasons, keys) in stream():
+            for (_, split, _, _, _), (seqs, reasons, keys, _) in stream():
                 ok = [i for i, r in enumerate(reasons) if r is None]
                 karr = np.array([keys[i] for i in ok], dtype=np.uint64)
                 fresh = seen.add(karr)
@@ -472,10 +503,12 @@ def prepare(
         rejected: Counter = Counter()
         per_file: dict[str, Counter] = {}
         rows_read = 0
+        tail_trimmed = [0] * len(SPLITS)
+        trimmed_keys: list[np.ndarray] = []  # 8 bytes per kept tail-trimmed sequence
         bar = _progress(progress)
         with open(stage / (REJECTS_FILE + ".tmp"), "w") as rej:
             rej.write("file\trow\treason\tsequence\n")
-            for (path, split, _, rows, _), (seqs, reasons, keys) in stream():
+            for (path, split, _, rows, _), (seqs, reasons, keys, trimmed) in stream():
                 counts = per_file.setdefault(str(path), Counter())
                 karr = np.array(keys, dtype=np.uint64)
                 ok = np.array([r is None for r in reasons], dtype=bool)
@@ -505,6 +538,10 @@ def prepare(
                     for s, writer in enumerate(writers):
                         sel = splits == s
                         writer.add(*_select(flat, lengths, sel), kept_keys[sel])
+                    cut = np.array([trimmed[i] for i in idx], dtype=bool)
+                    if cut.any():
+                        tail_trimmed = [n + int((cut & (splits == s)).sum()) for s, n in enumerate(tail_trimmed)]
+                        trimmed_keys.append(kept_keys[cut])
                 bar.update(len(rows))
         bar.close()
         indexes = [w.close() for w in writers]
@@ -518,6 +555,7 @@ def prepare(
                 names, f"no sequences left after filtering ({rows_read} rows read; rejected {detail}){hint}"
             )
         os.replace(stage / (REJECTS_FILE + ".tmp"), stage / REJECTS_FILE)
+        _write_trimmed(stage, trimmed_keys)
         tok.save(stage)
         elapsed = time.time() - t0
         summary = {
@@ -529,6 +567,8 @@ def prepare(
             "rows_read": rows_read,
             "kept": {s: ix["sequences"] for s, ix in zip(SPLITS, indexes)},
             "kept_total": kept_total,
+            "tail_trimmed": dict(zip(SPLITS, tail_trimmed)),
+            "tail_trimmed_total": sum(tail_trimmed),
             "tokens": {s: ix["tokens"] for s, ix in zip(SPLITS, indexes)},
             "rejected": dict(sorted(rejected.items())),
             "rejected_total": sum(rejected.values()),
@@ -561,7 +601,8 @@ def format_summary(output: str | Path, summary: dict) -> str:
     rej = ", ".join(f"{r}: {n}" for r, n in sorted(summary["rejected"].items(), key=lambda x: -x[1])) or "none"
     return (
         f"helm prepare: {output}: kept {summary['kept_total']} (train {kept['train']} / val {kept['val']} / "
-        f"test {kept['test']}), rejected {summary['rejected_total']} ({rej}) of {summary['rows_read']} rows "
+        f"test {kept['test']}; tail_trimmed {summary['tail_trimmed_total']}), "
+        f"rejected {summary['rejected_total']} ({rej}) of {summary['rows_read']} rows "
         f"in {summary['seconds']:.1f} s ({summary['rows_per_second']:.0f} rows/s)"
     )
 
@@ -608,6 +649,9 @@ def merge(parts: Sequence[str | Path], output: str | Path, shard_tokens: int = 1
     for s in summaries:
         rejected.update(s["rejected"])
     writers = []
+    # a part's trimmed sequence may be dropped here as a cross-part duplicate: count the kept ones, per part
+    trimmed = [_read_trimmed(part) for part in parts]
+    tail_trimmed, trimmed_keys = [], []
     bar = _progress(progress)
     with open(stage / (REJECTS_FILE + ".tmp"), "w") as rej:
         rej.write("file\trow\treason\tsequence\n")
@@ -618,9 +662,13 @@ def merge(parts: Sequence[str | Path], output: str | Path, shard_tokens: int = 1
         for split in SPLITS:
             seen = SeenKeys()  # a sequence's split is fixed, so dedup per split is global dedup
             writer = ShardWriter(stage / split, tok.dtype, shard_tokens)
-            for part in parts:
+            tail_trimmed.append(0)
+            for part, part_trimmed in zip(parts, trimmed):
                 for lo, flat, lengths, keys in TokenShards(part / split).blocks():
                     fresh = seen.add(keys)
+                    cut = fresh & np.isin(keys, part_trimmed)
+                    tail_trimmed[-1] += int(cut.sum())
+                    trimmed_keys.append(keys[cut])
                     ends = np.cumsum(lengths)
                     for i in np.nonzero(~fresh)[0]:
                         seq = tok.decode(flat[ends[i] - lengths[i] : ends[i]])
@@ -632,6 +680,7 @@ def merge(parts: Sequence[str | Path], output: str | Path, shard_tokens: int = 1
     bar.close()
     indexes = [w.close() for w in writers]
     os.replace(stage / (REJECTS_FILE + ".tmp"), stage / REJECTS_FILE)
+    _write_trimmed(stage, trimmed_keys)
     (stage / TOKENIZER_FILE).write_bytes(tok_bytes)
     per_file: dict = {}
     for s in summaries:
@@ -647,6 +696,8 @@ def merge(parts: Sequence[str | Path], output: str | Path, shard_tokens: int = 1
         "rows_read": rows_read,
         "kept": {s: ix["sequences"] for s, ix in zip(SPLITS, indexes)},
         "kept_total": sum(ix["sequences"] for ix in indexes),
+        "tail_trimmed": dict(zip(SPLITS, tail_trimmed)),
+        "tail_trimmed_total": sum(tail_trimmed),
         "tokens": {s: ix["tokens"] for s, ix in zip(SPLITS, indexes)},
         "rejected": dict(sorted(rejected.items())),
         "rejected_total": sum(rejected.values()),

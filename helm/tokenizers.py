@@ -58,8 +58,9 @@ def _as_bytes(seqs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 class KmerTokenizer:
     """k-mers with window stride ``k - overlap``; k=3 is the codon tokenizer. Trailing bases that do not
-    fill a window are dropped (``helm prepare`` rejects such sequences instead, so nothing is lost there).
-    A window containing anything but ACGT(U) becomes ``<unk>``."""
+    fill a window are dropped (``helm prepare`` stores such sequences trimmed the same way and counts them as
+    ``tail_trimmed``; the plain codon tokenizer's inputs must be whole codons there). A window containing
+    anything but ACGT(U) becomes ``<unk>``."""
 
     def __init__(self, k: int = 3, overlap: int = 0, name: str | None = None):
         if not 0 <= overlap < k:

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from helm.codons import translate
-from helm.io import DataError
-from helm.prepare import SPLITS, SeenKeys, merge, prepare, split_of
+from helm.io import DataError, oas_cds, read_records
+from helm.prepare import SPLITS, SeenKeys, merge, prepare, sequence_key, split_of
 from helm.shards import TokenShards
 from helm.tokenizers import create_tokenizer, load_tokenizer
 
@@ -236,6 +236,104 @@ def test_fanout_and_merge_equals_single_run(shared_data, tmp_path):
         merge([tmp_path / "parts" / "u1", tmp_path / "parts" / "nuc"], tmp_path / "bad")
 
 
+def trimmed_reference(src: Path, k: int, stride: int, seed: int = 42) -> tuple[dict, dict, set]:
+    """Brute force over the OAS rows of ``src``: per split, the kept sequences (the in-frame CDS cut to whole
+    k-mer windows, first occurrence of each) in input order, and how many of them lost a tail; and which."""
+    kept: dict[str, list[str]] = {s: [] for s in SPLITS}
+    trimmed = dict.fromkeys(SPLITS, 0)
+    seen, cut = set(), set()
+    for _, row in read_records(src, "oas"):
+        cds, reason, _ = oas_cds(row)
+        if reason or len(cds) < k:
+            continue
+        used = k + (len(cds) - k) // stride * stride
+        seq = cds[:used]
+        if seq in seen:
+            continue
+        seen.add(seq)
+        key = int.from_bytes(hashlib.blake2b(seq.encode(), digest_size=8).digest(), "little")
+        split = SPLITS[int(split_of(np.array([key], dtype=np.uint64), seed, 0.05, 0.05)[0])]
+        kept[split].append(seq)
+        trimmed[split] += used < len(cds)
+        if used < len(cds):
+            cut.add(seq)
+    return kept, trimmed, cut
+
+
+@pytest.mark.parametrize("tokenizer,overlap", [("6mer", 0), ("3mer", 1)])
+def test_kmer_tails_are_trimmed_not_rejected(shared_data, tmp_path, tokenizer, overlap):
+    """Issue 13.2: a k-mer tokenizer whose windows do not tile the CDS keeps the row with its partial window cut
+    off (about half the real OAS rows), stores exactly the tokenizer's encoding of the trimmed sequence, keys it on
+    the trimmed sequence and counts it as tail_trimmed; the old code rejected these rows."""
+    src = oas_subset(shared_data, tmp_path / "oas.csv.gz", 500)
+    out = tmp_path / tokenizer
+    summary = prepare([src], out, tokenizer=tokenizer, overlap=overlap, progress=False)
+    codon = prepare([src], tmp_path / "codon", progress=False)
+    tok = load_tokenizer(out)
+    k, stride = tok.k, tok.stride
+    kept, trimmed, cut = trimmed_reference(src, k, stride)
+    assert summary["kept"] == {s: len(kept[s]) for s in SPLITS}
+    assert summary["tail_trimmed"] == trimmed and summary["tail_trimmed_total"] == sum(trimmed.values())
+    assert summary["tail_trimmed_total"] > 0.3 * summary["kept_total"]  # real OAS: about half the rows
+    assert set(summary["rejected"]) <= {"duplicate", "oas_no_matching_frame"}
+    assert summary["kept_total"] >= 0.99 * codon["kept_total"]
+    for split in SPLITS:
+        shards = TokenShards(out / split)
+        assert len(shards) == len(kept[split])
+        for i, seq in enumerate(kept[split]):
+            assert shards[i].tolist() == tok.encode(seq).tolist()
+        keys = np.concatenate([b[3] for b in shards.blocks()]) if len(shards) else np.zeros(0, np.uint64)
+        assert keys.tolist() == [sequence_key(s) for s in kept[split]]
+    # the trimmed keys file holds exactly the kept sequences that lost a tail
+    trimmed_keys = np.fromfile(out / "tail_trimmed.hashes", dtype="<u8")
+    assert trimmed_keys.tolist() == sorted(sequence_key(s) for s in cut)
+    # a row that differs from a kept one only in the dropped tail gives the same tokens: a duplicate
+    rows = tmp_path / "rows.txt"
+    seq = kept["train"][0]
+    rows.write_text(f"{seq}\n{seq}{'ACGTA'[: stride - 1]}\n{seq[:-1]}\n")
+    small = prepare([rows], tmp_path / "small", tokenizer=tokenizer, overlap=overlap, progress=False,
+                    val_fraction=0, test_fraction=0)  # fmt: skip
+    assert small["kept_total"] == 2 and small["rejected"] == {"duplicate": 1}
+    assert small["tail_trimmed"] == {"train": 1, "val": 0, "test": 0}
+
+
+def test_codon_tokenizer_still_rejects_partial_codons_and_short_rows(tmp_path):
+    """Only the plain codon tokenizer rejects a length that is not whole codons; shorter than one window is
+    too_short for every k-mer tokenizer."""
+    src = tmp_path / "s.txt"
+    src.write_text("ATGAAACCCG\nATGAA\nATGAAACCC\n")
+    codon = prepare([src], tmp_path / "codon", progress=False, val_fraction=0, test_fraction=0)
+    assert codon["rejected"] == {"length_not_multiple_of_3": 2} and codon["tail_trimmed_total"] == 0
+    six = prepare([src], tmp_path / "six", tokenizer="6mer", progress=False, val_fraction=0, test_fraction=0)
+    assert six["rejected"] == {"too_short": 1, "duplicate": 1}  # ATGAAACCCG and ATGAAACCC both give ATGAAA
+    assert six["tail_trimmed"]["train"] == 1 and decoded(tmp_path / "six", "train") == ["ATGAAA"]
+
+
+def test_merge_counts_trimmed_tails_like_a_single_run(shared_data, tmp_path):
+    """merge adds the parts' tail_trimmed counts, less the trimmed sequences it drops as cross-part duplicates:
+    the merged counts equal one run over all the inputs."""
+    a = oas_subset(shared_data, tmp_path / "u1.csv.gz", 300)
+    b = oas_subset(shared_data, tmp_path / "u2.csv.gz", 300, skip=200)  # 100 rows shared with u1
+    c = oas_subset(shared_data, tmp_path / "u3.csv.gz", 200, skip=600)  # disjoint from both
+    single = prepare([a, b], tmp_path / "single", tokenizer="6mer", progress=False)
+    parts = {}
+    for name, src in {"u1": a, "u2": b, "u3": c}.items():
+        parts[name] = prepare([src], tmp_path / "parts" / name, tokenizer="6mer", progress=False)
+    merged = merge([tmp_path / "parts" / "u2", tmp_path / "parts" / "u1"], tmp_path / "merged", progress=False)
+    assert merged["kept"] == single["kept"]
+    assert merged["tail_trimmed"] == single["tail_trimmed"] and merged["tail_trimmed_total"] > 0
+    naive = parts["u1"]["tail_trimmed_total"] + parts["u2"]["tail_trimmed_total"]
+    assert merged["tail_trimmed_total"] < naive  # the shared rows were counted by both parts
+    assert (tmp_path / "merged" / "tail_trimmed.hashes").read_bytes() == (
+        tmp_path / "single" / "tail_trimmed.hashes"
+    ).read_bytes()
+    # disjoint parts: the counts simply add up, per split
+    disjoint = merge([tmp_path / "parts" / "u1", tmp_path / "parts" / "u3"], tmp_path / "disjoint", progress=False)
+    assert disjoint["tail_trimmed"] == {
+        s: parts["u1"]["tail_trimmed"][s] + parts["u3"]["tail_trimmed"][s] for s in SPLITS
+    }
+
+
 def test_learned_tokenizer_is_trained_on_train_split_only(shared_data, tmp_path):
     src = oas_subset(shared_data, tmp_path / "oas.csv.gz", 300)
     prepare(
@@ -258,6 +356,11 @@ def test_rerun_is_a_no_op_and_force_redoes(tmp_path):
     assert (tmp_path / "out" / "summary.json").stat().st_mtime_ns == stamp
     prepare([src], tmp_path / "out", progress=False, force=True)
     assert (tmp_path / "out" / "summary.json").stat().st_mtime_ns != stamp
+    # an output written before k-mer tails were trimmed (no tail_trimmed count) is stale: redone
+    old = {k: v for k, v in first.items() if not k.startswith("tail_trimmed")}
+    (tmp_path / "out" / "summary.json").write_text(json.dumps(old))
+    assert prepare([src], tmp_path / "out", progress=False)["tail_trimmed_total"] == 0
+    assert "tail_trimmed" in json.loads((tmp_path / "out" / "summary.json").read_text())
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -293,6 +396,18 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
     ok.write_text("ATGAAA\nATGAA\n")
     proc = run_cli("--input", str(ok), "--output", str(tmp_path / "out"))
     assert proc.returncode == 0 and "kept 1" in proc.stdout and "length_not_multiple_of_3: 1" in proc.stdout
+    assert "tail_trimmed 0)" in proc.stdout
+
+
+def test_cli_summary_line_shows_tail_trimmed(tmp_path):
+    src = tmp_path / "s.txt"
+    src.write_text("ATGAAACCCGGGTTT\nATGAAACCCGGG\nCCCAAAGGGTTTAAACCC\nATGAA\n")
+    proc = run_cli("--input", str(src), "--output", str(tmp_path / "out"), "--tokenizer", "6mer")
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert "kept 2 (" in line and "; tail_trimmed 1)" in line and "duplicate: 1" in line and "too_short: 1" in line
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["tail_trimmed_total"] == 1 and sum(summary["tail_trimmed"].values()) == 1
 
 
 def test_import_is_light():
