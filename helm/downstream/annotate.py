@@ -1,24 +1,36 @@
 """`helm annotate`: antibody region annotation (FWR/CDR per codon) from frozen embeddings (DESIGN 5).
 
-    helm annotate --run RUN_DIR --out FILE.json [--data OAS_FILE | --mirror DIR] [--num-rows 400]
-        [--epochs 30] [--patience 5] [--lr 1e-3] [--batch-size 32] [--hidden 0] [--seed 0]
+    helm annotate --run RUN_DIR --out FILE.json [--corpus PREPARED_DIR | none] [--data OAS_FILE | --mirror DIR]
+        [--num-rows 2000] [--epochs 30] [--patience 5] [--lr 1e-3] [--batch-size 32] [--hidden 0] [--seed 0]
 
 Rows of an OAS unit (default: pretrain/oas_parameswaran2013_heavy_100k.csv.gz, sha256-checked in the mirror)
 go through ``helm.io.oas_codon_regions``: the CDS ``helm prepare`` keeps and one label per codon. In that file
 FWR2, CDR2, FWR3, CDR3 and FWR4 are present in nearly every row; FWR1/CDR1 only in ~13-15% (5'-truncated 454
-reads); codons outside every annotated region are labelled ``none``. Rows are split 8/1/1 (seeded), the
-run's frozen per-token embeddings feed a per-token linear (or MLP, ``--hidden``) classifier trained with
-cross entropy; the epoch is chosen on validation macro F1. Reported on test: accuracy, macro F1 over the
-classes present in test, and per-region accuracy (the share of that region's codons labelled correctly).
-Codon (3mer) runs label each codon token; nucleotide runs repeat the codon's label on its 3 bases.
+reads); codons outside every annotated region are labelled ``none``.
+
+Held-out rows (the paper used 2,000 OAS sequences never seen in pretraining): a row is used only when it lies
+outside the training split of the run's pretraining corpus (``--corpus``, default the run's
+``derived.prepared_data``). The test is the one ``helm prepare`` applies: the key of the row as prepare computes
+it (``helm.prepare.process_chunk`` under the corpus's settings: blake2b-64 of the in-frame CDS, of its
+translation for an aa corpus) and ``helm.prepare.split_of`` with the corpus's seed and fractions; a row whose key
+is in ``train/*.hashes`` is skipped too (explicit-split corpora are decided by that alone). The first
+``--num-rows`` held-out rows in file order are kept (a CDS seen before among them is skipped as a duplicate), then
+split 8/1/1 (seeded). The run's frozen per-token embeddings feed a per-token linear (or MLP, ``--hidden``)
+classifier trained with cross entropy; the epoch is chosen on validation macro F1. Reported on test: accuracy,
+macro F1 over the classes present in test, and per-region accuracy (the share of that region's codons labelled
+correctly). Codon (3mer) runs label each codon token; nucleotide runs repeat the codon's label on its 3 bases.
+``--corpus none`` skips the filter (rows may overlap pretraining; a warning, ``heldout_source: "none"``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,35 +39,205 @@ from torch import nn
 
 from helm.downstream.embed import InputError, check_compatible, embed_tokens, encode, run_mode
 from helm.downstream.heads import TokenHead
-from helm.io import OAS_REGIONS
+from helm.io import OAS_FIELDS, OAS_REGIONS, OasRow
 
 DEFAULT_FILE = "pretrain/oas_parameswaran2013_heavy_100k.csv.gz"
 DEFAULT_SHA256 = "e8392df2b4a0ffe65cde3d34d645d73a8b5d9da23153ef27571e8c18245eaa2d"  # data/MANIFEST.md
 CLASSES = (*OAS_REGIONS, "none")
+CHUNK_ROWS = 8192
+CORPUS_SPLITS = ("train", "val", "test")
 
 
-def read_oas_regions(path, num_rows: int) -> tuple[list[str], list[list[str]], dict[str, int]]:
-    """The first ``num_rows`` usable rows: (CDS, per-codon labels); rejected rows are counted by reason."""
-    import pandas as pd
+def keys_in_split(split_dir: Path, keys: np.ndarray) -> np.ndarray:
+    """Mask of ``keys`` present in a prepared split's ``shard-*.hashes`` (streamed: memory holds one block)."""
+    found = np.zeros(len(keys), dtype=bool)
+    index_path = split_dir / "index.json"
+    if not len(keys) or not index_path.is_file():
+        return found
+    index = json.loads(index_path.read_text())
+    uniq, inverse = np.unique(np.asarray(keys, dtype=np.uint64), return_inverse=True)
+    hit_u = np.zeros(len(uniq), dtype=bool)
+    for shard in index["shards"]:
+        hashes = np.memmap(split_dir / f"{shard['name']}.hashes", dtype=index.get("hashes_dtype", "<u8"), mode="r")
+        for a in range(0, len(hashes), 1 << 22):
+            block = np.asarray(hashes[a : a + (1 << 22)], dtype=np.uint64)
+            pos = np.minimum(np.searchsorted(uniq, block), len(uniq) - 1)
+            hit_u[pos[uniq[pos] == block]] = True
+    return hit_u[inverse.reshape(-1)]
 
-    from helm.io import oas_codon_regions, read_json_metadata
 
-    skip = [0] if read_json_metadata(path) is not None else []
-    cds_list, labels, rejected = [], [], {}
-    reader = pd.read_csv(path, dtype=str, keep_default_na=False, skiprows=skip, chunksize=max(num_rows, 200))
-    for chunk in reader:
-        for row in chunk.to_dict("records"):
+class HeldOutFilter:
+    """Which OAS rows lie outside the training split of a prepared corpus (see the module docstring)."""
+
+    def __init__(self, corpus: str | Path, found_by: str):
+        from helm.tokenizers import load_tokenizer
+
+        self.path = Path(corpus)
+        try:
+            summary = json.loads((self.path / "summary.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{self.path}: not a prepared corpus (summary.json unreadable: {exc})") from exc
+        if not summary.get("complete"):
+            raise InputError(f"{self.path}: prepared corpus is not complete (summary.json)")
+        s = summary["settings"]
+        self.seed, self.val_fraction, self.test_fraction = int(s["seed"]), s["val_fraction"], s["test_fraction"]
+        self.explicit = bool(s.get("explicit_splits"))
+        tok = load_tokenizer(self.path)
+        self.tokenizer = tok.name
+        kmer = (tok.k, tok.stride) if hasattr(tok, "stride") else None
+        # the trailing arguments of helm.prepare.process_chunk, as `helm prepare` used them for this corpus
+        self.chunk_args = (s.get("orf", "none"), int(s.get("min_length", 3)), kmer, s.get("alphabet", "nuc"))
+        self.found_by = found_by
+
+    def in_train(self, rows: list[OasRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: (key as prepare computes it, 0 if prepare would reject the row; in the training split by
+        prepare's rule or found in train/*.hashes; found in train/*.hashes)."""
+        from helm.prepare import process_chunk, split_of
+
+        processed = process_chunk("oas", rows, *self.chunk_args)  # (seqs, reasons, keys, ...)
+        reasons, key_list = processed[1], processed[2]
+        keys = np.array(key_list, dtype=np.uint64)
+        kept = np.array([r is None for r in reasons], dtype=bool)  # a row prepare rejects is in no split
+        in_shards = kept & keys_in_split(self.path / "train", keys)
+        by_rule = np.zeros(len(rows), dtype=bool)
+        if not self.explicit:
+            by_rule = kept & (split_of(keys, self.seed, self.val_fraction, self.test_fraction) == 0)
+        return keys, by_rule | in_shards, in_shards
+
+    def where(self, keys: np.ndarray) -> dict[str, int]:
+        """How many of ``keys`` lie in the corpus's train (0 for held-out rows), val and test shards, and how many
+        in none of its splits (a data file that was not among the corpus's inputs)."""
+        out = {}
+        rest = np.ones(len(keys), dtype=bool)
+        for split in CORPUS_SPLITS:
+            hit = keys_in_split(self.path / split, keys) & rest
+            out[split] = int(hit.sum())
+            rest &= ~hit
+        out["outside_corpus"] = int(rest.sum())
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        rule = "key not in train/*.hashes (explicit split files)" if self.explicit else (
+            "helm.prepare.split_of(key, seed, val_fraction, test_fraction) != train and key not in train/*.hashes"
+        )  # fmt: skip
+        return {
+            "corpus": str(self.path),
+            "found_by": self.found_by,
+            "splits": ["val", "test"],
+            "rule": rule,
+            "key": "helm.prepare.process_chunk('oas', ...) under the corpus settings (blake2b-64 of the in-frame CDS)",
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+            "explicit_splits": self.explicit,
+            "tokenizer": self.tokenizer,
+        }
+
+
+@dataclass
+class OasRegionRows:
+    """The OAS rows annotate uses: CDS, per-codon labels, 1-based file lines and what was skipped, by why."""
+
+    cds: list[str] = field(default_factory=list)
+    labels: list[list[str]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    keys: list[int] = field(default_factory=list)  # as the corpus keys them (for HeldOutFilter.where)
+    rows_scanned: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    in_pretraining_train: int = 0
+    in_train_shards: int = 0
+    duplicate: int = 0
+
+
+def read_oas_regions(path: str | Path, num_rows: int, heldout: HeldOutFilter | None = None) -> OasRegionRows:
+    """The first ``num_rows`` usable rows of an OAS unit, outside ``heldout``'s training split when given.
+
+    Rows are read with the parser ``helm prepare`` uses (``helm.io``), so ``lines`` match its rejects.tsv."""
+    from helm.io import _csv_values, oas_cds_batch, oas_codon_regions
+    from helm.prepare import sequence_key
+
+    path = Path(path)
+    out = OasRegionRows()
+    seen: set[int] = set()
+    chunk: list[tuple[int, dict[str, str]]] = []
+
+    def take() -> bool:
+        """Handle ``chunk``; True once ``num_rows`` rows are kept."""
+        oas = [OasRow(*(row[c] for c in OAS_FIELDS)) for _, row in chunk]
+        cds_info = oas_cds_batch(oas)
+        corpus_keys = np.zeros(len(chunk), dtype=np.uint64)
+        skip = in_shards = np.zeros(len(chunk), dtype=bool)
+        if heldout is not None:
+            corpus_keys, skip, in_shards = heldout.in_train(oas)
+        for j, (line, row) in enumerate(chunk):
+            out.rows_scanned += 1
+            if cds_info[j][1] is not None:
+                out.rejected[cds_info[j][1]] = out.rejected.get(cds_info[j][1], 0) + 1
+                continue
+            if skip[j]:
+                out.in_pretraining_train += 1
+                out.in_train_shards += int(in_shards[j])
+                continue
             try:
                 cds, lab = oas_codon_regions(row)
-            except (ValueError, KeyError) as exc:
-                reason = str(exc).split(": ")[-1]
-                rejected[reason] = rejected.get(reason, 0) + 1
+            except ValueError:  # an unreadable v_sequence_start / region coordinate
+                out.rejected["bad_region_coordinates"] = out.rejected.get("bad_region_coordinates", 0) + 1
                 continue
-            cds_list.append(cds)
-            labels.append(lab)
-            if len(cds_list) == num_rows:
-                return cds_list, labels, rejected
-    return cds_list, labels, rejected
+            key = sequence_key(cds)
+            if key in seen:
+                out.duplicate += 1
+                continue
+            seen.add(key)
+            out.cds.append(cds)
+            out.labels.append(lab)
+            out.lines.append(line)
+            out.keys.append(int(corpus_keys[j]))
+            if len(out.cds) == num_rows:
+                return True
+        return False
+
+    checked = False
+    # ~10% of rows are held out: one chunk usually holds enough, so the train hashes are read once
+    chunk_rows = min(65536, max(CHUNK_ROWS, 12 * num_rows))
+    for line, values, header in _csv_values(path, skip_metadata=True):
+        if not checked:
+            missing = [c for c in (*OAS_FIELDS, "v_sequence_start") if c not in header]
+            if missing:
+                raise InputError(f"{path}: OAS unit lacks column(s) {', '.join(missing)}")
+            checked = True
+        chunk.append((line, dict(zip(header, values))))
+        if len(chunk) == chunk_rows:
+            if take():
+                return out
+            chunk = []
+    if chunk:
+        take()
+    return out
+
+
+def resolve_corpus(arg: str | None, run) -> HeldOutFilter | None:
+    """``--corpus DIR``, else the corpus the run was trained on (config.yaml ``derived.prepared_data``);
+    ``--corpus none`` = no filter. A missing corpus is an error, not a silent fallback to overlapping rows."""
+    if arg is not None and arg.lower() == "none":
+        return None
+    hint = "pass --corpus PREPARED_DIR (the directory `helm prepare` wrote for the run), or --corpus none to use "
+    hint += "rows the backbone may have seen in pretraining"
+    if arg is not None:
+        corpus, found_by = Path(arg), "--corpus"
+    else:
+        recorded = (run.config.get("derived") or {}).get("prepared_data")
+        if not recorded:
+            raise InputError(f"{run.path}: config.yaml records no pretraining corpus (derived.prepared_data); {hint}")
+        corpus, found_by = Path(recorded), "run config.yaml derived.prepared_data"
+        if not (corpus / "summary.json").is_file():
+            raise InputError(f"{run.path}: the run's corpus {corpus} (derived.prepared_data) is not there; {hint}")
+    heldout = HeldOutFilter(corpus, found_by)
+    if heldout.tokenizer != run.tokenizer.name:
+        raise InputError(
+            f"{corpus}: prepared with the {heldout.tokenizer} tokenizer but the run uses {run.tokenizer.name}: "
+            "not the run's pretraining corpus"
+        )
+    return heldout
 
 
 def token_labels(labels: list[list[str]], tokenizer, width: int, mode: str) -> torch.Tensor:
@@ -97,10 +279,24 @@ def annotate(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     run = load_run(args.run)
     check_compatible(run.model, run.tokenizer, where=str(args.run))
+    heldout = resolve_corpus(args.corpus, run)
+    if heldout is None:
+        print(
+            "helm annotate: warning: --corpus none: rows are not checked against the pretraining corpus, "
+            "the backbone may have seen them (heldout_source: none)",
+            file=sys.stderr,
+        )
     path = args.data or locate_file(DEFAULT_FILE, sha256=DEFAULT_SHA256, mirror=args.mirror)
-    cds, labels, rejected = read_oas_regions(path, args.num_rows)
+    oas = read_oas_regions(path, args.num_rows, heldout)
+    cds, labels = oas.cds, oas.labels
     if len(cds) < 10:
-        raise InputError(f"{path}: only {len(cds)} usable OAS rows (rejected: {rejected})")
+        raise InputError(
+            f"{path}: only {len(cds)} usable held-out OAS rows of {oas.rows_scanned} "
+            f"(rejected: {oas.rejected}, in the pretraining training split: {oas.in_pretraining_train})"
+        )
+    if len(cds) < args.num_rows:
+        print(f"helm annotate: warning: {path}: only {len(cds)} of --num-rows {args.num_rows} held-out rows",
+              file=sys.stderr)  # fmt: skip
     mode = run_mode(run.config)
     enc = encode(run.tokenizer, cds, int(run.model.config.max_seq_len), mode=mode, where=str(path))
     y = token_labels(labels, run.tokenizer, enc.ids.shape[1], mode)
@@ -160,7 +356,14 @@ def annotate(args: argparse.Namespace) -> dict[str, Any]:
             "kind": "annotate",
             "run_dir": str(args.run),
             "data": str(path),
-            "rows_rejected": rejected,
+            "heldout_source": heldout.describe() if heldout is not None else "none",
+            "rows_scanned": oas.rows_scanned,
+            "rows_in_pretraining_train": oas.in_pretraining_train if heldout is not None else None,
+            "rows_in_train_shards": oas.in_train_shards if heldout is not None else None,
+            "rows_duplicate": oas.duplicate,
+            "rows_rejected": oas.rejected,
+            "rows_by_corpus_split": heldout.where(np.array(oas.keys, dtype=np.uint64)) if heldout else None,
+            "rows_used": {k: sorted(int(oas.lines[i]) for i in v) for k, v in parts.items()},
             "codons_per_region": counts,
             "classes": list(CLASSES),
             "split_rows": {k: len(v) for k, v in parts.items()},
@@ -177,13 +380,20 @@ def annotate(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from helm.downstream.probe import run_json_command
     from helm.fetch import FetchError
+    from helm.io import DataError
 
     parser = argparse.ArgumentParser(prog="helm annotate", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--data", default=None, help="OAS unit (CSV, optionally gzipped); default: found in --mirror")
     parser.add_argument("--mirror", default=None)
-    parser.add_argument("--num-rows", type=int, default=400)
+    parser.add_argument(
+        "--corpus",
+        default=None,
+        help="the run's prepared pretraining corpus (default: config.yaml derived.prepared_data); rows in its "
+        "training split are skipped; 'none' = no check (rows may overlap pretraining)",
+    )
+    parser.add_argument("--num-rows", type=int, default=2000, help="held-out rows to use (the paper: 2,000)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -200,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{p['run']}: region annotation accuracy {p['metrics']['accuracy']:.3f}, "
             f"macro F1 {p['metrics']['macro_f1']:.3f}"
         ),
-        (InputError, FileNotFoundError, FetchError),
+        (InputError, FileNotFoundError, FetchError, DataError),
     )
 
 

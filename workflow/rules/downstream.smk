@@ -31,6 +31,7 @@ rule annotate:
     input:
         run=f"{R}/pretrain/{{run}}/metrics.json",
         data=annotate_data,
+        corpus=run_corpus,  # rows in its training split are skipped: annotation is scored on held-out rows
     output:
         f"{R}/downstream/{{task}}/{{run}}/seed{{seed}}.json",
     wildcard_constraints:
@@ -48,7 +49,8 @@ rule annotate:
     conda:
         "../../envs/helm.yaml"
     shell:
-        "helm annotate --run {params.rundir:q} --data {input.data:q} --seed {wildcards.seed} --quiet {params.args}"
+        "helm annotate --run {params.rundir:q} --data {input.data:q} --corpus {input.corpus:q}"
+        " --seed {wildcards.seed} --quiet {params.args}"
         " --out {output:q} > {log:q} 2>&1"
 
 
