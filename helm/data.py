@@ -19,9 +19,15 @@ selected positions is ``max(1, round(ratio * n))``:
 - ``double``: adjacent token *pairs* (spans of exactly 2), so a codon is hidden together with a neighbour
   and cannot be guessed from it alone; the count is met the same way.
 
-Every selected position then gets ``<mask>`` (80 %), a random sequence token (10 %) or stays (10 %).
-Masking is a pure function of ``(seed, epoch, sample index)``: validation and test use epoch 0 always,
-so their loss is comparable across epochs, and a resumed run masks exactly like an uninterrupted one.
+What a selected position is replaced by (``mask_replace``, docs/PROTOCOL.md "Masking"):
+
+- ``mask`` (default, the HELM reference's protocol): every selected position becomes ``<mask>``.
+- ``bert``: BERT's 80/10/10 -- ``<mask>`` (80 %), a random sequence token (10 %) or unchanged (10 %).
+
+Validation and test always use ``mask``, whatever the training policy: a reported val/test accuracy never
+scores a token that was visible in the input. Masking is a pure function of ``(seed, epoch, sample index)``:
+validation and test use epoch 0 always, so their loss is comparable across epochs, and a resumed run masks
+exactly like an uninterrupted one.
 
 Sampling: ``EpochSampler`` yields ``(epoch, index)`` pairs. Each epoch is a seeded permutation; rank r of
 R takes every R-th element of it, and the tail that would make ranks uneven (< R samples) is dropped for
@@ -50,6 +56,7 @@ __all__ = ["TokenShards", "FramedDataset", "EpochSampler", "StatefulLoader", "He
 
 IGNORE_INDEX = -100
 MASKING_STRATEGIES = ("single", "double", "span")
+MASK_REPLACE = ("mask", "bert")  # what a selected MLM position becomes (module docstring)
 
 
 # ------------------------------------------------------------------------------------------ framing
@@ -89,13 +96,22 @@ def frame_mlm(
     strategy: str,
     ratio: float,
     rng: np.random.Generator,
+    replace: str = "mask",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, labels) for one sequence: ``<cls> t1..tn <eos>`` with masking applied."""
+    """(input_ids, labels) for one sequence: ``<cls> t1..tn <eos>`` with masking applied.
+
+    A sequence longer than the framing allows is cut, and the cut end still gets ``<eos>``: an MLM never
+    predicts ``<eos>``, so it is only a boundary marker here (unlike CLM, see ``frame_clm``)."""
+    if replace not in MASK_REPLACE:
+        raise ValueError(f"unknown mask replacement {replace!r}; choose one of {', '.join(MASK_REPLACE)}")
     body = np.asarray(tokens[: max_seq_len - 2], dtype=np.int64)
     ids = np.concatenate([[CLS_ID], body, [EOS_ID]])
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int64)
     pos = select_positions(len(body), ratio, strategy, rng) + 1
     labels[pos] = ids[pos]
+    if replace == "mask":
+        ids[pos] = MASK_ID
+        return ids, labels
     action = rng.random(len(pos))
     ids[pos[action < 0.8]] = MASK_ID
     rand = pos[(action >= 0.8) & (action < 0.9)]
@@ -104,9 +120,14 @@ def frame_mlm(
 
 
 def frame_clm(tokens: np.ndarray, max_seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, labels): ``<cls> t1..tn`` / ``t1..tn <eos>``."""
+    """(input_ids, labels): ``<cls> t1..tn`` / ``t1..tn <eos>``.
+
+    A sequence cut at ``max_seq_len`` did not end there: its last label is ignored (-100) instead of ``<eos>``,
+    so the model is never taught to stop where the corpus did not."""
+    cut = len(tokens) > max_seq_len - 1
     body = np.asarray(tokens[: max_seq_len - 1], dtype=np.int64)
-    return np.concatenate([[CLS_ID], body]), np.concatenate([body, [EOS_ID]])
+    labels = np.concatenate([body, [IGNORE_INDEX if cut else EOS_ID]])
+    return np.concatenate([[CLS_ID], body]), labels
 
 
 class FramedDataset:
@@ -123,6 +144,7 @@ class FramedDataset:
         seed: int = 42,
         num_samples: int = -1,
         fixed_epoch: int | None = None,
+        mask_replace: str = "mask",
     ):
         if mode not in ("mlm", "clm"):
             raise ValueError(f"mode must be 'mlm' or 'clm', got {mode!r}")
@@ -130,6 +152,9 @@ class FramedDataset:
             raise ValueError(f"max_seq_len {max_seq_len} leaves no room for a sequence token")
         if masking_strategy not in MASKING_STRATEGIES:
             raise ValueError(f"unknown masking strategy {masking_strategy!r}")
+        if mask_replace not in MASK_REPLACE:
+            raise ValueError(f"unknown mask replacement {mask_replace!r}; choose one of {', '.join(MASK_REPLACE)}")
+        self.mask_replace = mask_replace
         self.shards, self.mode, self.max_seq_len, self.vocab_size = shards, mode, max_seq_len, vocab_size
         self.strategy, self.ratio, self.seed, self.fixed_epoch = masking_strategy, masking_ratio, seed, fixed_epoch
         self.n = len(shards) if num_samples is None or num_samples < 0 else min(num_samples, len(shards))
@@ -146,9 +171,8 @@ class FramedDataset:
         tokens = self.shards[i]
         if self.mode == "clm":
             return frame_clm(tokens, self.max_seq_len)
-        return frame_mlm(
-            tokens, self.max_seq_len, self.vocab_size, self.strategy, self.ratio, _rng(self.seed, epoch, i)
-        )
+        rng = _rng(self.seed, epoch, i)
+        return frame_mlm(tokens, self.max_seq_len, self.vocab_size, self.strategy, self.ratio, rng, self.mask_replace)
 
     def truncated(self) -> int:
         """How many of the used sequences are longer than the framing allows."""
@@ -249,6 +273,7 @@ class HelmDataModule(pl.LightningDataModule):
     """LightningDataModule over a prepared directory (see the module docstring for batches and order).
 
     ``num_samples`` (-1 = all) keeps the first N training sequences; validation/test are never cut.
+    ``mask_replace`` applies to training only; validation/test always mask with ``<mask>``.
     ``position_ids`` is kept for the trainer's bookkeeping: batches always carry ``position_ids`` and the
     trainer passes them to the model only with ``--position_ids``."""
 
@@ -260,6 +285,7 @@ class HelmDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         masking_strategy: str = "single",
         masking_ratio: float = 0.15,
+        mask_replace: str = "mask",
         num_workers: int = 0,
         seed: int = 42,
         num_samples: int = -1,
@@ -273,7 +299,7 @@ class HelmDataModule(pl.LightningDataModule):
         self.vocab = self.tokenizer.vocab
         self.mode, self.max_seq_len, self.batch_size = mode, max_seq_len, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.masking_strategy, self.masking_ratio = masking_strategy, masking_ratio
+        self.masking_strategy, self.masking_ratio, self.mask_replace = masking_strategy, masking_ratio, mask_replace
         self.num_workers, self.seed, self.num_samples = num_workers, seed, num_samples
         self.pin_memory, self.position_ids = pin_memory, position_ids
         self.datasets: dict[str, FramedDataset] = {}
@@ -295,6 +321,9 @@ class HelmDataModule(pl.LightningDataModule):
                 seed=self.seed,
                 num_samples=self.num_samples if train else -1,
                 fixed_epoch=None if train else 0,
+                # evaluation never shows a scored token: a random or kept token would make val/test accuracy
+                # partly a copy task (docs/PROTOCOL.md "Masking")
+                mask_replace=self.mask_replace if train else "mask",
             )
         return self.datasets[split]
 

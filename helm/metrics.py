@@ -6,8 +6,11 @@ Public API
 - ``acc``: token accuracy (argmax == label);
 - ``ppl``: perplexity, exp of the mean plain cross entropy, whatever loss trains the model;
 - ``aa_acc``: amino-acid accuracy, the prediction encodes the same amino acid (peptide for 6-mers) as the label;
-- ``mistake_severity``: mean LCA height (``Tree.lca_height`` of the ``hierarchy`` tree) between prediction and
-  label over the *wrong* predictions only (0 when there is none), as in Bertinetto et al. 2020.
+- ``mistake_severity``: mean LCA height (``Tree.lca_height`` of the true biological tree) between prediction and
+  label over the *wrong* predictions only (0 when there is none), as in Bertinetto et al. 2020. It is always
+  scored on the true tree, whatever tree the run was trained on, so runs trained on a random hierarchy are
+  comparable with the others (docs/PROTOCOL.md "Comparable metrics");
+- ``mistake_severity_train_tree``: the same on the training tree, only when ``hierarchy`` is not ``"true"``.
 ``aa_acc`` and ``mistake_severity`` exist only for vocabularies with a codon hierarchy (codon, 6mer); nuc / learned
 vocabularies get ``acc`` and ``ppl``. Positions labelled -100 (pads, unmasked MLM positions) never count. Keys carry
 ``prefix`` (e.g. ``"val/"``). The classes ``TokenAccuracy``, ``Perplexity``, ``AminoAcidAccuracy`` and
@@ -106,16 +109,19 @@ class MistakeSeverity(_SumMetric):
 
 
 def build_metrics(vocab: Vocab, hierarchy: str = "true", seed: int = 42, prefix: str = "") -> MetricCollection:
-    """The metric collection for ``vocab`` (see the module docstring); ``hierarchy``/``seed`` pick the tree that
-    ``mistake_severity`` measures on."""
+    """The metric collection for ``vocab`` (see the module docstring); ``hierarchy``/``seed`` name the training
+    tree, which adds ``mistake_severity_train_tree`` when it is not the true one."""
     # compute_groups=False: these metrics share state names, and torchmetrics would merge ones whose states happen
     # to be equal after the first batch
     metrics: dict[str, Metric] = {"acc": TokenAccuracy(), "ppl": Perplexity()}
     try:
         _, classes = aa_classes(vocab)
-        tree = build_tree(vocab, hierarchy, seed)
+        tree = build_tree(vocab, "true", seed)
     except ValueError:  # nuc / learned vocabularies: no amino acids, no hierarchy
         return MetricCollection(metrics, prefix=prefix, compute_groups=False)
     metrics["aa_acc"] = AminoAcidAccuracy(torch.as_tensor(classes))
     metrics["mistake_severity"] = MistakeSeverity(torch.as_tensor(tree.lca_height))
+    if hierarchy != "true":
+        train_tree = build_tree(vocab, hierarchy, seed)
+        metrics["mistake_severity_train_tree"] = MistakeSeverity(torch.as_tensor(train_tree.lca_height))
     return MetricCollection(metrics, prefix=prefix, compute_groups=False)

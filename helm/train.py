@@ -74,6 +74,14 @@ class TrainConfig:
         group="data",
     )
     masking_ratio: float = _f(0.15, "share of tokens selected for the MLM loss", group="data")
+    mask_replace: str = _f(
+        "mask",
+        "what a selected MLM training token becomes: mask (always <mask>, the HELM reference) or bert (80/10/10 "
+        "<mask>/random/unchanged); validation and test always use <mask>",
+        choices=("mask", "bert"),
+        group="data",
+        seed=False,
+    )
     data_type: str = _f(
         "nuc",
         "what the sequences are: nuc (nucleotides, tokenized by --tokenizer, default 3mer), "
@@ -105,6 +113,15 @@ class TrainConfig:
         False, "non-causal backbone; implied by --mode mlm, an error with --mode clm", group="model"
     )
     ssm_layer: str = _f("Mamba", "mamba block type", choices=("Mamba", "Mamba2"), group="model")
+    bimamba: str = _f(
+        "add",
+        "bidirectional mamba layer: add (a reversed mixer summed with the forward one before one MLP) or concat "
+        "(a forward and a backward block, each with its MLP, projected from their concatenation: the paper's "
+        "Bi-Mamba, set by the mamba-<size>-mlm presets)",
+        choices=("add", "concat"),
+        group="model",
+        seed=False,
+    )
     vocab_size: int | None = _f(
         None,
         "for learned tokenizers (bpe/wp/ug): the vocabulary size to learn "
@@ -863,6 +880,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         batch_size=cfg.batch_size,
         masking_strategy=cfg.masking_strategy,
         masking_ratio=cfg.masking_ratio,
+        mask_replace=cfg.mask_replace,
         num_workers=workers,
         seed=cfg.seed,
         num_samples=cfg.num_samples,
@@ -870,6 +888,11 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         position_ids=cfg.position_ids,
     )
     n_train = len(dm.dataset("train"))
+    # sequences cut at --max_seq_len: counted per split, printed and kept in metrics.json (never silent)
+    truncated = {split: dm.dataset(split).truncated() for split in ("train", "val", "test")}
+    if any(truncated.values()) and _rank() == 0:
+        counts = ", ".join(f"{split} {n:,} of {len(dm.dataset(split)):,}" for split, n in truncated.items())
+        print(f"helm train: sequences longer than --max_seq_len {cfg.max_seq_len} are cut: {counts}", file=sys.stderr)
     if n_train < world_size(cfg):
         raise ValueError(f"{data_dir}: {n_train} training sequences, fewer than the {world_size(cfg)} processes")
     batches = math.ceil(n_train // world_size(cfg) / cfg.batch_size)
@@ -1011,6 +1034,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             train_time_s=clock.seconds,
             wall_time_s=time.time() - t0,
             selected_checkpoint=str(best) if best else "last",
+            **{f"truncated_{split}": n for split, n in truncated.items()},
             ema=cfg.model_ema,
             resumed_from=ckpt,
         )

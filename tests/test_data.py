@@ -79,7 +79,7 @@ def test_mlm_framing_and_80_10_10():
     tokens = np.arange(6, 70, dtype=np.int64).repeat(4)  # 256 sequence tokens
     counts = {"mask": 0, "random": 0, "kept": 0}
     for _ in range(200):
-        ids, labels = frame_mlm(tokens, 100, 70, "single", 0.15, rng)
+        ids, labels = frame_mlm(tokens, 100, 70, "single", 0.15, rng, replace="bert")
         assert len(ids) == 100 and ids[0] == CLS_ID and ids[-1] == EOS_ID  # truncated to max_seq_len
         sel = labels != IGNORE_INDEX
         assert not sel[0] and not sel[-1] and sel.sum() == round(0.15 * 98)
@@ -99,8 +99,69 @@ def test_mlm_framing_and_80_10_10():
 def test_clm_framing():
     ids, labels = frame_clm(np.array([10, 11, 12]), 10)
     assert ids.tolist() == [CLS_ID, 10, 11, 12] and labels.tolist() == [10, 11, 12, EOS_ID]
+    # a sequence that just fits still ends with <eos>
+    ids, labels = frame_clm(np.arange(6, 13), 8)
+    assert len(ids) == 8 and labels[-1] == EOS_ID
+    # a cut sequence did not end at the cut: no <eos> label there, and nothing else changes
     ids, labels = frame_clm(np.arange(6, 30), 8)
-    assert len(ids) == 8 and (labels[:-1] == ids[1:]).all() and labels[-1] == EOS_ID
+    assert len(ids) == 8 and (labels[:-1] == ids[1:]).all() and labels[-1] == IGNORE_INDEX
+
+
+@pytest.fixture(scope="module")
+def oas_prepared(shared_data, tmp_path_factory):
+    """A real codon corpus: the first 2,000 rows of the OAS heavy-chain unit."""
+    import gzip
+
+    root = tmp_path_factory.mktemp("oas")
+    with gzip.open(shared_data / "pretrain" / "oas_parameswaran2013_heavy_100k.csv.gz", "rt") as fh:
+        head = [next(fh) for _ in range(2002)]  # JSON metadata line, header, 2,000 rows
+    (root / "oas.csv").write_text("".join(head))
+    prepare([root / "oas.csv"], root / "out", fmt="oas", progress=False, val_fraction=0.2, test_fraction=0.2)
+    return root / "out"
+
+
+def _replacement_shares(ds: FramedDataset) -> tuple[dict[str, float], int]:
+    counts = {"mask": 0, "random": 0, "kept": 0}
+    for i in range(len(ds)):
+        ids, labels = ds[(0, i)]
+        sel = labels != IGNORE_INDEX
+        counts["mask"] += int((ids[sel] == MASK_ID).sum())
+        counts["kept"] += int((ids[sel] == labels[sel]).sum())
+        counts["random"] += int(((ids[sel] != MASK_ID) & (ids[sel] != labels[sel])).sum())
+    total = sum(counts.values())
+    return {k: v / total for k, v in counts.items()}, total
+
+
+def test_mask_replacement_policies_on_real_oas_rows(oas_prepared):
+    """The paper's policy masks every selected codon; bert gives 80/10/10; evaluation always masks every label."""
+    dm = {
+        policy: HelmDataModule(oas_prepared, "mlm", 160, 8, mask_replace=policy, seed=3) for policy in ("mask", "bert")
+    }
+    shares, total = _replacement_shares(dm["mask"].dataset("train"))
+    assert total > 15_000 and shares == {"mask": 1.0, "random": 0.0, "kept": 0.0}
+    shares, total = _replacement_shares(dm["bert"].dataset("train"))
+    assert abs(shares["mask"] - 0.8) < 0.01
+    assert abs(shares["random"] - 0.1 * 63 / 64) < 0.01 and abs(shares["kept"] - (0.1 + 0.1 / 64)) < 0.01
+    for split in ("val", "test"):  # whatever the training policy, no labelled token is visible in val/test inputs
+        shares, total = _replacement_shares(dm["bert"].dataset(split))
+        assert total > 4_000 and shares["mask"] == 1.0, split
+        a, b = dm["bert"].dataset(split), dm["mask"].dataset(split)
+        assert all(np.array_equal(a[i][0], b[i][0]) for i in range(len(a)))
+    with pytest.raises(ValueError, match="mask replacement"):
+        FramedDataset(TokenShards(oas_prepared / "train"), "mlm", 160, 70, mask_replace="random")
+
+
+def test_truncated_counts_what_the_framing_cuts(oas_prepared):
+    shards = TokenShards(oas_prepared / "train")
+    lengths = shards.lengths()
+    for mode, specials in (("mlm", 2), ("clm", 1)):
+        ds = FramedDataset(shards, mode, 120, 70)
+        assert ds.truncated() == int((lengths > 120 - specials).sum()) > 0
+        cut = int(np.argmax(lengths > 120 - specials))
+        ids, labels = ds[cut]
+        assert len(ids) == 120
+        if mode == "clm":
+            assert labels[-1] == IGNORE_INDEX and EOS_ID not in labels
 
 
 def test_masking_is_deterministic_per_sample(prepared):

@@ -59,6 +59,14 @@ def test_tiny_run_writes_a_complete_run_directory(raw_dir, tmp_path, capsys):
     assert metrics["steps"] == per_epoch * epochs
     assert 0 <= metrics["val_acc"] <= metrics["val_aa_acc"] <= 1  # a right codon is a right amino acid
     assert metrics["val_ppl"] > 1 and metrics["tokens_per_s"] > 0
+    # every OAS heavy chain (~120 codons) is longer than --max_seq_len 48: each cut is counted, per split
+    from helm.shards import TokenShards
+
+    for split in ("train", "val", "test"):
+        lengths = TokenShards(out / "data" / split).lengths()
+        assert metrics[f"truncated_{split}"] == int((lengths > 48 - 2).sum()) == len(lengths) > 0, split
+    n_train = metrics["truncated_train"]
+    assert f"longer than --max_seq_len 48 are cut: train {n_train:,} of {n_train:,}" in capsys.readouterr().err
 
     config = run.read_config(out)
     assert config["loss"] == "HXE" and config["hxe_alpha"] == 0.4 and config["derived"]["vocab_size"] == 70
