@@ -9,12 +9,14 @@ CORES  ?= 2
 # a matching torchvision; an unpinned torch would pull a multi-GB build).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 SLURM_PKGS := slurmctld slurmd slurm-client munge
+# Tools the Python package calls as programs: MMseqs2 (`mmseqs`) for similarity splits (config/datasets.yaml).
+SYSTEM_PKGS := mmseqs2
 
-.PHONY: install smoke test test-fast lint bench slurm-deps clean help
+.PHONY: install smoke test test-fast lint bench slurm-deps system-deps clean help
 
 help:
 	@echo "make smoke   - set up, then run the smoke grid end to end -> results/tables.csv + results/report.html"
-	@echo "make test    - set up (venv, local Slurm packages when root), then run the whole test suite"
+	@echo "make test    - set up (venv, mmseqs2 and local Slurm packages when root), then run the whole test suite"
 	@echo "make test-fast / lint / bench / clean"
 
 $(BIN)/python:
@@ -41,14 +43,25 @@ slurm-deps:
 		echo "could not install $(SLURM_PKGS): the Slurm test will skip"; \
 	else echo "not root or no apt-get: the Slurm test will skip"; fi
 
-smoke: install
+# MMseqs2 for the similarity splits of `helm probe` / `helm baseline` (Debian package; needs root, else the user
+# installs it: `conda install -c bioconda mmseqs2`; the mmseqs tests skip without it).
+system-deps:
+	@if command -v mmseqs >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(SYSTEM_PKGS)"; \
+		(apt-get install -y -qq $(SYSTEM_PKGS) >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(SYSTEM_PKGS) >/dev/null 2>&1)) || \
+		echo "could not install $(SYSTEM_PKGS): similarity splits fail and the mmseqs tests skip"; \
+	else echo "not root or no apt-get: install mmseqs2 yourself (conda install -c bioconda mmseqs2)"; fi
+
+smoke: install system-deps
 	$(BIN)/snakemake --profile workflow/profiles/default --configfile config/smoke.yaml --cores $(CORES)
 	$(BIN)/snakemake --profile workflow/profiles/default --configfile config/smoke.yaml --cores $(CORES) \
 		--report results/report.html
 	@echo "results: $(CURDIR)/results/tables.csv"
 	@echo "report:  $(CURDIR)/results/report.html"
 
-test: install slurm-deps
+test: install slurm-deps system-deps
 	$(BIN)/python -m pytest -q
 
 test-fast: install

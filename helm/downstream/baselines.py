@@ -161,6 +161,7 @@ def baseline(args: argparse.Namespace) -> dict[str, Any]:
             "sha256": data.spec.sha256,
             "metric": data.spec.metric,
             "codon_frame": data.spec.codon_frame,
+            **data.split_info,  # split kind, split_seed (+ similarity settings, n_clusters)
             **result.get("extra", {}),
             "seconds": round(time.time() - t0, 2),
         },

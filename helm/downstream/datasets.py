@@ -5,11 +5,19 @@ raises ``RegistryError`` naming the registry file and the entry. ``load_dataset(
 (mirror first, sha256-checked), checks the columns and every row, and returns cleaned DNA sequences,
 float targets and a train/val/test assignment. A bad row is an error naming the file, the 1-based line
 (the header is line 1) and the reason -- nothing is dropped silently.
+
+Splits (docs/ARCHITECTURE.md, Downstream): ``{column: NAME}`` is predefined and the same for every downstream
+seed; ``{random: ...}`` and ``{similarity: ...}`` are re-drawn per downstream seed with split seed = registry
+``seed`` + downstream seed (downstream seed 0 = the registry's own split), so the sd over seeds includes split
+variance. ``similarity`` clusters the sequences with MMseqs2 ``easy-linclust`` and keeps every cluster in one part.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,17 @@ _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": 
 _REQUIRED = ("file", "sequence_column", "target_column", "task", "metric", "split", "alphabet", "sequence_type")
 _OPTIONAL = ("url", "sha256", "available", "codon_frame", "note")
 TASKS = ("regression",)
+# allowed keys per split kind (the kind is the key that names it)
+_SPLIT_KEYS = {
+    "column": {"column"},
+    "random": {"random", "seed", "group_column"},
+    "similarity": {"similarity", "min_seq_id", "coverage", "seed", "group_column"},
+}
+_SPLIT_SCHEMA = (
+    "{column: NAME}, {random: [train, val, test], seed: S[, group_column: NAME]} or "
+    "{similarity: [train, val, test], min_seq_id: X, coverage: C, seed: S[, group_column: NAME]}"
+)
+MMSEQS_INSTALL = "install MMseqs2: `apt-get install mmseqs2` or `conda install -c bioconda mmseqs2`"
 METRICS = ("spearman", "pearson", "r2")
 
 
@@ -65,6 +84,9 @@ class DownstreamData:
     targets: np.ndarray
     split: np.ndarray
     stats: dict[str, int] = field(default_factory=dict)
+    # how the split was made, for the output JSON config: split (predefined|random|similarity), split_seed
+    # (null for predefined), and for similarity min_seq_id, coverage, n_clusters
+    split_info: dict[str, Any] = field(default_factory=dict)
 
     def indices(self, part: str) -> np.ndarray:
         return np.nonzero(self.split == part)[0]
@@ -90,17 +112,7 @@ def _check_entry(name: str, entry: Any, where: str) -> DatasetSpec:
         raise bad("alphabet", f"{entry['alphabet']!r} is not rna or dna")
     if entry["sequence_type"] not in ("cds", "noncoding"):
         raise bad("sequence_type", f"{entry['sequence_type']!r} is not cds or noncoding")
-    split = entry["split"]
-    if not isinstance(split, dict) or ("column" in split) == ("random" in split):
-        raise bad("split", "expected {column: NAME} or {random: [train, val, test], seed: S[, group_column: NAME]}")
-    if set(split) - {"column", "random", "seed", "group_column"}:
-        raise bad("split", f"unknown split key(s) {sorted(set(split) - {'column', 'random', 'seed', 'group_column'})}")
-    if "random" in split:
-        fr = split["random"]
-        if not (isinstance(fr, list) and len(fr) == 3 and all(isinstance(x, (int, float)) and x > 0 for x in fr)):
-            raise bad("split", f"random fractions must be three positive numbers, got {fr!r}")
-        if abs(sum(fr) - 1) > 1e-6:
-            raise bad("split", f"random fractions must sum to 1, got {sum(fr)}")
+    _check_split(entry["split"], bad)
     frame = entry.get("codon_frame", 0)
     if frame not in (0, 1, 2):
         raise bad("codon_frame", f"must be 0, 1 or 2, got {frame!r}")
@@ -108,6 +120,38 @@ def _check_entry(name: str, entry: Any, where: str) -> DatasetSpec:
     if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
         raise bad("sha256", "must be 64 hex digits or null (unknown)")
     return DatasetSpec(name=name, **{k: v for k, v in entry.items() if v is not None or k in ("url", "sha256")})
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_split(split: Any, bad: Any) -> None:
+    kinds = [k for k in _SPLIT_KEYS if isinstance(split, dict) and k in split]
+    if len(kinds) != 1:
+        raise bad("split", f"expected exactly one of {_SPLIT_SCHEMA}")
+    kind = kinds[0]
+    unknown = sorted(set(split) - _SPLIT_KEYS[kind])
+    if unknown:
+        raise bad("split", f"unknown {kind} split key(s) {unknown} (valid: {sorted(_SPLIT_KEYS[kind])})")
+    if kind == "column":
+        return
+    fr = split[kind]
+    if not (isinstance(fr, list) and len(fr) == 3 and all(_number(x) and x > 0 for x in fr)):
+        raise bad("split", f"{kind} fractions must be three positive numbers, got {fr!r}")
+    if abs(sum(fr) - 1) > 1e-6:
+        raise bad("split", f"{kind} fractions must sum to 1, got {sum(fr)}")
+    seed = split.get("seed", 0)
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
+        raise bad("split", f"seed must be a non-negative integer, got {seed!r}")
+    if "group_column" in split and not (isinstance(split["group_column"], str) and split["group_column"]):
+        raise bad("split", f"group_column must be a column name, got {split['group_column']!r}")
+    if kind == "similarity":
+        for key in ("min_seq_id", "coverage"):
+            if key not in split:
+                raise bad("split", f"similarity split needs {key} (a number in (0, 1]; see config/datasets.yaml)")
+            if not (_number(split[key]) and 0 < split[key] <= 1):
+                raise bad("split", f"{key} must be a number in (0, 1], got {split[key]!r}")
 
 
 def load_registry(path: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
@@ -157,13 +201,65 @@ def split_indices(n: int, fractions: list[float], seed: int, groups: np.ndarray 
     return labels.astype(str)
 
 
+def linclust(sequences: list[str], min_seq_id: float, coverage: float, where: str) -> np.ndarray:
+    """Cluster label per sequence (the index of its cluster representative among the distinct sequences) from
+    MMseqs2 ``easy-linclust`` on nucleotides, run in a temp dir (nothing cached). Identical sequences share a
+    label. Coverage mode 0 (both sequences covered), one thread so the clusters do not depend on the machine."""
+    exe = shutil.which("mmseqs")
+    if exe is None:
+        raise DatasetError(f"{where}: the similarity split needs MMseqs2 ('mmseqs' is not on PATH); {MMSEQS_INSTALL}")
+    index: dict[str, int] = {}
+    distinct = [index.setdefault(s, len(index)) for s in sequences]
+    with tempfile.TemporaryDirectory(prefix="helm-linclust-") as tmp:
+        fasta = Path(tmp) / "seqs.fasta"
+        fasta.write_text("".join(f">{k}\n{s}\n" for s, k in index.items()))
+        cmd = [exe, "easy-linclust", str(fasta), f"{tmp}/out", f"{tmp}/work", "--dbtype", "2"]
+        cmd += ["--min-seq-id", str(min_seq_id), "-c", str(coverage), "--cov-mode", "0", "--threads", "1", "-v", "1"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+            raise DatasetError(f"{where}: mmseqs easy-linclust failed (exit {proc.returncode}): {last}")
+        rep = np.full(len(index), -1, dtype=np.int64)
+        for line in (Path(tmp) / "out_cluster.tsv").read_text().splitlines():
+            head, member = line.split("\t")
+            rep[int(member)] = int(head)
+    if (rep < 0).any():  # every sequence must come back in some cluster, never dropped
+        raise DatasetError(f"{where}: mmseqs easy-linclust left {int((rep < 0).sum())} sequence(s) unclustered")
+    return rep[np.asarray(distinct, dtype=np.int64)]
+
+
+def merge_groups(*labels: np.ndarray) -> np.ndarray:
+    """Connected components of rows that share any label (e.g. a cluster or a gene): component id per row."""
+    n = len(labels[0])
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return int(i)
+
+    for lab in labels:
+        first: dict[Any, int] = {}
+        for i, v in enumerate(lab.tolist()):
+            j = first.setdefault(v, i)
+            a, b = find(i), find(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return np.array([find(i) for i in range(n)])
+
+
 def load_dataset(
     name: str,
     registry: str | os.PathLike | None = None,
     mirror: str | os.PathLike | None = None,
     path: str | os.PathLike | None = None,
+    seed: int = 0,
 ) -> DownstreamData:
-    """Load, validate and split one registry dataset (``path`` overrides where the file is read from)."""
+    """Load, validate and split one registry dataset (``path`` overrides where the file is read from).
+
+    ``seed`` is the downstream seed: random and similarity splits use split seed = registry ``seed`` + ``seed``
+    (0 = the registry's split); predefined (column) splits ignore it."""
     import pandas as pd
 
     spec = get_spec(name, registry)
@@ -210,17 +306,30 @@ def load_dataset(
                 f"{file}, line {line[i]}: split {frame[column].iloc[i]!r} in column {column!r} is not train/val/test"
             )
         split = mapped.to_numpy(dtype=str)
+        info: dict[str, Any] = {"split": "predefined", "split_seed": None}
     else:
+        kind = "similarity" if "similarity" in spec.split else "random"
+        split_seed = int(spec.split.get("seed", 0)) + int(seed)
+        info = {"split": kind, "split_seed": split_seed}
         group_col = spec.split.get("group_column")
         if group_col and group_col not in frame.columns:
             raise DatasetError(f"{file}: split group_column {group_col!r} (registry entry {name!r}) is not a column")
         groups = frame[group_col].to_numpy(dtype=str) if group_col else None
-        split = split_indices(len(frame), spec.split["random"], int(spec.split.get("seed", 0)), groups)
+        if kind == "similarity":
+            min_id, cov = float(spec.split["min_seq_id"]), float(spec.split["coverage"])
+            clusters = linclust(sequences, min_id, cov, where=f"{file} (registry entry {name!r})")
+            groups = clusters if groups is None else merge_groups(clusters, groups)
+            n_groups = len(np.unique(groups))
+            info.update(min_seq_id=min_id, coverage=cov, n_clusters=len(np.unique(clusters)), n_groups=n_groups)
+        split = split_indices(len(frame), spec.split[kind], split_seed, groups)
     for part in SPLITS:
         if not (split == part).any():
-            raise DatasetError(f"{file}: the {part} split is empty")
+            how = ", ".join(f"{k}={v}" for k, v in info.items())
+            raise DatasetError(f"{file}: the {part} split is empty ({how})")
     stats = {f"n_{p}": int((split == p).sum()) for p in SPLITS}
-    return DownstreamData(spec=spec, path=file, sequences=sequences, targets=targets, split=split, stats=stats)
+    return DownstreamData(
+        spec=spec, path=file, sequences=sequences, targets=targets, split=split, stats=stats, split_info=info
+    )
 
 
 def subsample(data: DownstreamData, max_train: int | None, seed: int) -> DownstreamData:
@@ -239,4 +348,5 @@ def subsample(data: DownstreamData, max_train: int | None, seed: int) -> Downstr
         targets=data.targets[keep],
         split=data.split[keep],
         stats=stats,
+        split_info=data.split_info,
     )

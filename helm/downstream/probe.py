@@ -52,7 +52,8 @@ def add_fit_args(parser: argparse.ArgumentParser, head_default: str = "textcnn")
 
 
 def load_data(args: argparse.Namespace) -> DownstreamData:
-    data = load_dataset(args.dataset, registry=args.registry, mirror=args.mirror, path=args.data_file)
+    # the downstream seed also re-draws random/similarity splits (config/datasets.yaml)
+    data = load_dataset(args.dataset, registry=args.registry, mirror=args.mirror, path=args.data_file, seed=args.seed)
     return subsample(data, args.max_train, args.seed)
 
 
@@ -190,6 +191,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
             "overlong": args.overlong,
             "codon_frame": data.spec.codon_frame,
             "sequence_type": data.spec.sequence_type,
+            **data.split_info,  # split kind, split_seed (+ similarity settings, n_clusters)
             "bf16": args.bf16,
             "embed_seconds": round(t_embed, 2),
             "seconds": round(time.time() - t0, 2),
