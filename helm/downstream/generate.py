@@ -8,12 +8,16 @@
 Sampling: temperature, then top-k, then top-p (nucleus) filtering; only sequence tokens and ``<eos>`` can be
 drawn. Prompts: none (from ``<cls>`` only), the first ``--prompt-codons`` tokens of reference sequences, or
 (OAS CSV references) the reference cut just before its CDR3 -- the paper's "before the D-J region".
-Metrics: valid-ORF fraction (ATG start, length a multiple of 3, no internal stop), GC content, codon-usage
-distance, internal diversity (mean pairwise Levenshtein), and a Fréchet distance + neighbour precision/recall
-between mean-pooled embeddings of generated and held-out sequences. The embedder is the run's own encoder by
-default (nucleotide space); the paper's protocol embeds the translated proteins (codons up to the first stop)
-with ESM-2: ``--esm DIR`` takes any local Hugging Face ESM checkpoint, and ``--embed-run`` an ``aa`` run
-(``--data-type aa``) is an offline protein embedder.
+Metrics: in-frame fraction (length a multiple of 3, no internal stop: what every OAS V(D)J fragment is),
+valid-ORF fraction (the same plus an ATG start), GC content, internal diversity (mean pairwise Levenshtein),
+each with the reference set's own value beside it (``ref_<metric>``); codon-usage distance; and a Fréchet
+distance + neighbour precision/recall between mean-pooled embeddings of generated and held-out sequences.
+Embedding-based metric names carry their embedder (``frechet_distance@esm:<checkpoint>``,
+``frechet_distance@run:<run id>``), so values from different embedding spaces never share a name. The embedder
+is the run's own encoder by default (nucleotide space); the paper's protocol embeds the translated proteins
+(codons up to the first stop) with ESM-2: ``--esm DIR`` takes any local Hugging Face ESM checkpoint, and
+``--embed-run`` an ``aa`` run (``--data-type aa``) is an offline protein embedder (the workflow gives every
+generate job the same one: docs/ARCHITECTURE.md, "Workflow").
 Samples are written as FASTA next to the JSON (``--samples`` to choose).
 """
 
@@ -216,12 +220,23 @@ def to_protein(cds: str) -> str:
     return translate(cds).split("*", 1)[0]
 
 
+def esm_checkpoint_name(path: str | Path) -> str:
+    """The name an ESM checkpoint goes by in metric names: its directory name, or for a Hugging Face cache
+    snapshot (``models--facebook--esm2_t12_35M_UR50D/snapshots/<commit>``) the model's name."""
+    path = Path(path).resolve()
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.split("--")[-1]
+    return path.name
+
+
 class RunEmbedder:
-    """Mean-pooled embeddings from a helm run's encoder; an ``aa`` run embeds the translated proteins."""
+    """Mean-pooled embeddings from a helm run's encoder; an ``aa`` run embeds the translated proteins.
+    ``name`` (``run:<run id>``) is the embedding space's label in metric names."""
 
     def __init__(self, run) -> None:
         self.model, self.tokenizer, self.mode = run.model, run.tokenizer, run_mode(run.config)
         self.alphabet = tokenizer_alphabet(run.tokenizer)
+        self.name = f"run:{run.run_id}"
 
     def __call__(self, seqs: list[str]) -> np.ndarray:
         enc = encode(self.tokenizer, seqs, int(self.model.config.max_seq_len), mode=self.mode, alphabet=self.alphabet)
@@ -230,7 +245,8 @@ class RunEmbedder:
 
 class EsmEmbedder:
     """Mean-pooled residue embeddings of the translated proteins from a Hugging Face ESM checkpoint directory
-    (the paper used ESM-2 35M, ``facebook/esm2_t12_35M_UR50D``; download it once, e.g. ``hf download``)."""
+    (the paper used ESM-2 35M, ``facebook/esm2_t12_35M_UR50D``; download it once, e.g. ``hf download``).
+    ``name`` (``esm:<checkpoint name>``) is the embedding space's label in metric names."""
 
     alphabet = "aa"
 
@@ -240,6 +256,7 @@ class EsmEmbedder:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"--esm {path}: not a Hugging Face model directory (no config.json)")
+        self.name = f"esm:{esm_checkpoint_name(path)}"
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = EsmModel.from_pretrained(path, add_pooling_layer=False).eval()
         self.batch_size = batch_size
@@ -264,37 +281,67 @@ class EsmEmbedder:
 # ------------------------------------------------------------------------------------------- metrics
 
 
+def is_in_frame(seq: str) -> bool:
+    """A coding fragment read in frame 0: at least one codon, length a multiple of 3, and no stop codon
+    before the last codon (a final stop is allowed). OAS V(D)J sequences are such fragments without an ATG,
+    which is why ``valid_orf_frac`` (ATG start too) is ~0 even for the reference set."""
+    return len(seq) >= 3 and len(seq) % 3 == 0 and not has_internal_stop(seq)
+
+
+# metrics of one set of sequences; `score` reports each for the samples and, as ref_<name>, for the reference
+SEQUENCE_METRICS = (
+    "in_frame_frac",
+    "valid_orf_frac",
+    "no_internal_stop_frac",
+    "mean_length_nt",
+    "gc_content",
+    "internal_diversity",
+)
+
+
+def sequence_metrics(seqs: list[str]) -> dict[str, float]:
+    """The SEQUENCE_METRICS of one set: fractions over every sequence, GC and diversity over non-empty ones."""
+    nonempty = [s for s in seqs if s]
+
+    def mean(values: list) -> float:
+        return float(np.mean(values)) if values else float("nan")
+
+    return {
+        "in_frame_frac": mean([is_in_frame(s) for s in seqs]),
+        "valid_orf_frac": mean([is_valid_orf(s) for s in seqs]),
+        "no_internal_stop_frac": mean([not has_internal_stop(s) for s in seqs]),
+        "mean_length_nt": mean([len(s) for s in seqs]),
+        "gc_content": mean([gc_content(s) for s in nonempty]),
+        "internal_diversity": internal_diversity(nonempty, max_pairs=2000),
+    }
+
+
 def score(
     generated: list[str], reference: list[str], embedder, pca_components: int, threshold: float
 ) -> dict[str, float]:
-    """Sequence statistics of the samples vs the reference, and the distance between their embedding clouds
-    (``embedder``: sequences -> [N, H]; with ``alphabet == 'aa'`` both sets are translated to protein first, the
-    paper's protocol)."""
+    """Sequence statistics of the samples beside the reference's own (``ref_<metric>``), and the distance
+    between their embedding clouds (``embedder``: sequences -> [N, H], labelled by ``embedder.name``; with
+    ``alphabet == 'aa'`` both sets are translated to protein first, the paper's protocol)."""
     gen_ok = [s for s in generated if s]
-    m: dict[str, float] = {
-        "num_samples": len(generated),
-        "num_empty": len(generated) - len(gen_ok),
-        "valid_orf_frac": float(np.mean([is_valid_orf(s) for s in generated])),
-        "no_internal_stop_frac": float(np.mean([not has_internal_stop(s) for s in generated])),
-        "mean_length_nt": float(np.mean([len(s) for s in generated])),
-        "ref_mean_length_nt": float(np.mean([len(s) for s in reference])),
-        "gc_content": float(np.mean([gc_content(s) for s in gen_ok])) if gen_ok else float("nan"),
-        "ref_gc_content": float(np.mean([gc_content(s) for s in reference])),
-        "codon_usage_distance": codon_usage_distance(gen_ok, reference),
-        "internal_diversity": internal_diversity(gen_ok, max_pairs=2000),
-        "ref_internal_diversity": internal_diversity(reference, max_pairs=2000),
-    }
+    m: dict[str, float] = {"num_samples": len(generated), "num_empty": len(generated) - len(gen_ok)}
+    gen_stats, ref_stats = sequence_metrics(generated), sequence_metrics(reference)
+    for name in SEQUENCE_METRICS:
+        m[name], m[f"ref_{name}"] = gen_stats[name], ref_stats[name]
     m["gc_abs_diff"] = abs(m["gc_content"] - m["ref_gc_content"])
+    m["codon_usage_distance"] = codon_usage_distance(gen_ok, reference)
     gen_in, ref_in = gen_ok, reference
     if embedder.alphabet == "aa":
         gen_in = [p for p in map(to_protein, gen_ok) if p]
         ref_in = [p for p in map(to_protein, reference) if p]
         m["num_empty_protein"] = len(gen_ok) - len(gen_in)
+        m["ref_num_empty_protein"] = len(reference) - len(ref_in)
     if len(gen_in) >= 2 and len(ref_in) >= 2:
         e_gen, e_ref = embedder(gen_in), embedder(ref_in)
         a, b = pca_project(e_gen, e_ref, pca_components)
-        m["frechet_distance"] = frechet_distance(a, b)
-        m["precision"], m["recall"] = neighbour_precision_recall(e_gen, e_ref, threshold)
+        # the embedder in the name: distances from different embedding spaces must never share a column
+        space = embedder.name
+        m[f"frechet_distance@{space}"] = frechet_distance(a, b)
+        m[f"precision@{space}"], m[f"recall@{space}"] = neighbour_precision_recall(e_gen, e_ref, threshold)
     return m
 
 
@@ -351,6 +398,7 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
             "top_p": args.top_p,
             "max_new_tokens": max_new,
             "embedder": str(args.esm or args.embed_run or args.run),
+            "embedder_name": embedder.name,
             "embedding_space": "protein" if embedder.alphabet == "aa" else "nucleotide",
             "pca_components": args.pca_components,
             "nn_threshold": args.nn_threshold,
@@ -397,8 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         generate,
         args,
         lambda p: (
-            f"{p['run']}: {p['metrics']['num_samples']} samples, valid ORF {p['metrics']['valid_orf_frac']:.3f}, "
-            f"FD {p['metrics'].get('frechet_distance', float('nan')):.3f}"
+            f"{p['run']}: {p['metrics']['num_samples']} samples, in frame {p['metrics']['in_frame_frac']:.3f} "
+            f"(reference {p['metrics']['ref_in_frame_frac']:.3f}), Fréchet distance "
+            f"{p['metrics'].get('frechet_distance@' + p['config']['embedder_name'], float('nan')):.3f} "
+            f"in {p['config']['embedder_name']}"
         ),
         (InputError, FileNotFoundError),
     )

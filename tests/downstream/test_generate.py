@@ -105,8 +105,12 @@ def test_generate_cli_end_to_end(trained_clm, shared_data, tmp_path, prompt):
     payload = json.loads(out.read_text())
     assert payload["task"] == "generation" and payload["run"] == "oas-clm"
     m = payload["metrics"]
-    for key in ("valid_orf_frac", "gc_content", "codon_usage_distance", "internal_diversity", "frechet_distance"):
+    space = payload["config"]["embedder_name"]
+    assert space == "run:oas-clm" and payload["config"]["embedding_space"] == "nucleotide"
+    for key in ("in_frame_frac", "valid_orf_frac", "gc_content", "codon_usage_distance", "internal_diversity",
+                f"frechet_distance@{space}", f"precision@{space}", f"recall@{space}"):  # fmt: skip
         assert m[key] is not None, key
+    assert m["ref_in_frame_frac"] == 1.0  # OAS V(D)J fragments are in frame
     fasta = (tmp_path / f"gen_{prompt}.fasta").read_text().split("\n")
     seqs = fasta[1::2][:6]
     assert len(seqs) == 6 and all(set(s) <= set("ACGT") for s in seqs)
@@ -216,10 +220,12 @@ def test_protein_space_cannot_tell_synonymous_recodings_apart(space, oas_cds, ti
     assert (protein.alphabet, nucleotide.alphabet) == ("aa", "nuc")
     in_protein = score(recoded, oas_cds, protein, pca_components=4, threshold=0.05)
     in_nucleotide = score(recoded, oas_cds, nucleotide, pca_components=4, threshold=0.05)
-    assert in_protein["num_empty_protein"] == 0
-    assert in_protein["frechet_distance"] == pytest.approx(0, abs=1e-6)
-    assert (in_protein["precision"], in_protein["recall"]) == (1.0, 1.0)
-    assert in_nucleotide["frechet_distance"] > 1e-3
+    assert in_protein["num_empty_protein"] == 0 and in_protein["ref_num_empty_protein"] == 0
+    p, n = protein.name, nucleotide.name
+    assert p == (f"esm:{tiny_esm.name}" if space == "esm" else "run:aa-mlm") and n == "run:tiny-mlm"
+    assert in_protein[f"frechet_distance@{p}"] == pytest.approx(0, abs=1e-6)
+    assert (in_protein[f"precision@{p}"], in_protein[f"recall@{p}"]) == (1.0, 1.0)
+    assert in_nucleotide[f"frechet_distance@{n}"] > 1e-3
     # batching and padding do not change an embedding
     single = np.concatenate([protein([p]) for p in ["MKV", "MKVLLAGW"]])
     np.testing.assert_allclose(protein(["MKV", "MKVLLAGW"]), single, atol=1e-5)
@@ -234,9 +240,122 @@ def test_generate_cli_with_esm_embedder(tiny_runs, tiny_esm, shared_data, tmp_pa
     assert res.returncode == 0, res.stderr
     payload = json.loads(out.read_text())
     assert payload["config"]["embedding_space"] == "protein" and payload["config"]["embedder"] == str(tiny_esm)
+    assert payload["config"]["embedder_name"] == f"esm:{tiny_esm.name}"
     m = payload["metrics"]
-    assert m["num_empty_protein"] + 2 <= 6 and np.isfinite(m["frechet_distance"])
+    assert m["num_empty_protein"] + 2 <= 6 and np.isfinite(m[f"frechet_distance@esm:{tiny_esm.name}"])
+    assert not {"frechet_distance", "precision", "recall"} & set(m)
     res = run_cli(*args, "--embed-run", str(tiny_runs["mlm"]))
     assert res.returncode == 2 and "not allowed with argument" in res.stderr
     res = run_cli(*args[:-1], str(tmp_path))
     assert res.returncode == 1 and "not a Hugging Face model directory" in res.stderr
+
+
+# ------------------------------------------------------------------------------ metric names and reference values
+
+
+def test_embedding_metric_names_carry_the_embedder(tiny_runs, shared_data, tmp_path):
+    """Values from different embedding spaces never share a name: the own encoder, an --embed-run (here an aa
+    run) and an ESM checkpoint (test_generate_cli_with_esm_embedder) each label frechet_distance /
+    precision / recall with themselves."""
+    from .runs import make_run
+
+    aa_run = make_run(tmp_path, "aa-ref", "mlm", tokenizer="aa")
+    common = ["generate", "--run", str(tiny_runs["clm"]), "--num-samples", "6", "--reference",
+              str(shared_data / OAS), "--num-reference", "8", "--prompt", "codons", "--prompt-codons", "20",
+              "--max-new-tokens", "10"]  # fmt: skip
+    cases = {
+        "own": ([], "run:tiny-clm", "nucleotide"),
+        "embed-run": (["--embed-run", str(aa_run)], "run:aa-ref", "protein"),
+    }
+    names = {}
+    for case, (extra, space, kind) in cases.items():
+        out = tmp_path / f"{case}.json"
+        res = run_cli(*common, *extra, "--out", str(out))
+        assert res.returncode == 0, res.stderr
+        payload = json.loads(out.read_text())
+        assert (payload["config"]["embedder_name"], payload["config"]["embedding_space"]) == (space, kind)
+        embedding = {k for k in payload["metrics"] if "@" in k}
+        assert embedding == {f"{m}@{space}" for m in ("frechet_distance", "precision", "recall")}, case
+        assert not {"frechet_distance", "precision", "recall"} & set(payload["metrics"])
+        assert space in res.stdout  # the summary line names the space of its Fréchet distance
+        names[case] = embedding
+    assert not names["own"] & names["embed-run"]
+
+
+def test_esm_checkpoint_name_of_a_hub_cache_snapshot(tmp_path):
+    from helm.downstream.generate import esm_checkpoint_name
+
+    snapshot = tmp_path / "models--facebook--esm2_t12_35M_UR50D" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    assert esm_checkpoint_name(snapshot) == "esm2_t12_35M_UR50D"
+    assert esm_checkpoint_name(tmp_path / "esm2_t6_8M_UR50D/") == "esm2_t6_8M_UR50D"
+
+
+def in_frame_brute_force(seq: str) -> bool:
+    """Written from the definition: whole codons only, at least one, and a stop codon only as the last codon."""
+    if len(seq) == 0 or len(seq) % 3 != 0:
+        return False
+    codons = [seq[i : i + 3] for i in range(0, len(seq), 3)]
+    return not any(c in ("TAA", "TAG", "TGA") for c in codons[:-1])
+
+
+def test_in_frame_against_brute_force_definition():
+    import itertools
+
+    from helm.downstream.generate import is_in_frame, sequence_metrics
+
+    crafted = {
+        "": False,
+        "ATG": True,
+        "TAA": True,  # a lone stop is the last codon
+        "ATGTAA": True,
+        "TAAATG": False,
+        "GCTTGAGCT": False,  # internal TGA
+        "GCTGAGCTA": True,  # TGA out of frame
+        "GCTTAAGCTA": False,  # 10 nt: not whole codons
+        "CAGGTGCAGCTG": True,  # an OAS-like start: in frame without ATG
+    }
+    for seq, want in crafted.items():
+        assert is_in_frame(seq) == in_frame_brute_force(seq) == want, seq
+    # every sequence over ACGT up to 7 nt, and over the stop letters TAG up to 10 nt (many stop placements)
+    seqs = ["".join(p) for n in range(8) for p in itertools.product("ACGT", repeat=n)]
+    seqs += ["".join(p) for n in (9, 10) for p in itertools.product("TAG", repeat=n)]
+    for seq in seqs:
+        assert is_in_frame(seq) == in_frame_brute_force(seq), seq
+    subset = [seqs[i] for i in np.random.default_rng(0).choice(len(seqs), 400, replace=False)]
+    subset += ["ATGAAATAG", "ATGTAGAAA"]  # a valid ORF and an ATG start with an internal stop
+    stats = sequence_metrics(subset)
+    assert stats["in_frame_frac"] == pytest.approx(np.mean([in_frame_brute_force(s) for s in subset]))
+    want_orf = np.mean([in_frame_brute_force(s) and s.startswith("ATG") for s in subset])
+    assert stats["valid_orf_frac"] == pytest.approx(want_orf)
+
+
+def test_reference_metrics_on_real_oas_rows(tiny_runs, shared_data):
+    """Every sequence-level metric has the reference set's own value beside it. OAS V(D)J CDSs are in frame
+    (measured: 2000 of 2000 rows) but almost never start with ATG (valid ORF: 1 of 2000), so in_frame_frac is
+    the validity that makes sense for them; the reference values are the samples' targets."""
+    from helm.downstream.generate import (
+        SEQUENCE_METRICS,
+        RunEmbedder,
+        is_in_frame,
+        read_reference,
+        score,
+        sequence_metrics,
+    )
+    from helm.downstream.metrics import is_valid_orf
+
+    refs, _ = read_reference(shared_data / OAS, 2000)
+    assert len(refs) == 2000
+    assert sum(map(is_in_frame, refs)) == 2000
+    assert sum(map(is_valid_orf, refs)) <= 2  # measured: 1
+    refs = refs[:40]  # internal diversity: 780 Levenshtein pairs of ~280 nt
+    ref = sequence_metrics(refs)
+    assert ref["in_frame_frac"] == 1.0 and 250 < ref["mean_length_nt"] < 320 and 0.4 < ref["gc_content"] < 0.7
+    # a "generated" set: reference rows, every other one broken by an in-frame stop codon
+    generated = [s if i % 2 else s[:30] + "TGA" + s[33:] for i, s in enumerate(refs[:20])]
+    m = score(generated, refs, RunEmbedder(load_run(tiny_runs["clm"])), pca_components=4, threshold=0.05)
+    for name in SEQUENCE_METRICS:
+        assert name in m and m[f"ref_{name}"] == ref[name], name
+    assert m["ref_in_frame_frac"] == 1.0 and m["in_frame_frac"] == 0.5
+    assert m["ref_no_internal_stop_frac"] == 1.0 and m["no_internal_stop_frac"] == 0.5
+    assert m["ref_internal_diversity"] > 0

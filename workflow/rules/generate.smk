@@ -1,8 +1,74 @@
 # Generation (CLM runs): sample sequences and score them (validity, GC, codon usage, diversity, Frechet distance).
+#
+# Every generate job embeds with the same embedder, so Fréchet distances and precision/recall of two runs are
+# comparable: `generation.esm` (a local ESM-2 checkpoint) when configured, else one protein-level reference
+# encoder trained once here (an `aa` MLM on the translated pretraining units: reference_unit ->
+# reference_corpus -> reference_encoder). The JSONs name the embedder in the metric names
+# (`frechet_distance@esm:<checkpoint>` / `frechet_distance@run:reference_encoder`).
+
+
+include: "generate_common.smk"
+
+
+rule reference_unit:
+    input:
+        raw=unit_raw,
+    output:
+        directory(f"{R}/data/aa/parts/{{unit}}"),
+    params:
+        extra=reference_unit_args,
+    threads: resources("default", "threads")
+    resources:
+        **slurm_resources("default"),
+    log:
+        f"{R}/logs/prepare/aa/{{unit}}.log",
+    conda:
+        "../../envs/helm.yaml"
+    shell:
+        "helm prepare --input {input.raw:q} --tokenizer aa {params.extra} --threads {threads} --no_progress"
+        " --output {output:q} > {log:q} 2>&1"
+
+
+rule reference_corpus:
+    input:
+        expand(f"{R}/data/aa/parts/{{unit}}", unit=UNITS),
+    output:
+        directory(f"{R}/data/aa/corpus"),
+    threads: 1
+    resources:
+        **slurm_resources("default"),
+    log:
+        f"{R}/logs/prepare/aa/merge.log",
+    conda:
+        "../../envs/helm.yaml"
+    shell:
+        "helm prepare --merge {input:q} --no_progress --output {output:q} > {log:q} 2>&1"
+
+
+rule reference_encoder:
+    input:
+        corpus=f"{R}/data/aa/corpus",
+    output:
+        metrics=f"{REFERENCE_ENCODER}/metrics.json",
+    params:
+        args=reference_train_args,
+        rundir=lambda w, output: os.path.dirname(output.metrics),
+    threads: resources("pretrain", "threads")
+    resources:
+        **slurm_resources("pretrain"),
+    benchmark:
+        f"{R}/benchmarks/reference_encoder.tsv"
+    log:
+        f"{R}/logs/reference_encoder.log",
+    conda:
+        "../../envs/helm.yaml"
+    shell:
+        "helm train --data_dir {input.corpus:q} {params.args} --output {params.rundir:q} >> {log:q} 2>&1"
 
 
 rule generate:
     input:
+        unpack(generation_embedder),
         run=f"{R}/pretrain/{{run}}/metrics.json",
         reference=run_corpus,
     output:
@@ -11,6 +77,7 @@ rule generate:
         task=_alternation(tasks_of("generate")),
     params:
         args=task_args,
+        embedder=embedder_args,
         rundir=lambda w, input: os.path.dirname(input.run),
     threads: resources("downstream", "threads")
     resources:
@@ -23,4 +90,4 @@ rule generate:
         "../../envs/helm.yaml"
     shell:
         "helm generate --run {params.rundir:q} --reference {input.reference:q} --seed {wildcards.seed} {params.args}"
-        " --out {output:q} > {log:q} 2>&1"
+        " {params.embedder} --out {output:q} > {log:q} 2>&1"
