@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,15 @@ def get_preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; valid presets: {list(PRESETS)}")
     return dict(PRESETS[name])
+
+
+def nominal_size(name: str) -> int | None:
+    """The parameter count a preset's name promises ("gpt2-50m" -> 50_000_000, "mamba-50m-mlm" too); None for
+    names without a size tag (``*-tiny``)."""
+    match = re.search(r"-(\d+(?:\.\d+)?)([mb])(?:-|$)", name)
+    if match is None:
+        return None
+    return round(float(match.group(1)) * (1e6 if match.group(2) == "m" else 1e9))
 
 
 def build_config(name: str, preset: str | None = None, **config: Any) -> tuple[str, ModelConfig]:
@@ -111,12 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     print("backbones: " + ", ".join(list_models()))
     print(f"mamba_ssm CUDA kernels importable: {HAS_MAMBA_SSM}")
     print(f"\npresets (parameter counts for vocab_size={args.vocab_size}):")
-    print(f"  {'preset':<16} {'model':<6} {'layers':>6} {'hidden':>6} {'inter':>6} {'params':>14}")
+    print(f"  {'preset':<16} {'model':<6} {'layers':>6} {'hidden':>6} {'inter':>6} {'params':>14} {'vs name':>8}")
     for name in list_presets():
         p = get_preset(name)
         n = count_parameters(name, vocab_size=args.vocab_size)
+        size = nominal_size(name)
+        off = f"{100 * (n / size - 1):+.1f}%" if size else "-"
         row = f"{name:<16} {p['model']:<6} {p['num_layers']:>6} {p['hidden_size']:>6} {p['intermediate_size']:>6}"
-        print(f"  {row} {n:>14,}" + ("  (bidirectional)" if p.get("bidirectional") else ""))
+        layout = f"bidirectional, bimamba={p['bimamba']}" if "bimamba" in p else "bidirectional"
+        print(f"  {row} {n:>14,} {off:>8}" + (f"  ({layout})" if p.get("bidirectional") else ""))
     for label, module, func in (
         ("losses", "helm.losses", "list_losses"),
         ("tokenizers", "helm.tokenizers", "list_tokenizers"),
@@ -138,4 +151,5 @@ __all__ = [
     "list_presets",
     "load_pretrained",
     "main",
+    "nominal_size",
 ]

@@ -17,6 +17,7 @@ from helm.codons import PAD_ID
 POS_EMBEDDINGS = ("none", "absolute", "rotary")
 POS_EMBEDDING_APPLY = ("add", "concat")
 SSM_LAYERS = ("Mamba", "Mamba2")
+BIMAMBA_LAYOUTS = ("add", "concat")
 
 
 @dataclass
@@ -37,6 +38,9 @@ class ModelConfig:
     pad_vocab_size_multiple: int = 1
     bidirectional: bool = False  # True = no causal mask (MLM); the trainer decides
     ssm_layer: str = "Mamba"  # mamba only: Mamba | Mamba2
+    # mamba with bidirectional only: add = two mixers summed before one MLP per layer; concat = a forward and a
+    # backward block (mixer + MLP each) projected from their concatenation, the paper's Bi-Mamba (docs/ARCHITECTURE.md)
+    bimamba: str = "add"
     pad_token_id: int = PAD_ID
     # SSM / Hyena details (not seed flags; defaults of mamba_ssm and the Hyena paper)
     d_state: int = 16
@@ -69,6 +73,8 @@ class ModelConfig:
             raise bad("pos_embedding_apply", f"choose one of {POS_EMBEDDING_APPLY}")
         if self.ssm_layer not in SSM_LAYERS:
             raise bad("ssm_layer", f"choose one of {SSM_LAYERS}")
+        if self.bimamba not in BIMAMBA_LAYOUTS:
+            raise bad("bimamba", f"choose one of {BIMAMBA_LAYOUTS}")
         concat = self.pos_embedding == "absolute" and self.pos_embedding_apply == "concat"
         if concat:
             if self.pos_embedding_dim is None or not 0 < self.pos_embedding_dim < self.hidden_size:
@@ -103,14 +109,26 @@ class ModelConfig:
 
 
 # ------------------------------------------------------------------------------------------------ presets
-# Size classes of the seed (layers, hidden, intermediate). The tag is the gpt2 parameter count of that
-# size, used for every backbone so run ids line up across architectures (actual counts: `helm models`).
-SIZES: dict[str, tuple[int, int, int]] = {
-    "tiny": (2, 64, 128),
-    "25m": (12, 384, 1536),
-    "50m": (10, 640, 2560),
-    "100m": (14, 768, 3072),
-    "150m": (12, 1024, 4096),
+# (layers, hidden, intermediate) per backbone and size tag. Each tag is the parameter count at the codon
+# vocabulary (70 tokens) to within 10% for every backbone (tests/models/test_model_registry.py), so the grid
+# compares architectures at equal size. gpt2 50m/100m/150m are the seed's shapes; the seed's smallest one
+# (12 x 384) counts 21.5M, so 25m takes two more layers. hyena 50m is the paper's 7 x 768.
+SHAPES: dict[str, dict[str, tuple[int, int, int]]] = {
+    "gpt2": {"tiny": (2, 64, 128), "25m": (14, 384, 1536), "50m": (10, 640, 2560), "100m": (14, 768, 3072),
+             "150m": (12, 1024, 4096)},
+    "bert": {"tiny": (2, 64, 128), "25m": (14, 384, 1536), "50m": (10, 640, 2560), "100m": (14, 768, 3072),
+             "150m": (12, 1024, 4096)},
+    "hyena": {"tiny": (2, 64, 128), "25m": (14, 384, 1536), "50m": (7, 768, 3072), "100m": (14, 768, 3072),
+              "150m": (12, 1024, 4096)},
+}  # fmt: skip
+# mamba: (causal layers, Bi-Mamba layers, hidden), intermediate 4 x hidden. A Bi-Mamba layer (bimamba="concat")
+# holds two blocks and a projection, so at equal size it has half the layers: the paper's 50m is 40 x 256
+# causal (`mamba-50m-clm`) and 20 x 256 bidirectional (`mamba-50m-mlm`); the other sizes follow that pattern.
+MAMBA_SHAPES: dict[str, tuple[int, int, int]] = {
+    "25m": (20, 10, 256),
+    "50m": (40, 20, 256),
+    "100m": (20, 10, 512),
+    "150m": (30, 15, 512),
 }
 
 
@@ -122,15 +140,14 @@ def _preset(model: str, layers: int, hidden: int, inter: int, **extra: Any) -> d
 
 def _build_presets() -> dict[str, dict[str, Any]]:
     presets: dict[str, dict[str, Any]] = {}
-    for tag, (layers, hidden, inter) in SIZES.items():
-        for model in ("gpt2", "bert", "hyena"):
+    for model, shapes in SHAPES.items():
+        for tag, (layers, hidden, inter) in shapes.items():
             presets[f"{model}-{tag}"] = _preset(model, layers, hidden, inter)
-        if tag != "50m":
-            presets[f"mamba-{tag}"] = _preset("mamba", layers, hidden, inter)
-    # The paper's ~50M configs: hyena 7 x 768 / 3072, mamba 20 x 256 (bidirectional MLM), 40 x 256 (CLM).
-    presets["hyena-50m"] = _preset("hyena", 7, 768, 3072)
-    presets["mamba-50m-mlm"] = _preset("mamba", 20, 256, 1024, bidirectional=True)
-    presets["mamba-50m-clm"] = _preset("mamba", 40, 256, 1024)
+    presets["mamba-tiny"] = _preset("mamba", *SHAPES["gpt2"]["tiny"])
+    for tag, (causal, bidirectional, hidden) in MAMBA_SHAPES.items():
+        presets[f"mamba-{tag}-clm"] = _preset("mamba", causal, hidden, 4 * hidden)
+        presets[f"mamba-{tag}-mlm"] = _preset("mamba", bidirectional, hidden, 4 * hidden, bidirectional=True,
+                                              bimamba="concat")  # fmt: skip
     return dict(sorted(presets.items()))
 
 

@@ -6,8 +6,9 @@ norm, out_proj), so a checkpoint moves between the kernel path and ours. Layers 
 pre-RMSNorm mixer and, when ``intermediate_size > 0``, a pre-RMSNorm gated MLP (fc1, fc2).
 
 Sequences are packed (real tokens first) before the layers, so pads anywhere in a row never enter a scan
-between real tokens. Bidirectional (MLM, Caduceus-style): each layer adds a second mixer run on the reversed
-real tokens of every row.
+between real tokens. Bidirectional (MLM), two layouts (``ModelConfig.bimamba``): ``add`` (Caduceus-style)
+adds a second mixer run on the reversed real tokens of every row before the layer's one MLP; ``concat`` (the
+paper's Bi-Mamba) runs a forward and a backward block (mixer + MLP each) and projects their concatenation.
 """
 
 from __future__ import annotations
@@ -294,7 +295,11 @@ class GatedMLP(nn.Module):
 
 
 class MambaLayer(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    """Pre-norm mixer and (``intermediate_size > 0``) pre-norm gated MLP, each a residual branch. With
+    ``reverse_mixer`` (bidirectional, ``bimamba="add"``) a second mixer runs on the reversed real tokens and
+    its output is added to the first one's, before the one MLP."""
+
+    def __init__(self, config: ModelConfig, reverse_mixer: bool = False) -> None:
         super().__init__()
         h = config.hidden_size
 
@@ -305,7 +310,7 @@ class MambaLayer(nn.Module):
 
         self.norm = nn.RMSNorm(h, eps=1e-5)
         self.mixer = mixer()
-        self.mixer_rev = mixer() if config.bidirectional else None
+        self.mixer_rev = mixer() if reverse_mixer else None
         self.norm2 = nn.RMSNorm(h, eps=1e-5) if config.intermediate_size else None
         self.mlp = GatedMLP(h, config.intermediate_size, config.activation) if config.intermediate_size else None
         self.drop = nn.Dropout(config.dropout)
@@ -320,6 +325,33 @@ class MambaLayer(nn.Module):
             x = x + self.drop(self.mlp(self.norm2(x)))
         return x
 
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``forward(x, None)`` adds to x (mixer branch, then MLP branch on x + mixer branch), for
+        ``BiMambaLayer``; forward keeps its own sums so checkpoints of the add layout give the same bits."""
+        y = self.drop(self.mixer(self.norm(x)))
+        if self.mlp is not None:
+            y = y + self.drop(self.mlp(self.norm2(x + y)))
+        return y
+
+
+class BiMambaLayer(nn.Module):
+    """``bimamba="concat"`` (the paper's Bi-Mamba layout): a forward block and a backward block, each a whole
+    ``MambaLayer`` with its own weights, the backward one run on the reversed real tokens; ``proj`` maps the
+    concatenation of their residual branches (2 x hidden) back to hidden and is added to the layer input, so the
+    identity path runs through every layer as in the add layout (where the residual sits is our choice, the
+    parameters are the reference's: docs/ARCHITECTURE.md)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fwd = MambaLayer(config)
+        self.bwd = MambaLayer(config)
+        self.proj = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, rev: torch.Tensor) -> torch.Tensor:
+        forward = self.fwd.branch(x)
+        backward = gather_positions(self.bwd.branch(gather_positions(x, rev)), rev)
+        return x + self.proj(torch.cat([forward, backward], dim=-1))
+
 
 class MambaBody(EmbeddingMixin):
     def __init__(self, config: ModelConfig) -> None:
@@ -329,7 +361,11 @@ class MambaBody(EmbeddingMixin):
         self.config = config
         self._build_embeddings(config)
         self.drop = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList(MambaLayer(config) for _ in range(config.num_layers))
+        concat = config.bidirectional and config.bimamba == "concat"
+        self.layers = nn.ModuleList(
+            BiMambaLayer(config) if concat else MambaLayer(config, reverse_mixer=config.bidirectional)
+            for _ in range(config.num_layers)
+        )
         self.norm_f = nn.RMSNorm(config.hidden_size, eps=1e-5)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:

@@ -4,6 +4,7 @@ invariance, vocab padding / tying, save -> load round trip, and a tiny config th
 from __future__ import annotations
 
 import gzip
+import json
 
 import pandas as pd
 import pytest
@@ -12,8 +13,9 @@ import torch
 from helm.codons import MASK_ID, PAD_ID, codon_vocab
 from helm.models import create_model, list_models, load_pretrained
 
-MODES = [(name, bi) for name in list_models() for bi in (False, True)]
-IDS = [f"{name}-{'bi' if bi else 'causal'}" for name, bi in MODES]
+# (backbone, bidirectional, extra ModelConfig fields); mamba's bidirectional layer comes in two layouts
+MODES = [(name, bi, {}) for name in list_models() for bi in (False, True)] + [("mamba", True, {"bimamba": "concat"})]
+IDS = [f"{name}-{'bi' if bi else 'causal'}" + "".join(f"-{v}" for v in extra.values()) for name, bi, extra in MODES]
 
 
 def tiny(name: str, **kw):
@@ -26,9 +28,9 @@ def random_tokens(b: int, length: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(6, 70, (b, length), generator=g)
 
 
-@pytest.mark.parametrize(("name", "bidirectional"), MODES, ids=IDS)
-def test_future_tokens_matter_only_when_bidirectional(name, bidirectional):
-    model = tiny(name, bidirectional=bidirectional).double().eval()
+@pytest.mark.parametrize(("name", "bidirectional", "extra"), MODES, ids=IDS)
+def test_future_tokens_matter_only_when_bidirectional(name, bidirectional, extra):
+    model = tiny(name, bidirectional=bidirectional, **extra).double().eval()
     x = random_tokens(3, 24)
     cut = 12
     x2 = x.clone()
@@ -44,11 +46,11 @@ def test_future_tokens_matter_only_when_bidirectional(name, bidirectional):
     assert (y[:, cut:] - y2[:, cut:]).abs().max().item() > 1e-4
 
 
-@pytest.mark.parametrize(("name", "bidirectional"), MODES, ids=IDS)
-def test_pads_never_change_real_outputs(name, bidirectional):
+@pytest.mark.parametrize(("name", "bidirectional", "extra"), MODES, ids=IDS)
+def test_pads_never_change_real_outputs(name, bidirectional, extra):
     """Insert pads (with junk ids) at the left, middle and right of a row: the real tokens' outputs equal
     those of the unpadded row given the same position ids."""
-    model = tiny(name, bidirectional=bidirectional).double().eval()
+    model = tiny(name, bidirectional=bidirectional, **extra).double().eval()
     real = random_tokens(1, 15)[0]
     layouts = [(6, 0, 0), (0, 6, 0), (0, 0, 6), (2, 3, 1)]  # pads at left, middle (after token 7), right
     length = 15 + 6
@@ -93,13 +95,32 @@ def test_vocab_padding_tying_and_round_trip(name, tmp_path):
         assert torch.equal(loaded(x, mask), logits)
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_untied_round_trip_keeps_head_separate(name, tmp_path):
-    model = tiny(name, bidirectional=True)
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [(name, {}) for name in list_models()] + [("mamba", {"bimamba": "concat"})],
+    ids=[*list_models(), "mamba-concat"],
+)
+def test_untied_round_trip_keeps_head_separate(name, extra, tmp_path):
+    model = tiny(name, bidirectional=True, **extra)
     model.save_pretrained(tmp_path)
     loaded = load_pretrained(tmp_path)
+    assert loaded.config == model.config
     assert loaded.lm_head.weight is not loaded.get_input_embeddings().weight
     assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+    x = random_tokens(2, 9)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_model_saved_before_bimamba_existed_loads_as_add(tmp_path):
+    """A config.json written before the `bimamba` field existed (no such key) loads with the layout it was
+    trained with: add, the default."""
+    model = tiny("mamba", bidirectional=True)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["bimamba"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert load_pretrained(tmp_path).config.bimamba == "add"
 
 
 def load_codons(shared_data, n: int, length: int) -> torch.Tensor:
@@ -113,10 +134,10 @@ def load_codons(shared_data, n: int, length: int) -> torch.Tensor:
 
 
 @pytest.mark.slow  # 30 optimizer steps per backbone and mode: seconds each, more on a busy machine
-@pytest.mark.parametrize(("name", "bidirectional"), MODES, ids=IDS)
-def test_tiny_config_learns_real_codons(name, bidirectional, shared_data):
+@pytest.mark.parametrize(("name", "bidirectional", "extra"), MODES, ids=IDS)
+def test_tiny_config_learns_real_codons(name, bidirectional, extra, shared_data):
     data = load_codons(shared_data, 8, 32)
-    model = tiny(name, bidirectional=bidirectional)
+    model = tiny(name, bidirectional=bidirectional, **extra)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     if bidirectional:  # MLM: predict 15% masked codons (a fixed draw, so 30 steps can fit them)
         picked = torch.rand(data.shape, generator=torch.Generator().manual_seed(0)) < 0.15
@@ -131,5 +152,5 @@ def test_tiny_config_learns_real_codons(name, bidirectional, shared_data):
         opt.step()
         losses.append(loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    print(f"{name} bidirectional={bidirectional}: loss {first:.3f} -> {last:.3f}")
+    print(f"{name} bidirectional={bidirectional} {extra}: loss {first:.3f} -> {last:.3f}")
     assert last < 0.85 * first

@@ -1,12 +1,14 @@
-"""Mamba: the scans against naive step-by-step recurrences (values and gradients), mamba_ssm's
-parameter names, and the Mamba2 model's causality / bidirectionality / pad invariance."""
+"""Mamba: the scans against naive step-by-step recurrences (values and gradients), the Bi-Mamba layouts
+against a model written out with those recurrences, mamba_ssm's parameter names, and the Mamba2 model's
+causality / bidirectionality / pad invariance."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from helm.models import create_model
+from helm.models import count_parameters, create_model
 from helm.models.mamba import HAS_MAMBA2_KERNELS, HAS_MAMBA_SSM, Mamba, Mamba2, selective_scan, ssd_scan
 
 
@@ -29,6 +31,86 @@ def naive_ssd(x, dt, A, B, C):
         h = decay * h + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, None, None, :]
         ys.append((h * C[:, t, None, None, :]).sum(-1))
     return torch.stack(ys, 1)
+
+
+def rms_norm(x, weight, eps=1e-5):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def naive_mamba_mixer(m, h):
+    """mamba_ssm's Mamba mixer written out: causal depthwise conv as a sum of shifts, the naive scan."""
+    length, kernel = h.shape[1], m.conv1d.weight.shape[-1]
+    x, z = (h @ m.in_proj.weight.T).chunk(2, dim=-1)
+    shifted = F.pad(x, (0, 0, kernel - 1, 0))
+    x = F.silu(sum(shifted[:, k : k + length] * m.conv1d.weight[:, 0, k] for k in range(kernel)) + m.conv1d.bias)
+    dt, B, C = (x @ m.x_proj.weight.T).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
+    dt = F.softplus(dt @ m.dt_proj.weight.T + m.dt_proj.bias)
+    y = naive_selective_scan(x, dt, -torch.exp(m.A_log), B, C, m.D) * F.silu(z)
+    return y @ m.out_proj.weight.T
+
+
+def naive_branch(layer, x, reverse_mixer=None):
+    """What one pre-norm block adds to x: mixer (plus, if given, a mixer on the flipped sequence), then the
+    gated MLP (gelu) on x + mixer output."""
+    h = rms_norm(x, layer.norm.weight)
+    y = naive_mamba_mixer(layer.mixer, h)
+    if reverse_mixer is not None:
+        y = y + naive_mamba_mixer(reverse_mixer, h.flip(1)).flip(1)
+    a, gate = (rms_norm(x + y, layer.norm2.weight) @ layer.mlp.fc1.weight.T).chunk(2, dim=-1)
+    return y + (a * F.gelu(gate)) @ layer.mlp.fc2.weight.T
+
+
+def naive_bimamba(model, ids):
+    """Logits of a bidirectional mamba for unpadded rows, each layer written out per layout:
+    add:    x + mixer(n(x)) + flip(mixer_rev(flip(n(x)))), then + MLP
+    concat: x + proj([fwd block branch(x) ; flip(bwd block branch(flip(x)))])"""
+    body = model.backbone
+    x = body.wte(ids) + body.wpe(torch.arange(ids.shape[1]))
+    for layer in body.layers:
+        if model.config.bimamba == "concat":
+            forward = naive_branch(layer.fwd, x)
+            backward = naive_branch(layer.bwd, x.flip(1)).flip(1)
+            x = x + torch.cat([forward, backward], dim=-1) @ layer.proj.weight.T
+        else:
+            x = x + naive_branch(layer, x, layer.mixer_rev)
+    return rms_norm(x, body.norm_f.weight) @ model.lm_head.weight.T
+
+
+@pytest.mark.parametrize("bimamba", ["add", "concat"])
+def test_bimamba_layouts_equal_the_written_out_model(bimamba):
+    """Both layouts against naive_bimamba, on full rows and on a row whose last tokens are pads (the backward
+    direction must start at the last real token, not at a pad)."""
+    torch.manual_seed(0)
+    model = create_model("mamba", preset="mamba-tiny", bidirectional=True, bimamba=bimamba).double().eval()
+    names = {n.split(".", 1)[-1] for n, _ in model.backbone.layers.named_parameters()}
+    if bimamba == "concat":  # a forward and a backward block, each with its own mixer, norms and MLP
+        assert "proj.weight" in names and "bwd.mlp.fc1.weight" in names and "fwd.mixer.A_log" in names
+    else:  # two mixers, one MLP
+        assert "mixer_rev.A_log" in names and not any(n.startswith(("fwd.", "bwd.")) for n in names)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(6, 70, (2, 13), generator=g)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[1, 9:] = False
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), naive_bimamba(model, ids), atol=1e-10, rtol=1e-10)
+        padded = model(ids, mask)
+        torch.testing.assert_close(padded[0], naive_bimamba(model, ids[:1])[0], atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(padded[1, :9], naive_bimamba(model, ids[1:, :9])[0], atol=1e-10, rtol=1e-10)
+
+
+def test_bimamba_concat_parameter_count_20x256():
+    """The seed's "50M" Bi-Mamba command (20 layers x 256, intermediate 1024) under both layouts, by hand:
+    a block is norm + mixer + norm2 + gated MLP; add = one block + a second mixer; concat = two blocks + a
+    2h x h projection. Only concat lands near 50M (the causal 40 x 256 counts 49.1M)."""
+    h, i, d, r, s, k, v, p = 256, 1024, 512, 16, 16, 4, 70, 444
+    mixer = h * 2 * d + d * k + d + d * (r + 2 * s) + r * d + d + d * s + d + d * h
+    block = h + mixer + h + 3 * h * i
+    outside = v * h + p * h + h + v * h  # embeddings, final norm, head
+    add, concat = outside + 20 * (block + mixer), outside + 20 * (2 * block + 2 * h * h)
+    shape = dict(num_layers=20, hidden_size=256, intermediate_size=1024, bidirectional=True)
+    assert count_parameters("mamba", **shape, bimamba="add") == add == 33_399_040
+    assert count_parameters("mamba", **shape, bimamba="concat") == concat == 51_759_360
+    assert count_parameters("mamba-50m-mlm") == concat
 
 
 def scan_inputs(length, d=6, n=4, seed=0):
@@ -95,13 +177,16 @@ def test_mamba_ssm_kernels_are_optional():
     reason="mamba_ssm not importable here (needs CUDA and the [cuda] extra): the kernel path cannot be checked",
 )
 @pytest.mark.parametrize("layer", ["Mamba", "Mamba2"])
-def test_mamba_ssm_kernels_match_the_pytorch_scan(layer):
+@pytest.mark.parametrize("bimamba", ["add", "concat"])
+def test_mamba_ssm_kernels_match_the_pytorch_scan(layer, bimamba):
     """Same weights, same inputs (padded, bidirectional): mamba_ssm's kernels and our scan agree in outputs
     and gradients, so a checkpoint trained on either path is the same model."""
     if layer == "Mamba2" and not HAS_MAMBA2_KERNELS:
         pytest.skip("mamba_ssm's Triton SSD kernel did not import")
     torch.manual_seed(0)
-    model = create_model("mamba", preset="mamba-tiny", ssm_layer=layer, headdim=32, bidirectional=True).cuda()
+    model = create_model(
+        "mamba", preset="mamba-tiny", ssm_layer=layer, headdim=32, bidirectional=True, bimamba=bimamba
+    ).cuda()
     ids = torch.randint(6, 70, (3, 50), device="cuda")
     mask = torch.ones_like(ids, dtype=torch.bool)
     mask[1, 30:] = False
@@ -120,11 +205,11 @@ def test_mamba_ssm_kernels_match_the_pytorch_scan(layer):
         torch.testing.assert_close(kernel_grads[name], grad, atol=1e-4, rtol=5e-3, msg=name)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_mamba2_model_causality_and_pads(bidirectional):
+@pytest.mark.parametrize(("bidirectional", "bimamba"), [(False, "add"), (True, "add"), (True, "concat")])
+def test_mamba2_model_causality_and_pads(bidirectional, bimamba):
     torch.manual_seed(0)
     model = create_model("mamba", preset="mamba-tiny", ssm_layer="Mamba2", headdim=32, chunk_size=8,
-                         bidirectional=bidirectional).double().eval()  # fmt: skip
+                         bidirectional=bidirectional, bimamba=bimamba).double().eval()  # fmt: skip
     g = torch.Generator().manual_seed(0)
     x = torch.randint(6, 70, (2, 21), generator=g)
     x2 = x.clone()

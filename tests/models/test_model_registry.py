@@ -1,5 +1,5 @@
-"""Registry, presets and their parameter counts (against formulas derived by hand from each architecture),
-config validation, load errors and the `helm models` listing."""
+"""Registry, presets and their parameter counts (against formulas derived by hand from each architecture, and
+against the size each preset's name promises), config validation, load errors and the `helm models` listing."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from helm.models import (
     count_parameters,
@@ -19,6 +21,7 @@ from helm.models import (
     list_presets,
     load_pretrained,
     main,
+    nominal_size,
 )
 from helm.models.config import ModelConfig
 
@@ -38,9 +41,12 @@ def expected_parameters(model: str, c: ModelConfig) -> int:
     if model == "mamba":
         d, r, s, k = c.expand * h, math.ceil(h / 16), c.d_state, c.d_conv
         mixer = h * 2 * d + d * k + d + d * (r + 2 * s) + r * d + d + d * s + d + d * h
-        mixers = 2 * mixer if c.bidirectional else mixer
         mlp = h + h * 2 * i + i * h if i else 0  # norm2 + gated fc1, fc2 (no biases)
-        return v * h + positions + n_layers * (h + mixers + mlp) + h + head
+        if c.bidirectional and c.bimamba == "concat":  # forward + backward block, 2h -> h projection
+            layer = 2 * (h + mixer + mlp) + 2 * h * h
+        else:
+            layer = h + (2 * mixer if c.bidirectional else mixer) + mlp
+        return v * h + positions + n_layers * layer + h + head
     if model == "hyena":
         e, o, nf = c.filter_emb_dim, c.filter_order, 2 if c.bidirectional else 1
         filt = (e * o + o) + o + (o * o + o) + o + o * h * nf
@@ -65,13 +71,83 @@ def test_every_preset_count_matches_formula():
 
 
 def test_paper_50m_configs():
+    """The seed README's "50M" commands, as presets; the Bi-Mamba one in the paper's layout (bimamba=concat)."""
     assert [get_preset("gpt2-50m")[k] for k in ("num_layers", "hidden_size", "intermediate_size")] == [10, 640, 2560]
-    assert [get_preset("mamba-50m-mlm")[k] for k in ("num_layers", "hidden_size")] == [20, 256]
-    assert get_preset("mamba-50m-mlm")["bidirectional"] is True
-    assert [get_preset("mamba-50m-clm")[k] for k in ("num_layers", "hidden_size")] == [40, 256]
+    assert [get_preset("mamba-50m-mlm")[k] for k in ("num_layers", "hidden_size", "intermediate_size")] == [
+        20,
+        256,
+        1024,
+    ]
+    assert get_preset("mamba-50m-mlm")["bidirectional"] is True and get_preset("mamba-50m-mlm")["bimamba"] == "concat"
+    assert [get_preset("mamba-50m-clm")[k] for k in ("num_layers", "hidden_size", "intermediate_size")] == [
+        40,
+        256,
+        1024,
+    ]
     assert [get_preset("hyena-50m")[k] for k in ("num_layers", "hidden_size", "intermediate_size")] == [7, 768, 3072]
-    for name in ("gpt2-50m", "hyena-50m", "mamba-50m-clm"):
+    for name in ("gpt2-50m", "hyena-50m", "mamba-50m-clm", "mamba-50m-mlm"):
         assert 45e6 < count_parameters(name) < 55e6
+
+
+def test_seed_shapes_kept():
+    """gpt2's 50m/100m/150m are the seed README's size configurations; its smallest (12 x 384 / 1536) counts
+    21.5M, 14% under 25M, so `*-25m` has 14 layers of that width."""
+    shape = ("num_layers", "hidden_size", "intermediate_size")
+    assert [get_preset("gpt2-100m")[k] for k in shape] == [14, 768, 3072]
+    assert [get_preset("gpt2-150m")[k] for k in shape] == [12, 1024, 4096]
+    assert [get_preset("gpt2-25m")[k] for k in shape] == [14, 384, 1536]
+    assert count_parameters("gpt2", num_layers=12, hidden_size=384, intermediate_size=1536, num_heads=6) < 22.5e6
+
+
+def test_nominal_size_parses_the_tag():
+    assert nominal_size("gpt2-50m") == 50_000_000 and nominal_size("mamba-150m-mlm") == 150_000_000
+    assert nominal_size("x-1.5b") == 1_500_000_000 and nominal_size("gpt2-tiny") is None
+    assert nominal_size("mamba-tiny") is None and nominal_size("gpt2-25m") == 25_000_000
+
+
+SIZED = [name for name in list_presets() if not name.endswith("-tiny")]
+
+
+def test_only_tiny_presets_are_unsized():
+    """`*-tiny` (test configurations, ~0.1M) are the only presets without a size in their name."""
+    assert [name for name in list_presets() if nominal_size(name) is None] == [
+        f"{m}-tiny" for m in sorted(list_models())
+    ]
+    assert len(SIZED) == 4 * 3 + 4 * 2  # gpt2/bert/hyena x 4 sizes + mamba causal and Bi-Mamba x 4 sizes
+
+
+@pytest.mark.parametrize("name", SIZED)
+def test_preset_count_is_within_10_percent_of_its_name(name):
+    """Every sized preset has (within 10%, codon vocabulary of 70 tokens, as `helm models` prints) the parameter
+    count its name says, so the grid's size axis compares architectures at equal size."""
+    got, want = count_parameters(name, vocab_size=70), nominal_size(name)
+    assert abs(got / want - 1) <= 0.10, f"{name}: {got:,} parameters, {100 * (got / want - 1):+.1f}% off its name"
+
+
+def paper_grid_points() -> list[tuple[str, str, str]]:
+    """(arch, mode, size) of every block of config/config.yaml's grids, with the preset the workflow trains
+    (`pretrain.presets` maps "<arch>-<size>" per mode, as workflow/rules/common.smk does)."""
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "config.yaml").read_text())
+    overrides = config["pretrain"].get("presets", {})
+    points = set()
+    for axes in config["grids"].values():
+        for arch in axes["arch"]:
+            for mode in axes["mode"]:
+                for size in axes["size"]:
+                    entry = overrides.get(f"{arch}-{size}", f"{arch}-{size}")
+                    points.add((mode, size, entry[mode] if isinstance(entry, dict) else entry))
+    return sorted(points)
+
+
+@pytest.mark.parametrize(("mode", "size", "preset"), paper_grid_points())
+def test_grid_models_as_trained_are_within_10_percent_of_their_size(mode, size, preset):
+    """The model `helm train --preset P --mode M` really builds (mlm turns bidirectional on, which adds weights to
+    mamba and hyena) has the size of its run id's size tag, within 10%."""
+    from helm.train import model_config, parse_args
+
+    cfg = parse_args(["--preset", preset, "--mode", mode])
+    got, want = count_parameters(cfg.model_name, **model_config(cfg, vocab_size=70)), nominal_size(f"x-{size}")
+    assert abs(got / want - 1) <= 0.10, f"{preset} --mode {mode}: {got:,} parameters for size {size}"
 
 
 VARIANTS = [
@@ -82,7 +158,12 @@ VARIANTS = [
         {"tie_embeddings": True, "pad_vocab_size_multiple": 8},
         {"bidirectional": True, "pos_embedding": "none", "intermediate_size": 96},
     )
-] + [("mamba", {"ssm_layer": "Mamba2", "headdim": 32})]
+] + [
+    ("mamba", {"ssm_layer": "Mamba2", "headdim": 32}),
+    ("mamba", {"bidirectional": True, "bimamba": "concat"}),
+    ("mamba", {"bidirectional": True, "bimamba": "concat", "intermediate_size": 0, "tie_embeddings": True}),
+    ("mamba", {"bidirectional": False, "bimamba": "concat"}),  # the layout only applies to bidirectional models
+]
 
 
 @pytest.mark.parametrize(("name", "extra"), VARIANTS)
@@ -129,6 +210,8 @@ def test_errors_name_the_valid_choices():
         get_preset("gpt2-7b")
     with pytest.raises(ValueError, match="activation='gelu2'.*choose one of"):
         ModelConfig(activation="gelu2")
+    with pytest.raises(ValueError, match="bimamba='sum'.*choose one of \\('add', 'concat'\\)"):
+        ModelConfig(bimamba="sum")
     with pytest.raises(ValueError, match="pos_embedding='alibi'"):
         ModelConfig(pos_embedding="alibi")
     with pytest.raises(ValueError, match="rotary position embedding needs attention"):
@@ -156,6 +239,8 @@ def test_main_lists_models_presets_and_counts(capsys):
     out = capsys.readouterr().out
     assert "backbones: gpt2, bert, mamba, hyena" in out
     assert f"{count_parameters('gpt2-50m'):,}" in out and "mamba-50m-clm" in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("mamba-50m-mlm "))
+    assert f"{count_parameters('mamba-50m-mlm'):,}" in row and "+3.5%" in row and "bimamba=concat" in row
     assert "losses:" in out and "tokenizers:" in out
 
 
