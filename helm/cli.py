@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fetch": ("helm.fetch", "locate a raw data file (mirror first, else download) and check its sha256"),
     "prepare": ("helm.prepare", "clean, validate, split and encode sequences into token shards"),
     "train": ("helm.train", "pretrain a model (every flag of the HELM train.py, plus --config YAML)"),
+    "embed": ("helm.downstream.features", "a run's frozen embeddings of one dataset, shared by every head and seed"),
     "probe": ("helm.downstream.probe", "property prediction on a benchmark with a frozen or fine-tuned model"),
     "baseline": ("helm.downstream.baselines", "one-hot TextCNN / k-mer / TF-IDF ridge baselines"),
     "annotate": ("helm.downstream.annotate", "antibody region annotation (FWR/CDR per codon)"),

@@ -103,10 +103,11 @@ def last_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return ckpt if ckpt.exists() else None
 
 
-def _atomic_write(file: Path, text: str) -> Path:
+def _atomic_write(file: Path, content: str | bytes) -> Path:
+    """Write to a temporary name beside ``file``, then rename: a killed job never leaves half a file."""
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(f".{file.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_bytes(content) if isinstance(content, bytes) else tmp.write_text(content)
     os.replace(tmp, file)
     return file
 

@@ -22,7 +22,7 @@ from typing import Any
 from helm.downstream.datasets import DownstreamData
 from helm.downstream.embed import encode
 from helm.downstream.metrics import regression_metrics
-from helm.downstream.probe import add_fit_args, load_data, run_regression_command, splits_of
+from helm.downstream.probe import add_fit_args, load_data, run_regression_command, splits_of, test_predictions
 
 KINDS = ("onehot-textcnn", "kmer-ridge", "tfidf-ridge")
 DEFAULT_ALPHAS = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]
@@ -32,37 +32,46 @@ def codon_words(seq: str, frame: int = 0) -> str:
     return " ".join(seq[i : i + 3] for i in range(frame, len(seq) - 2, 3))
 
 
-def _ridge_select(features: dict[str, Any], data: DownstreamData, alphas: list[float]) -> dict[str, Any]:
-    """features: option label -> callable(fit_rows) -> (vectorizer-fitted matrices for train/val/test)."""
+def ridge_select(features: dict[str, Any], y: dict[str, Any], alphas: list[float]) -> dict[str, Any]:
+    """Ridge regression over feature options x penalties, selected on validation Spearman; test scored once.
+
+    ``features``: option label -> callable() -> {"train"|"val"|"test": matrix}; ``y``: part -> targets."""
     from sklearn.linear_model import Ridge
 
-    parts = {p: data.indices(p) for p in ("train", "val", "test")}
-    y = data.targets
     grid, best = [], None
     for label, build in features.items():
-        mats = build(parts)
+        mats = build()
         for alpha in alphas:
-            model = Ridge(alpha=alpha).fit(mats["train"], y[parts["train"]])
-            val = regression_metrics(y[parts["val"]], model.predict(mats["val"]))
+            model = Ridge(alpha=alpha).fit(mats["train"], y["train"])
+            val = regression_metrics(y["val"], model.predict(mats["val"]))
             score = val["spearman"] if math.isfinite(val["spearman"]) else -math.inf
             grid.append({"features": label, "alpha": alpha, "val_spearman": val["spearman"]})
             if best is None or score > best[0]:
                 best = (score, label, alpha, model, mats, val)
     _, label, alpha, model, mats, val = best
-    test = regression_metrics(y[parts["test"]], model.predict(mats["test"]))
+    pred = model.predict(mats["test"])
+    test = regression_metrics(y["test"], pred)
     return {
         "metrics": {**test, **{f"val_{k}": v for k, v in val.items()}},
         "selected": {"features": label, "alpha": alpha},
         "grid": grid,
+        "test_pred": pred,
     }
+
+
+def _parts(data: DownstreamData) -> tuple[dict[str, Any], dict[str, Any]]:
+    parts = {p: data.indices(p) for p in ("train", "val", "test")}
+    return parts, {p: data.targets[idx] for p, idx in parts.items()}
 
 
 def kmer_ridge(data: DownstreamData, ks: list[int], alphas: list[float]) -> dict[str, Any]:
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.preprocessing import normalize
 
+    parts, y = _parts(data)
+
     def builder(k: int):
-        def build(parts):
+        def build():
             vec = CountVectorizer(analyzer="char", ngram_range=(k, k), lowercase=False)
             vec.fit([data.sequences[i] for i in parts["train"]])  # vocabulary from train only
             return {
@@ -71,23 +80,24 @@ def kmer_ridge(data: DownstreamData, ks: list[int], alphas: list[float]) -> dict
 
         return build
 
-    return _ridge_select({f"k={k}": builder(k) for k in ks}, data, alphas)
+    return ridge_select({f"k={k}": builder(k) for k in ks}, y, alphas)
 
 
 def tfidf_ridge(data: DownstreamData, ngrams: list[int], alphas: list[float]) -> dict[str, Any]:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     words = [codon_words(s, data.spec.codon_frame) for s in data.sequences]
+    parts, y = _parts(data)
 
     def builder(n: int):
-        def build(parts):
+        def build():
             vec = TfidfVectorizer(analyzer="word", token_pattern=r"\S+", lowercase=False, ngram_range=(1, n))
             vec.fit([words[i] for i in parts["train"]])  # idf from train only
             return {p: vec.transform([words[i] for i in idx]) for p, idx in parts.items()}
 
         return build
 
-    return _ridge_select({f"ngram=1..{n}": builder(n) for n in ngrams}, data, alphas)
+    return ridge_select({f"ngram=1..{n}": builder(n) for n in ngrams}, y, alphas)
 
 
 def onehot_textcnn(data: DownstreamData, args: argparse.Namespace) -> dict[str, Any]:
@@ -151,6 +161,7 @@ def baseline(args: argparse.Namespace) -> dict[str, Any]:
         "task": data.spec.name,
         "seed": args.seed,
         "metrics": {**result["metrics"], **data.stats},
+        "predictions": test_predictions(data, result["test_pred"]),
         "config": {
             "kind": "baseline",
             "baseline": args.kind,
@@ -176,7 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-len", type=int, default=1024, help="one-hot TextCNN token cap (specials included)")
     parser.add_argument("--ks", type=int, nargs="+", default=[3, 4, 5], help="k-mer sizes tried (kmer-ridge)")
     parser.add_argument("--ngrams", type=int, nargs="+", default=[1, 2], help="codon n-gram ranges tried (tfidf)")
-    parser.add_argument("--alphas", type=float, nargs="+", default=DEFAULT_ALPHAS, help="ridge penalties tried")
     args = parser.parse_args(argv)
     if args.threads:
         import torch

@@ -87,6 +87,11 @@ class DownstreamData:
     # how the split was made, for the output JSON config: split (predefined|random|similarity), split_seed
     # (null for predefined), and for similarity min_seq_id, coverage, n_clusters
     split_info: dict[str, Any] = field(default_factory=dict)
+    rows: np.ndarray | None = None  # position of each row in the loaded dataset (subsample keeps a subset)
+
+    def __post_init__(self) -> None:
+        if self.rows is None:
+            self.rows = np.arange(len(self.sequences))
 
     def indices(self, part: str) -> np.ndarray:
         return np.nonzero(self.split == part)[0]
@@ -255,11 +260,14 @@ def load_dataset(
     mirror: str | os.PathLike | None = None,
     path: str | os.PathLike | None = None,
     seed: int = 0,
+    max_rows: int | None = None,
 ) -> DownstreamData:
     """Load, validate and split one registry dataset (``path`` overrides where the file is read from).
 
     ``seed`` is the downstream seed: random and similarity splits use split seed = registry ``seed`` + ``seed``
-    (0 = the registry's split); predefined (column) splits ignore it."""
+    (0 = the registry's split); predefined (column) splits ignore it. ``max_rows`` keeps a fixed random subset
+    of the rows (numpy seed 0, whatever the downstream seed, so every seed and every model sees the same rows)
+    before the split: for laptop-sized runs on large sets such as iCodon."""
     import pandas as pd
 
     spec = get_spec(name, registry)
@@ -277,6 +285,12 @@ def load_dataset(
     if len(frame) == 0:
         raise DatasetError(f"{file}: no data rows")
     line = np.arange(len(frame)) + 2  # header is line 1
+    n_full = len(frame)
+    if max_rows is not None and max_rows < 1:
+        raise DatasetError(f"{file}: --max-rows {max_rows}: must be >= 1")
+    if max_rows is not None and max_rows < len(frame):
+        keep = np.sort(np.random.default_rng(0).choice(len(frame), max_rows, replace=False))
+        frame, line = frame.iloc[keep].reset_index(drop=True), line[keep]
 
     raw_targets = frame[spec.target_column].str.strip()
     targets = pd.to_numeric(raw_targets, errors="coerce").to_numpy(dtype=np.float64)
@@ -327,6 +341,9 @@ def load_dataset(
             how = ", ".join(f"{k}={v}" for k, v in info.items())
             raise DatasetError(f"{file}: the {part} split is empty ({how})")
     stats = {f"n_{p}": int((split == p).sum()) for p in SPLITS}
+    if len(frame) < n_full:
+        stats["n_rows_full"] = n_full
+        info["rows"] = f"fixed subsample of {len(frame)} of {n_full} rows (numpy seed 0)"
     return DownstreamData(
         spec=spec, path=file, sequences=sequences, targets=targets, split=split, stats=stats, split_info=info
     )
@@ -349,4 +366,5 @@ def subsample(data: DownstreamData, max_train: int | None, seed: int) -> Downstr
         split=data.split[keep],
         stats=stats,
         split_info=data.split_info,
+        rows=data.rows[keep],
     )

@@ -158,9 +158,13 @@ def fit(
     return model, FitResult(val_metrics, best_epoch, epoch + 1, best_state, history)
 
 
+def predict_targets(model: Regressor, data: Split, batch_size: int = 128) -> np.ndarray:
+    """Predictions on the targets' own scale (the head is trained on standardised targets)."""
+    return predict(model, data, batch_size) * model.target_std + model.target_mean
+
+
 def evaluate(model: Regressor, data: Split, batch_size: int = 128) -> dict[str, float]:
-    pred = predict(model, data, batch_size) * model.target_std + model.target_mean
-    return regression_metrics(data.y, pred)
+    return regression_metrics(data.y, predict_targets(model, data, batch_size))
 
 
 def sweep(
@@ -190,7 +194,8 @@ def sweep(
                 best_model, best_cfg, best_fit = model, cfg, res
             else:
                 del model
-    test_metrics = evaluate(best_model, test, base.eval_batch_size)
+    test_pred = predict_targets(best_model, test, base.eval_batch_size)
+    test_metrics = regression_metrics(test.y, test_pred)
     return {
         "metrics": {**test_metrics, **{f"val_{k}": v for k, v in best_fit.val.items()}},  # unprefixed = test
         "selected": {
@@ -201,6 +206,7 @@ def sweep(
         },
         "grid": grid,
         "model": best_model,
+        "test_pred": test_pred,
     }
 
 

@@ -19,12 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from helm.downstream.datasets import DatasetError, DownstreamData, RegistryError, load_dataset, subsample
 from helm.downstream.embed import InputError, check_compatible, embed_tokens, encode, run_mode
 from helm.downstream.harness import FitConfig, Split, copy_encoder, sweep
 from helm.downstream.heads import HEADS
+
+PROBE_HEADS = (*HEADS, "ridge")  # ridge: closed-form, on mean-pooled embeddings (a fast linear probe)
 
 
 def add_fit_args(parser: argparse.ArgumentParser, head_default: str = "textcnn") -> None:
@@ -35,12 +38,30 @@ def add_fit_args(parser: argparse.ArgumentParser, head_default: str = "textcnn")
     parser.add_argument("--registry", default=None, help="dataset registry YAML (default: config/datasets.yaml)")
     parser.add_argument("--mirror", default=None, help="local data mirror searched before the URL")
     parser.add_argument("--data-file", default=None, help="read the dataset from this file instead (no sha256 check)")
-    parser.add_argument("--head", choices=HEADS, default=head_default)
+    parser.add_argument(
+        "--head",
+        choices=PROBE_HEADS,
+        default=head_default,
+        help="textcnn (the paper's), linear/mlp on pooled embeddings, ridge (closed form, pooled)",
+    )
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=None,
+        help="a fixed random subset of the dataset's rows, the same for every seed (large sets)",
+    )
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--patience", type=int, default=15, help="early-stopping patience (epochs)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 1e-4], help="head learning rates")
     parser.add_argument("--max-train", type=int, default=None, help="subsample the training split (smoke runs)")
+    parser.add_argument(
+        "--alphas",
+        type=float,
+        nargs="+",
+        default=[0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0],
+        help="ridge penalties tried (chosen on validation Spearman)",
+    )
     parser.add_argument(
         "--overlong",
         choices=("truncate", "error"),
@@ -51,9 +72,14 @@ def add_fit_args(parser: argparse.ArgumentParser, head_default: str = "textcnn")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def load_data(args: argparse.Namespace) -> DownstreamData:
+def load_data(args: argparse.Namespace, check=None) -> DownstreamData:
+    """The dataset as the flags ask: the seed's split, --max-rows, then --max-train. ``check(data)`` sees the
+    rows before --max-train (what a features file must match)."""
     # the downstream seed also re-draws random/similarity splits (config/datasets.yaml)
-    data = load_dataset(args.dataset, registry=args.registry, mirror=args.mirror, path=args.data_file, seed=args.seed)
+    data = load_dataset(args.dataset, registry=args.registry, mirror=args.mirror, path=args.data_file, seed=args.seed,
+                        max_rows=args.max_rows)  # fmt: skip
+    if check is not None:
+        check(data)
     return subsample(data, args.max_train, args.seed)
 
 
@@ -96,98 +122,123 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     return _atomic_write(Path(path), json.dumps(_plain(payload), indent=2, sort_keys=True) + "\n")
 
 
-def splits_of(data: DownstreamData, x: torch.Tensor, mask: torch.Tensor) -> dict[str, Split]:
+def splits_of(data: DownstreamData, x: torch.Tensor, mask: torch.Tensor, by_rows: bool = False) -> dict[str, Split]:
+    """train/val/test parts. ``x``/``mask`` hold one row per kept sequence of ``data``, or, with ``by_rows``, one
+    per row of the dataset as loaded (a features file, indexed through ``data.rows``)."""
     out = {}
     for part in ("train", "val", "test"):
-        idx = torch.as_tensor(data.indices(part))
-        out[part] = Split(x[idx], mask[idx], data.targets[idx.numpy()])
+        idx = data.indices(part)
+        rows = torch.as_tensor(data.rows[idx] if by_rows else idx)
+        out[part] = Split(x[rows], mask[rows], data.targets[idx])
     return out
 
 
-def probe(args: argparse.Namespace) -> dict[str, Any]:
-    from helm.run import load_run
+def test_predictions(data: DownstreamData, pred) -> dict[str, list]:
+    """The selected model's test predictions with their rows, so tables can bootstrap paired differences."""
+    idx = data.indices("test")
+    return {"test_index": data.rows[idx].tolist(), "test_y": data.targets[idx].tolist(),
+            "test_pred": [float(v) for v in pred]}  # fmt: skip
 
+
+def ridge_probe(parts: dict[str, Split], alphas: list[float]) -> dict[str, Any]:
+    """Closed-form ridge on mean-pooled embeddings (standardised on train), alpha chosen on validation."""
+
+    from helm.downstream.baselines import ridge_select  # baselines imports this module: import here
+    from helm.downstream.heads import masked_mean
+
+    pooled = {p: masked_mean(s.x.float(), s.mask).numpy().astype(np.float64) for p, s in parts.items()}
+    mean, std = pooled["train"].mean(0), pooled["train"].std(0) + 1e-8
+    mats = {p: (v - mean) / std for p, v in pooled.items()}
+    ys = {p: s.y for p, s in parts.items()}
+    return ridge_select({"mean-pooled": lambda: mats}, ys, alphas)
+
+
+def probe(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = load_run(args.run)
-    check_compatible(run.model, run.tokenizer, where=str(args.run))
-    data = load_data(args)
-    mode = run_mode(run.config)
-    max_len = min(int(args.max_len or run.model.config.max_seq_len), int(run.model.config.max_seq_len))
-    enc = encode(
-        run.tokenizer,
-        data.sequences,
-        max_len,
-        mode=mode,
-        codon_frame=data.spec.codon_frame,
-        overlong=args.overlong,
-        where=f"{data.path}",
-    )
+    if args.features:
+        from helm.downstream.features import check_features, load_features
+
+        feats = load_features(args.features)
+        data = load_data(args, check=lambda d: check_features(feats, d, str(args.features)))
+        run_id, meta, model = feats.meta["run"], feats.meta, None
+        x, mask, dim = feats.x, feats.mask, int(feats.x.shape[-1])
+        n_truncated, n_tail = meta["n_truncated"], meta["n_tail_trimmed"]
+    else:
+        from helm.run import load_run
+
+        run = load_run(args.run)
+        check_compatible(run.model, run.tokenizer, where=str(args.run))
+        data = load_data(args)
+        max_len = min(int(args.max_len or run.model.config.max_seq_len), int(run.model.config.max_seq_len))
+        mode = run_mode(run.config)
+        enc = encode(run.tokenizer, data.sequences, max_len, mode=mode, codon_frame=data.spec.codon_frame,
+                     overlong=args.overlong, where=f"{data.path}")  # fmt: skip
+        run_id, model, dim = run.run_id, run.model, int(run.model.config.hidden_size)
+        meta = {"mode": mode, "tokenizer": getattr(run.tokenizer, "name", None), "max_len": max_len}
+        n_truncated, n_tail = enc.n_truncated, enc.n_tail_trimmed
+        x, mask = enc.ids, enc.mask
+        if args.finetune == "none":
+            x = embed_tokens(model, enc, args.embed_batch_size, dtype=getattr(torch, args.feature_dtype),
+                             progress=not args.quiet, bf16=args.bf16)  # fmt: skip
+    if args.features and args.finetune != "none":
+        raise InputError(f"{args.features}: --finetune {args.finetune} needs the model (--run), not features")
+    if args.head == "ridge" and args.finetune != "none":
+        raise InputError(f"--head ridge is a frozen-feature probe; --finetune {args.finetune} needs a trained head")
     base = FitConfig(
         head=args.head, epochs=args.epochs, patience=args.patience, backbone_lr=args.backbone_lr, seed=args.seed
     )
-    dim = int(run.model.config.hidden_size)
     torch.manual_seed(args.seed)
-    if args.finetune == "none":
-        feats = embed_tokens(
-            run.model,
-            enc,
-            args.embed_batch_size,
-            dtype=getattr(torch, args.feature_dtype),
-            progress=not args.quiet,
-            bf16=args.bf16,
-        )
-        parts = splits_of(data, feats, enc.mask)
-        make_encoder = None
-    else:
-        parts = splits_of(data, enc.ids, enc.mask)
+    parts = splits_of(data, x, mask, by_rows=bool(args.features))
+    make_encoder = None
+    if args.finetune != "none":
 
         def make_encoder():
-            return copy_encoder(run.model, args.finetune, args.lora_r, args.lora_alpha)
+            return copy_encoder(model, args.finetune, args.lora_r, args.lora_alpha)
 
     t_embed = time.time() - t0
-    result = sweep(
-        parts["train"],
-        parts["val"],
-        parts["test"],
-        dim,
-        base,
-        args.batch_sizes,
-        args.lrs,
-        make_encoder,
-        progress=not args.quiet,
-    )
+    if args.head == "ridge":
+        result = ridge_probe(parts, args.alphas)
+        grid = result["grid"]
+    else:
+        result = sweep(parts["train"], parts["val"], parts["test"], dim, base, args.batch_sizes, args.lrs,
+                       make_encoder, progress=not args.quiet)  # fmt: skip
+        grid = [
+            {k: g[k] for k in ("batch_size", "lr", "best_epoch")} | {"val_spearman": g["val"]["spearman"]}
+            for g in result["grid"]
+        ]
     metrics = dict(result["metrics"])
     metrics.update({k: v for k, v in data.stats.items()})
-    metrics.update(n_truncated=enc.n_truncated, n_tail_trimmed=enc.n_tail_trimmed)
+    metrics.update(n_truncated=n_truncated, n_tail_trimmed=n_tail)
     return {
-        "run": run.run_id,
+        "run": run_id,
         "task": data.spec.name,
         "seed": args.seed,
         "metrics": metrics,
+        "predictions": test_predictions(data, result["test_pred"]),
         "config": {
             "kind": "probe",
-            "run_dir": str(args.run),
+            "run_dir": str(args.run) if args.run else meta.get("run_dir"),
+            "features": str(args.features) if args.features else None,
             "head": args.head,
             "finetune": args.finetune,
-            "batch_sizes": args.batch_sizes,
-            "lrs": args.lrs,
+            "batch_sizes": args.batch_sizes if args.head != "ridge" else None,
+            "lrs": args.lrs if args.head != "ridge" else None,
+            "alphas": args.alphas if args.head == "ridge" else None,
             "backbone_lr": args.backbone_lr if args.finetune != "none" else None,
-            "epochs": args.epochs,
-            "patience": args.patience,
+            "epochs": args.epochs if args.head != "ridge" else None,
+            "patience": args.patience if args.head != "ridge" else None,
             "max_train": args.max_train,
+            "max_rows": args.max_rows,
             "selected": result["selected"],
-            "grid": [
-                {k: g[k] for k in ("batch_size", "lr", "best_epoch")} | {"val_spearman": g["val"]["spearman"]}
-                for g in result["grid"]
-            ],
+            "grid": grid,
             "dataset_file": str(data.path),
             "sha256": data.spec.sha256,
             "metric": data.spec.metric,
-            "mode": mode,
-            "tokenizer": getattr(run.tokenizer, "name", None),
-            "max_len": max_len,
+            "mode": meta.get("mode"),
+            "tokenizer": meta.get("tokenizer"),
+            "max_len": meta.get("max_len"),
             "overlong": args.overlong,
             "codon_frame": data.spec.codon_frame,
             "sequence_type": data.spec.sequence_type,
@@ -200,16 +251,19 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from helm.downstream.features import add_embed_args
+
     parser = argparse.ArgumentParser(prog="helm probe", description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="run directory (model/, tokenizer/, config.yaml)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="run directory (model/, tokenizer/, config.yaml)")
+    source.add_argument("--features", help="frozen embeddings of the dataset written by `helm embed` (shared by "
+                        "every head and seed)")  # fmt: skip
     add_fit_args(parser)
     parser.add_argument("--finetune", choices=("none", "full", "lora"), default="none")
     parser.add_argument("--backbone-lr", type=float, default=1e-5, help="backbone learning rate when fine-tuning")
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--lora-alpha", type=float, default=16.0)
-    parser.add_argument("--max-len", type=int, default=None, help="token cap (default and upper bound: max_seq_len)")
-    parser.add_argument("--embed-batch-size", type=int, default=64)
-    parser.add_argument("--bf16", action="store_true", help="extract frozen embeddings under bfloat16 autocast")
+    add_embed_args(parser)
     parser.add_argument(
         "--feature-dtype",
         choices=("float32", "float16", "bfloat16"),

@@ -28,6 +28,57 @@ def helm(*args, timeout=600):
 FAST = ["--epochs", "2", "--batch-sizes", "32", "--lrs", "1e-3", "--quiet", "--threads", "1"]
 
 
+def spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b)[0])
+
+
+def test_embed_once_then_probe_every_head_from_the_features(tiny_runs, shared_data, tmp_path):
+    """`helm embed` + `helm probe --features` gives the same JSON as `helm probe --run` (the features are the
+    frozen embeddings it would compute), for the TextCNN head and the closed-form ridge probe."""
+    feats = tmp_path / "mrfp.safetensors"
+    res = helm("embed", "--run", tiny_runs["mlm"], "--dataset", "mrfp", "--mirror", shared_data, "--out", feats,
+               "--threads", "1", "--quiet")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    common = ["--dataset", "mrfp", "--seed", 1, "--mirror", shared_data, "--max-train", 80, *FAST]
+    for head in ("textcnn", "ridge"):
+        a, b = tmp_path / f"{head}-run.json", tmp_path / f"{head}-feats.json"
+        assert helm("probe", "--run", tiny_runs["mlm"], "--out", a, "--head", head, *common).returncode == 0
+        res = helm("probe", "--features", feats, "--out", b, "--head", head, *common)
+        assert res.returncode == 0, res.stderr
+        ja, jb = json.loads(a.read_text()), json.loads(b.read_text())
+        assert jb["run"] == ja["run"] == "tiny-mlm"
+        # the run path embeds in float32, the file stores float16: the same model up to that rounding
+        assert jb["metrics"]["spearman"] == pytest.approx(ja["metrics"]["spearman"], abs=0.02), head
+        assert jb["predictions"]["test_index"] == ja["predictions"]["test_index"]
+        assert jb["config"]["features"] == str(feats) and jb["config"]["head"] == head
+    # ridge = sklearn Ridge on the standardised mean-pooled embeddings, alpha chosen on validation
+    from safetensors.torch import load_file
+    from sklearn.linear_model import Ridge
+
+    from helm.downstream.datasets import load_dataset, subsample
+
+    tensors = load_file(str(feats))
+    x, mask = tensors["features"].float(), tensors["mask"]
+    pooled = ((x * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)).double().numpy()
+    data = subsample(load_dataset("mrfp", mirror=shared_data, seed=1), 80, 1)
+    part = {p: data.rows[data.indices(p)] for p in ("train", "val", "test")}
+    y = {p: data.targets[data.indices(p)] for p in part}
+    mu, sd = pooled[part["train"]].mean(0), pooled[part["train"]].std(0) + 1e-8
+    z = {p: (pooled[i] - mu) / sd for p, i in part.items()}
+    jb = json.loads((tmp_path / "ridge-feats.json").read_text())
+    alpha = jb["config"]["selected"]["alpha"]
+    best = max(jb["config"]["grid"], key=lambda g: g["val_spearman"])
+    assert best["alpha"] == alpha
+    pred = Ridge(alpha=alpha).fit(z["train"], y["train"]).predict(z["test"])
+    assert jb["metrics"]["spearman"] == pytest.approx(spearman(y["test"], pred), abs=1e-9)
+    # features of other rows are refused, naming the fix
+    res = helm("probe", "--features", feats, "--out", tmp_path / "x.json", "--dataset", "mrfp", "--mirror",
+               shared_data, "--max-rows", 500, *FAST)  # fmt: skip
+    assert res.returncode == 1 and "embed other rows" in res.stderr and "--max-rows" in res.stderr
+
+
 @pytest.mark.parametrize("finetune, head", [("none", "textcnn"), ("lora", "linear")])
 def test_probe_writes_the_contract_json(tiny_runs, shared_data, tmp_path, finetune, head):
     out = tmp_path / "probe.json"
@@ -53,9 +104,13 @@ def test_probe_writes_the_contract_json(tiny_runs, shared_data, tmp_path, finetu
     )
     assert res.returncode == 0, res.stderr
     payload = json.loads(out.read_text())
-    assert set(payload) == {"run", "task", "seed", "metrics", "config"}
+    assert set(payload) == {"run", "task", "seed", "metrics", "config", "predictions"}
     assert (payload["run"], payload["task"], payload["seed"]) == ("tiny-mlm", "mrfp", 2)
     m = payload["metrics"]
+    # the saved test predictions are the ones scored (tables bootstrap them)
+    pred = payload["predictions"]
+    assert len(pred["test_pred"]) == len(pred["test_y"]) == len(pred["test_index"]) == m["n_test"]
+    assert spearman(pred["test_y"], pred["test_pred"]) == pytest.approx(m["spearman"], abs=1e-9)
     assert {"spearman", "pearson", "r2", "val_spearman", "n_truncated"} <= set(m)
     assert (m["n_train"], m["n_val"], m["n_test"], m["n_train_full"]) == (60, 219, 219, 1021)
     assert payload["config"]["finetune"] == finetune and payload["config"]["head"] == head

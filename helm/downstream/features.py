@@ -1,0 +1,146 @@
+"""`helm embed`: a run's frozen per-token embeddings of one dataset, computed once and shared.
+
+    helm embed --run RUN_DIR --dataset NAME --out FEATURES.safetensors [--data-file F | --mirror DIR]
+        [--max-rows N] [--max-len N] [--overlong truncate|error] [--embed-batch-size 64] [--bf16] [--threads N]
+
+Every head and every downstream seed of a (run, dataset) pair reads the same file (`helm probe --features`),
+so the backbone runs once per pair, not once per seed and head. The file is safetensors (tensors only, no
+pickle): ``features`` float16 [N, L, H] (pads zeroed), ``mask`` bool [N, L], and string metadata: the run id,
+the dataset and its file, a digest of the sequences (``helm probe`` refuses features of other rows), the
+framing (mode, tokenizer, max_len) and the counts of cut (``n_truncated``) and tail-trimmed sequences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from helm.downstream.datasets import DatasetError, DownstreamData, RegistryError, load_dataset
+from helm.downstream.embed import InputError, check_compatible, embed_tokens, encode, run_mode
+
+
+@dataclass
+class Features:
+    x: torch.Tensor  # float16 [N, L, H]
+    mask: torch.Tensor  # bool [N, L]
+    meta: dict[str, Any]
+
+
+def sequences_digest(sequences: list[str]) -> str:
+    """sha256 of the cleaned sequences in order: ties a features file to the exact rows it embeds."""
+    h = hashlib.sha256()
+    for seq in sequences:
+        h.update(seq.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def save_features(path: str | Path, feats: Features) -> Path:
+    """Write the features atomically (a killed job leaves no half file for the next rule to read)."""
+    from safetensors.torch import save
+
+    from helm.run import _atomic_write
+
+    tensors = {"features": feats.x.contiguous(), "mask": feats.mask.contiguous()}
+    return _atomic_write(Path(path), save(tensors, metadata={k: json.dumps(v) for k, v in feats.meta.items()}))
+
+
+def load_features(path: str | Path) -> Features:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: features file not found (made by `helm embed`)")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
+            x, mask = fh.get_tensor("features"), fh.get_tensor("mask")
+    except Exception as exc:  # a foreign or truncated file
+        raise InputError(f"{path}: not a features file written by `helm embed` ({exc})") from None
+    return Features(x, mask, meta)
+
+
+def check_features(feats: Features, data: DownstreamData, where: str) -> None:
+    """The features must embed exactly the rows of ``data`` as loaded (same dataset, subsample and sequences)."""
+    meta = feats.meta
+    if meta.get("dataset") != data.spec.name:
+        raise InputError(f"{where}: features of dataset {meta.get('dataset')!r}, not {data.spec.name!r}")
+    if meta.get("n_rows") != len(data.sequences) or meta.get("sequences_sha256") != sequences_digest(data.sequences):
+        raise InputError(f"{where}: the features embed other rows ({meta.get('n_rows')} rows, max_rows "
+                         f"{meta.get('max_rows')}) than the dataset as loaded ({len(data.sequences)} rows); "
+                         "give the same --data-file and --max-rows as `helm embed`")  # fmt: skip
+
+
+def embed_dataset(args: argparse.Namespace) -> tuple[Features, dict[str, Any]]:
+    from helm.run import load_run
+
+    t0 = time.time()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = load_run(args.run)
+    check_compatible(run.model, run.tokenizer, where=str(args.run))
+    data = load_dataset(args.dataset, registry=args.registry, mirror=args.mirror, path=args.data_file,
+                        max_rows=args.max_rows)  # fmt: skip
+    mode = run_mode(run.config)
+    max_len = min(int(args.max_len or run.model.config.max_seq_len), int(run.model.config.max_seq_len))
+    enc = encode(run.tokenizer, data.sequences, max_len, mode=mode, codon_frame=data.spec.codon_frame,
+                 overlong=args.overlong, where=f"{data.path}")  # fmt: skip
+    x = embed_tokens(run.model, enc, args.embed_batch_size, dtype=torch.float16, progress=not args.quiet,
+                     bf16=args.bf16)  # fmt: skip
+    meta = {
+        "run": run.run_id, "run_dir": str(args.run), "dataset": data.spec.name, "dataset_file": str(data.path),
+        "sha256": data.spec.sha256, "n_rows": len(data.sequences), "sequences_sha256": sequences_digest(data.sequences),
+        "max_rows": args.max_rows, "mode": mode, "tokenizer": getattr(run.tokenizer, "name", None),
+        "max_len": max_len, "overlong": args.overlong, "codon_frame": data.spec.codon_frame,
+        "n_truncated": enc.n_truncated, "n_tail_trimmed": enc.n_tail_trimmed, "hidden_size": int(x.shape[-1]),
+        "bf16": args.bf16, "seconds": round(time.time() - t0, 2),
+    }  # fmt: skip
+    return Features(x, enc.mask, meta), meta
+
+
+def add_embed_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of the embedding step, shared by `helm embed` and `helm probe`."""
+    parser.add_argument("--max-len", type=int, default=None, help="token cap (default and upper bound: max_seq_len)")
+    parser.add_argument("--embed-batch-size", type=int, default=64)
+    parser.add_argument("--bf16", action="store_true", help="extract frozen embeddings under bfloat16 autocast")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="helm embed", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="run directory (model/, tokenizer/, config.yaml)")
+    parser.add_argument("--dataset", required=True, help="registry name (config/datasets.yaml)")
+    parser.add_argument("--out", required=True, help="output features file (.safetensors)")
+    parser.add_argument("--registry", default=None, help="dataset registry YAML (default: config/datasets.yaml)")
+    parser.add_argument("--mirror", default=None, help="local data mirror searched before the URL")
+    parser.add_argument("--data-file", default=None, help="read the dataset from this file instead (no sha256 check)")
+    parser.add_argument("--max-rows", type=int, default=None, help="a fixed random subset of rows (large sets)")
+    parser.add_argument("--overlong", choices=("truncate", "error"), default="truncate",
+                        help="sequences longer than the model's max_seq_len: cut (counted) or refuse")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_embed_args(parser)
+    args = parser.parse_args(argv)
+    from helm.fetch import FetchError
+
+    try:
+        feats, meta = embed_dataset(args)
+    except (DatasetError, RegistryError, InputError, FileNotFoundError, FetchError) as exc:
+        print(f"helm embed: error: {exc}", file=sys.stderr)
+        return 1
+    save_features(args.out, feats)
+    shape = "x".join(map(str, feats.x.shape))
+    print(f"{meta['run']} {meta['dataset']}: {shape} features, {meta['n_truncated']} cut, "
+          f"{meta['seconds']:.1f} s -> {args.out}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
