@@ -12,10 +12,11 @@ SLURM_PKGS := slurmctld slurmd slurm-client munge
 # Tools the Python package calls as programs: MMseqs2 (`mmseqs`) for similarity splits (config/datasets.yaml).
 SYSTEM_PKGS := mmseqs2
 
-.PHONY: install smoke test test-fast lint bench slurm-deps system-deps clean help
+.PHONY: install smoke study test test-fast lint bench slurm-deps system-deps clean help
 
 help:
 	@echo "make smoke   - set up, then run the smoke grid end to end -> results/tables.csv + results/report.html"
+	@echo "make study   - set up, then run the laptop study (config/study.yaml, ~2 h on 2 cores) -> docs/results/study/"
 	@echo "make test    - set up (venv, mmseqs2 and local Slurm packages when root), then run the whole test suite"
 	@echo "make test-fast / lint / bench / clean"
 
@@ -60,6 +61,20 @@ smoke: install system-deps
 		--report results/report.html
 	@echo "results: $(CURDIR)/results/tables.csv"
 	@echo "report:  $(CURDIR)/results/report.html"
+
+# The laptop study (config/study.yaml): the same workflow, its outputs copied to docs/results/study/ (committed)
+# with the resolved config, versions, machine and wall time per stage; the total wall time is appended here.
+STUDY := docs/results/study
+study: install system-deps
+	@date +%s > .study-start
+	$(BIN)/snakemake --profile workflow/profiles/default --configfile config/study.yaml --cores $(CORES)
+	$(BIN)/snakemake --profile workflow/profiles/default --configfile config/study.yaml --cores $(CORES) \
+		--report results/study/report.html
+	@$(BIN)/python -c "import sys, pandas as pd; f = '$(STUDY)/stage_times.csv'; t = pd.read_csv(f); \
+		t = t[t.stage != 'total']; t.loc[len(t)] = ['total', 'the two snakemake calls of make study', None, None, \
+		float(sys.argv[1]), None]; t.to_csv(f, index=False)" $$(( $$(date +%s) - $$(cat .study-start) ))
+	@rm -f .study-start
+	@echo "study: $(CURDIR)/$(STUDY)/ (report: results/study/report.html)"
 
 test: install slurm-deps system-deps
 	$(BIN)/python -m pytest -q

@@ -1,44 +1,60 @@
-"""`helm tables`: gather pretrain runs and downstream JSONs into results/tables.csv, pivot tables and plots.
+"""`helm tables`: gather pretrain runs and evaluation JSONs into results/tables.csv, summary tables and figures.
 
     helm tables --results results --runs results/pretrain/*/metrics.json --evals results/downstream/*/*/*.json \
-        --out results/tables.csv [--summary S.csv] [--helm-vs-xe H.csv] [--pretrain-table P.csv] \
-        [--loss-curves L.svg] [--task-bars T.svg]
+        --out results/tables.csv [--tables-dir results/tables] [--plots-dir results/plots] \
+        [--published config/published.yaml] [--replicates 2000]
 
 Inputs (the layout the Snakemake workflow writes, see docs/ARCHITECTURE.md "Workflow"):
-- a run directory `<results>/pretrain/<run>/` with `metrics.json`, `grid.json` (the run's grid coordinates:
-  grid block, arch, mode, size, preset, loss id, loss, alpha, beta, hierarchy, tokenizer), `config.yaml` and
-  `tb/` (TensorBoard); `--runs` takes the run directories or any file inside them;
-- evaluation JSONs `{"run", "task", "seed", "metrics": {...}, "config": {...}}`; under
-  `<results>/downstream/<task>/<run>/seed<N>.json` the task and run names are taken from the path;
-- Snakemake benchmark TSVs `<results>/benchmarks/pretrain/<run>.tsv` and
-  `<results>/benchmarks/downstream/<task>/<run>/seed<N>.tsv` (wall seconds `s`, peak memory `max_rss` in MB).
+- a run directory `<results>/pretrain/<run>/` with `metrics.json`, `grid.json` (the run's grid coordinates),
+  `config.yaml` and `tb/` (TensorBoard); `--runs` takes the run directories or any file inside them;
+- evaluation JSONs `{"run", "task", "seed", "metrics": {...}, "config": {...}[, "predictions": {...}]}`; under
+  `<results>/downstream/<task>/<run>/seed<N>.json` the task id and run are taken from the path;
+- Snakemake benchmark TSVs `<results>/benchmarks/...` (wall seconds `s`, peak memory `max_rss` in MB).
 
-`tables.csv` has one row per (run, task, seed, metric): the downstream metrics plus the pretraining metrics
-of every run (task `pretrain`), every grid coordinate as its own column and the benchmark columns. The plots
-are plain SVG (no plotting library needed), for `snakemake --report`.
+Outputs. `tables.csv` (long: one row per run, task, seed, metric, with every grid coordinate as a column) holds
+everything, raw training losses included. Every comparison (summary, difference to XE, figures) uses only
+loss-independent numbers -- codon perplexity and accuracy, amino-acid accuracy and mistake severity on the true
+tree, downstream scores -- because loss values of XE, HXE, soft labels and the aa losses are on different scales
+(docs/PROTOCOL.md "Comparable metrics"). Tables: `summary` (one row per run, one column per task's headline
+metric as mean ± sd over downstream seeds), `delta_vs_xe` (each loss minus XE with a 95 % interval from
+helm.stats, and the count of tasks it wins), `intrinsic`, `pretrain` (per-run details), `truncation` (sequences
+cut per run and task); CSV and Markdown. Figures (matplotlib, PNG + SVG): `learning_curves`, `task_scores`,
+`delta_to_xe`, `intrinsic`.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import math
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
+from helm import stats
+
 COORDS = ("grid", "arch", "mode", "size", "preset", "loss_id", "loss", "hxe_alpha", "soft_labels_beta", "hierarchy",
-          "tokenizer")  # fmt: skip
+          "tokenizer", "pretrain_seed", "model")  # fmt: skip
 KEYS = ("run", "task", "seed", "metric")
 BENCH = ("pretrain_s", "pretrain_max_rss_mb", "eval_s", "eval_max_rss_mb")
-COLUMNS = (*KEYS, "value", *COORDS, *BENCH)
-# the headline metric of a task, best first (the first one a task reports is used for the bars)
-HEADLINE = ("spearman", "test_spearman", "accuracy", "f1", "silhouette", "frechet_distance", "fd", "validity")
+COLUMNS = (*KEYS, "value", "dataset", "head", *COORDS, *BENCH)
+# the headline metric of a task, best first; generation metrics carry their embedding space ("...@space")
+HEADLINE = ("spearman", "accuracy", "silhouette_cosine", "silhouette_euclidean", "frechet_distance")
+# loss-independent pretraining metrics (test split), in the order tables and figures show them
+INTRINSIC = {
+    "test_ppl": "codon perplexity",
+    "test_acc": "codon accuracy",
+    "test_aa_acc": "amino-acid accuracy",
+    "test_mistake_severity": "mistake severity (true tree)",
+}
+LOWER_IS_BETTER = ("ppl", "mistake_severity", "frechet_distance")
+SEED_SUFFIX = re.compile(r"-s\d+$")
 
 
 def flatten(metrics: Any, prefix: str = "") -> dict[str, float]:
@@ -87,7 +103,16 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     metrics = {}
     if (run_dir / "metrics.json").is_file():
         metrics = flatten(json.loads((run_dir / "metrics.json").read_text()))
-    return {"run": coords.get("run", run_dir.name), "coords": coords, "seed": seed, "metrics": metrics}
+    run = coords.get("run", run_dir.name)
+    coords = {**coords, "pretrain_seed": coords.get("pretrain_seed", seed), "model": model_of(run, coords)}
+    return {"run": run, "coords": coords, "seed": seed, "metrics": metrics}
+
+
+def model_of(run: str, coords: dict[str, Any] | None = None) -> str:
+    """The run without its pretraining seed: the unit that seeds are aggregated over."""
+    if coords and coords.get("model"):
+        return str(coords["model"])
+    return SEED_SUFFIX.sub("", run)
 
 
 def _relative(path: Path, root: Path) -> Path | None:
@@ -95,6 +120,20 @@ def _relative(path: Path, root: Path) -> Path | None:
         return path.resolve().relative_to(root.resolve())
     except ValueError:
         return None
+
+
+def _eval_identity(path: Path, record: dict[str, Any], results: Path) -> tuple[str, str, Path | None]:
+    """(task id, run, benchmark file) of an evaluation JSON: from the workflow's path, else from the record."""
+    rel = _relative(path, results / "downstream")
+    if rel is not None and len(rel.parts) == 3:
+        return rel.parts[0], rel.parts[1], results / "benchmarks" / "downstream" / rel.with_suffix(".tsv")
+    return str(record.get("task")), Path(str(record.get("run"))).name, None
+
+
+def head_of(record: dict[str, Any]) -> str | None:
+    """What produced the scores: the probe head (textcnn, ridge ...) or the baseline's kind."""
+    config = record.get("config") or {}
+    return config.get("baseline") or config.get("head")
 
 
 def gather(results: str | Path, runs: Iterable[str | Path], evals: Iterable[str | Path]) -> pd.DataFrame:
@@ -113,60 +152,229 @@ def gather(results: str | Path, runs: Iterable[str | Path], evals: Iterable[str 
     for path in evals:
         path = Path(path)
         record = json.loads(path.read_text())
-        rel = _relative(path, results / "downstream")
-        if rel is not None and len(rel.parts) == 3:
-            task, run = rel.parts[0], rel.parts[1]
-            bench = read_benchmark(results / "benchmarks" / "downstream" / rel.with_suffix(".tsv"))
-        else:
-            task, run = str(record.get("task")), Path(str(record.get("run"))).name
-            bench = (None, None)
+        task, run, bench_file = _eval_identity(path, record, results)
+        bench = read_benchmark(bench_file) if bench_file else (None, None)
         for metric, value in flatten(record.get("metrics", {})).items():
             rows.append({"run": run, "task": task, "seed": record.get("seed"), "metric": metric, "value": value,
-                         "eval_s": bench[0], "eval_max_rss_mb": bench[1]})  # fmt: skip
-    table = pd.DataFrame(rows, columns=list(KEYS) + ["value", "eval_s", "eval_max_rss_mb"])
+                         "dataset": record.get("task"), "head": head_of(record), "eval_s": bench[0],
+                         "eval_max_rss_mb": bench[1]})  # fmt: skip
+    table = pd.DataFrame(rows, columns=[*KEYS, "value", "dataset", "head", "eval_s", "eval_max_rss_mb"])
     for col in COORDS:
         table[col] = [coords_of.get(run, {}).get(col) for run in table["run"]]
+    table["model"] = [m if isinstance(m, str) else model_of(r) for r, m in zip(table["run"], table["model"])]
     table["pretrain_s"] = [bench_of.get(run, (None, None))[0] for run in table["run"]]
     table["pretrain_max_rss_mb"] = [bench_of.get(run, (None, None))[1] for run in table["run"]]
     table["seed"] = pd.array(table["seed"], dtype="Int64")
     return table[list(COLUMNS)].sort_values(["run", "task", "seed", "metric"], kind="stable").reset_index(drop=True)
 
 
-def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Paper-style pivot: one row per run, columns `<task>/<metric>` (mean over seeds), `... sd`, `... n`."""
+def read_predictions(results: str | Path, evals: Iterable[str | Path]) -> dict[tuple[str, str, int], dict]:
+    """(task id, run, seed) -> {"index", "y", "pred"} (test rows) of the evaluations that saved predictions."""
+    out = {}
+    for path in evals:
+        path = Path(path)
+        record = json.loads(path.read_text())
+        pred = record.get("predictions") or {}
+        if {"test_index", "test_y", "test_pred"} <= set(pred):
+            task, run, _ = _eval_identity(path, record, Path(results))
+            out[(task, run, int(record["seed"]))] = {
+                "index": np.asarray(pred["test_index"]),
+                "y": np.asarray(pred["test_y"], np.float64),
+                "pred": np.asarray(pred["test_pred"], np.float64),
+            }
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- tables
+def headline_metric(metrics: Iterable[str]) -> str | None:
+    """The metric a task is judged by (HEADLINE order); generation: the Fréchet distance of its space."""
+    names = list(metrics)
+    for name in HEADLINE:
+        if name in names:
+            return name
+        spaced = sorted(n for n in names if n.startswith(name + "@"))
+        if spaced:
+            return spaced[0]
+    return None
+
+
+def headlines(table: pd.DataFrame) -> dict[str, str]:
+    """task id -> its headline metric (tasks without one are left out)."""
     evals = table[table["task"] != "pretrain"]
-    if evals.empty:
-        return pd.DataFrame(columns=["run"])
-    stats = evals.groupby(["run", "task", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
-    stats["column"] = stats["task"] + "/" + stats["metric"]
-    wide = stats.pivot(index="run", columns="column", values="mean")
-    sd = stats.pivot(index="run", columns="column", values="std").add_suffix(" sd")
-    n = stats.pivot(index="run", columns="column", values="count").add_suffix(" n")
-    wide = pd.concat([wide, sd, n], axis=1)
-    wide = wide[sorted(wide.columns)]
-    coords = table.drop_duplicates("run").set_index("run")[list(COORDS)]
-    return coords.join(wide, how="right").reset_index()
+    out = {}
+    for task, sub in evals.groupby("task"):
+        metric = headline_metric(sub["metric"].unique())
+        if metric is not None:
+            out[str(task)] = metric
+    return out
 
 
-def helm_vs_xe(table: pd.DataFrame) -> pd.DataFrame:
-    """Each non-XE loss next to the XE run of the same arch/mode/size/tokenizer: mean per task and metric."""
-    cols = ["arch", "mode", "size", "tokenizer", "task", "metric"]
-    evals = table[(table["task"] != "pretrain") & table["loss"].notna()]
-    out_cols = [*cols, "loss_id", "value", "xe_value", "delta", "n_seeds"]
-    if evals.empty:
-        return pd.DataFrame(columns=out_cols)
-    means = evals.groupby([*cols, "loss_id", "loss", "hierarchy"], dropna=False)["value"].agg(["mean", "count"])
-    means = means.reset_index()
-    is_xe = (means["loss"] == "XE") & (means["hierarchy"].fillna("true") == "true")
-    xe = means[is_xe][[*cols, "mean"]].rename(columns={"mean": "xe_value"})
-    other = means[~is_xe].merge(xe, on=cols, how="inner")
-    other = other.rename(columns={"mean": "value", "count": "n_seeds"})
-    other["delta"] = other["value"] - other["xe_value"]
-    return other[out_cols].sort_values(cols + ["loss_id"]).reset_index(drop=True)
+def _task_order(table: pd.DataFrame) -> list[str]:
+    return sorted(headlines(table))
+
+
+def run_info(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: its coordinates (baselines: only the run name)."""
+    info = table.drop_duplicates("run").set_index("run")[list(COORDS)]
+    info = info.assign(_base=info["loss_id"] != "xe")  # XE, the reference, first
+    info = info.sort_values(["_base", "model", "pretrain_seed"], na_position="last", kind="stable")
+    return info.drop(columns="_base")
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: each task's headline metric as 'mean ± sd' over downstream seeds, then the intrinsic
+    metrics; numeric `<task> mean/sd/n` columns follow for machines."""
+    heads = headlines(table)
+    info = run_info(table)
+    out = pd.DataFrame(index=info.index)
+    out["loss"] = info["loss_id"]
+    out["pretrain seed"] = pd.array(info["pretrain_seed"], dtype="Int64")
+    numeric = {}
+    for task in sorted(heads):
+        sub = table[(table["task"] == task) & (table["metric"] == heads[task])]
+        cells = {}
+        for run, vals in sub.groupby("run")["value"]:
+            mean, sd, n = stats.mean_sd(vals.tolist())
+            cells[run] = stats.format_mean_sd(mean, sd)
+            numeric[(run, f"{task} mean")], numeric[(run, f"{task} sd")], numeric[(run, f"{task} n")] = mean, sd, n
+        out[f"{task} ({heads[task]})"] = pd.Series(cells)
+    pre = table[table["task"] == "pretrain"]
+    for metric, label in INTRINSIC.items():
+        vals = pre[pre["metric"] == metric].set_index("run")["value"]
+        if len(vals):
+            out[label] = vals.map(lambda v: f"{v:.3f}")
+    for (run, col), value in numeric.items():
+        out.loc[run, col] = value
+    keep = [r for r in out.index if out.loc[r].drop(["loss", "pretrain seed"]).notna().any()]
+    return out.loc[keep].reset_index().rename(columns={"index": "run"})
+
+
+def intrinsic(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model (pretraining seeds pooled): mean ± sd of the intrinsic metrics and of synonymous clustering."""
+    pre = table[(table["task"] == "pretrain") & table["metric"].isin(list(INTRINSIC))]
+    clustering = table[table["metric"] == "silhouette_cosine"]
+    rows = []
+    order = list(dict.fromkeys(run_info(table)["model"]))  # XE first
+    for model, sub in sorted(pre.groupby("model"), key=lambda item: order.index(item[0])):
+        row = {"model": model, "loss": sub["loss_id"].iloc[0], "pretrain seeds": sub["run"].nunique()}
+        for metric, label in INTRINSIC.items():
+            mean, sd, _ = stats.mean_sd(sub[sub["metric"] == metric]["value"].tolist())
+            row[label] = stats.format_mean_sd(mean, sd)
+            row[f"{metric} mean"], row[f"{metric} sd"] = mean, sd
+        sil = clustering[clustering["model"] == model]
+        if len(sil):
+            # one value per run: downstream seeds of clustering only resample proteins, pool them per run first
+            per_run = sil.groupby("run")["value"].mean().tolist()
+            mean, sd, _ = stats.mean_sd(per_run)
+            row["synonymous clustering (silhouette)"] = stats.format_mean_sd(mean, sd)
+            row["silhouette_cosine mean"], row["silhouette_cosine sd"] = mean, sd
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _xe_partner(info: pd.DataFrame) -> dict[str, str]:
+    """model -> the XE model (true tree) of the same arch, mode, size and tokenizer, for every non-XE model."""
+    models = info.drop_duplicates("model").set_index("model")
+    models = models[models["loss"].notna()]
+    key = ["arch", "mode", "size", "tokenizer"]
+    xe = models[(models["loss"] == "XE") & (models["hierarchy"].fillna("true") == "true")]
+    out = {}
+    for model, row in models.drop(xe.index).iterrows():
+        match = xe[(xe[key] == row[key]).all(axis=1)]
+        if len(match):
+            out[str(model)] = str(match.index[0])
+    return out
+
+
+def delta_vs_xe(
+    table: pd.DataFrame, predictions: dict[tuple[str, str, int], dict], replicates: int = 2000
+) -> pd.DataFrame:
+    """Each loss minus XE per task (headline metric), with a 95 % interval (helm.stats), and the XE
+    seed-vs-seed difference as a yardstick of pretraining variance."""
+    heads = headlines(table)
+    info = run_info(table)
+
+    def by_seed(runs):
+        return sorted(runs, key=lambda r: info.loc[r, "pretrain_seed"] or 0)
+
+    runs_of = {m: by_seed(sub.index) for m, sub in info.groupby("model")}
+    pairs: list[tuple[str, list[str], list[str]]] = []
+    for model, xe in _xe_partner(info).items():
+        pairs.append((str(info.loc[runs_of[model][0], "loss_id"]), runs_of[model], runs_of[xe]))
+    for xe in sorted(set(_xe_partner(info).values())):
+        if len(runs_of[xe]) >= 2:  # the same loss, another pretraining seed: what "no effect" looks like
+            a, b = runs_of[xe][1], runs_of[xe][0]
+            label = f"xe seed {_seed(info.loc[a, 'pretrain_seed'])} vs {_seed(info.loc[b, 'pretrain_seed'])}"
+            pairs.append((label, [a], [b]))
+    rows = []
+    for task, metric in sorted(heads.items()):
+        sub = table[(table["task"] == task) & (table["metric"] == metric)]
+        for label, a_runs, b_runs in pairs:
+            seeds_of = [set(sub[sub["run"].isin(runs)]["seed"].dropna()) for runs in (a_runs, b_runs)]
+            seeds = sorted(seeds_of[0] & seeds_of[1])
+            if not seeds:
+                continue
+            model = model_of(a_runs[0], {"model": info.loc[a_runs[0], "model"]})
+            diff = _difference(sub, predictions, task, a_runs, b_runs, [int(s) for s in seeds], replicates)
+            sign = -1 if any(metric.startswith(m) for m in LOWER_IS_BETTER) else 1
+            rows.append({
+                "task": task, "metric": metric, "loss": label, "model": model, "xe model": info.loc[b_runs[0], "model"],
+                "delta": diff.estimate, "low": diff.low, "high": diff.high, "downstream seeds": diff.n_seeds,
+                "pretrain seeds": f"{len(a_runs)} vs {len(b_runs)}",
+                "verdict": _verdict(sign * diff.estimate, sign * diff.low, sign * diff.high), "method": diff.method,
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=["task", "metric", "loss", "model", "xe model", "delta", "low", "high",
+                                       "downstream seeds", "pretrain seeds", "verdict", "method"])  # fmt: skip
+
+
+def _seed(value: Any) -> str:
+    """A pretraining seed as written in a run id (the column is float when baselines leave it empty)."""
+    return str(int(value)) if value is not None and not pd.isna(value) else "?"
+
+
+def _verdict(delta: float, low: float, high: float) -> str:
+    """better / worse (the interval excludes 0), or 'no clear difference'; oriented so that higher is better."""
+    if math.isfinite(low) and low > 0:
+        return "better"
+    if math.isfinite(high) and high < 0:
+        return "worse"
+    return "no clear difference" if math.isfinite(low) else "no interval (one seed)"
+
+
+def _difference(sub, predictions, task, a_runs, b_runs, seeds, replicates) -> stats.Difference:
+    """Bootstrap when every evaluation saved its test predictions on the same rows, else a t interval."""
+    per_seed = {}
+    for seed in seeds:
+        got = [predictions.get((task, run, seed)) for run in (*a_runs, *b_runs)]
+        if any(g is None for g in got) or any(not np.array_equal(g["index"], got[0]["index"]) for g in got):
+            per_seed = None
+            break
+        per_seed[seed] = stats.SeedPredictions(
+            got[0]["y"], [g["pred"] for g in got[: len(a_runs)]], [g["pred"] for g in got[len(a_runs) :]]
+        )
+    if per_seed and sub["metric"].iloc[0] == "spearman":
+        return stats.paired_bootstrap(per_seed, replicates=replicates)
+    values = sub.groupby(["seed", "run"])["value"].mean().unstack("run")
+    d = values[a_runs].mean(axis=1) - values[b_runs].mean(axis=1)
+    mean, low, high = stats.t_interval(d.dropna().tolist())
+    return stats.Difference(mean, low, high, int(d.notna().sum()), (len(a_runs), len(b_runs)),
+                            f"paired t over {int(d.notna().sum())} downstream seed(s)")  # fmt: skip
+
+
+def win_counts(delta: pd.DataFrame) -> pd.DataFrame:
+    """Per loss: on how many tasks its mean beats XE, and on how many the 95 % interval says so."""
+    rows = []
+    for loss, sub in delta.groupby("loss", sort=False):
+        orient = np.where(sub["metric"].str.startswith(LOWER_IS_BETTER), -1, 1)
+        higher = int((orient * sub["delta"] > 0).sum())
+        rows.append({"loss": loss, "tasks": len(sub), "mean better than XE": higher,
+                     "better (interval > 0)": int((sub["verdict"] == "better").sum()),
+                     "worse (interval < 0)": int((sub["verdict"] == "worse").sum())})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def pretrain_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per pretrain run: coordinates, pretraining metrics and the job's benchmark."""
+    """One row per pretrain run: coordinates, pretraining metrics (raw losses included) and the job's benchmark."""
     pre = table[table["task"] == "pretrain"]
     if pre.empty:
         return pd.DataFrame(columns=["run", *COORDS, "pretrain_s", "pretrain_max_rss_mb"])
@@ -175,23 +383,25 @@ def pretrain_table(table: pd.DataFrame) -> pd.DataFrame:
     return info.join(wide).reset_index()
 
 
-# ------------------------------------------------------------------------------------------- SVG plots
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf")  # fmt: skip
+def truncation(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run and task: sequences cut at the model's max_seq_len (first seed; the count does not vary)."""
+    cut = table[table["metric"] == "n_truncated"]
+    # the rows a probe embeds: every row of the dataset as loaded (--max-train subsamples only the head's train)
+    sizes = table[table["metric"].isin(["n_train_full", "n_train", "n_val", "n_test"])]
+    rows = []
+    for (run, task), sub in cut.groupby(["run", "task"]):
+        seed = sub["seed"].min()
+        n = sizes[(sizes["run"] == run) & (sizes["task"] == task) & (sizes["seed"] == seed)].set_index("metric")
+        if n.empty:
+            continue
+        size = n["value"].get("n_train_full", n["value"].get("n_train", 0)) + n["value"].get("n_val", 0)
+        size += n["value"].get("n_test", 0)
+        rows.append({"run": run, "task": task, "n_truncated": int(sub["value"].iloc[0]), "n_sequences": int(size)})
+    return pd.DataFrame(rows, columns=["run", "task", "n_truncated", "n_sequences"])
 
 
-def _svg(width: int, height: int, body: list[str]) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'font-family="sans-serif" font-size="11">\n<rect width="100%" height="100%" fill="white"/>\n'
-            + "\n".join(body) + "\n</svg>\n")  # fmt: skip
-
-
-def _text(x: float, y: float, s: str, anchor: str = "start", **kw: Any) -> str:
-    extra = " ".join(f'{k.replace("_", "-")}="{v}"' for k, v in kw.items())
-    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" {extra}>{html.escape(str(s))}</text>'
-
-
-def read_scalars(tb_dir: Path, tags: Sequence[str] = ("train_loss", "val_loss")) -> dict[str, list[tuple[int, float]]]:
+# ----------------------------------------------------------------------------------------------- figures
+def read_scalars(tb_dir: Path, tags: Sequence[str] = ("val_ppl", "val_aa_acc")) -> dict[str, list[tuple[int, float]]]:
     """(step, value) series of the given TensorBoard scalar tags under a run's tb/ directory."""
     series: dict[str, list[tuple[int, float]]] = {}
     if not tb_dir.is_dir():
@@ -207,107 +417,319 @@ def read_scalars(tb_dir: Path, tags: Sequence[str] = ("train_loss", "val_loss"))
     return {tag: sorted(dict(points).items()) for tag, points in series.items()}
 
 
-def loss_curves_svg(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> str:
-    """Line chart: validation loss (solid) and training loss (faded) per run against steps."""
-    width, height, left, right, top, bottom = 900, 420, 60, 260, 20, 40
-    points = [(s, v) for run in curves.values() for ser in run.values() for s, v in ser if math.isfinite(v)]
-    body: list[str] = []
-    if not points:
-        body.append(_text(width / 2, height / 2, "no TensorBoard loss curves found", "middle"))
-        return _svg(width, height, body)
-    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
-    # losses of different kinds (XE ~ 4, normalized HXE ~ 0.03) share the axis: log scale when all are positive
-    log = all(p[1] > 0 for p in points)
-    scale = math.log10 if log else (lambda v: v)
-    y0, y1 = min(scale(p[1]) for p in points), max(scale(p[1]) for p in points)
+def _pyplot():
+    import matplotlib
 
-    def xy(step: float, value: float) -> str:
-        x = left + (step - x0) / (x1 - x0) * (width - left - right)
-        y = top + (1 - (scale(value) - y0) / (y1 - y0)) * (height - top - bottom)
-        return f"{x:.1f},{y:.1f}"
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
 
-    body.append(f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
-                f'fill="none" stroke="#444"/>')  # fmt: skip
-    for frac in (0, 0.5, 1):
-        tick = y0 + frac * (y1 - y0)
-        label = f"{10**tick if log else tick:.3g}"
-        body.append(_text(left - 4, top + (1 - frac) * (height - top - bottom) + 4, label, "end"))
-        body.append(_text(left + frac * (width - left - right), height - bottom + 14, f"{x0 + frac * (x1 - x0):.0f}",
-                          "middle"))  # fmt: skip
-    body.append(_text(left + (width - left - right) / 2, height - 6, "optimizer step", "middle"))
-    body.append(_text(12, top + (height - top - bottom) / 2, "loss (log scale)" if log else "loss", "middle",
-                      transform=f"rotate(-90 12 {top + (height - top - bottom) / 2:.0f})"))  # fmt: skip
-    for i, (run, series) in enumerate(sorted(curves.items())):
-        color = PALETTE[i % len(PALETTE)]
-        for tag, opacity in (("train_loss", 0.35), ("val_loss", 1.0)):
-            ser = [(s, v) for s, v in series.get(tag, []) if math.isfinite(v)]
-            if ser:
-                pts = " ".join(xy(s, v) for s, v in ser)
-                body.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-opacity="{opacity}" '
-                            f'stroke-width="1.5"/>')  # fmt: skip
-        ly = top + 14 * i + 8
-        body.append(f'<line x1="{width - right + 10}" y1="{ly - 4}" x2="{width - right + 30}" y2="{ly - 4}" '
-                    f'stroke="{color}" stroke-width="2"/>')  # fmt: skip
-        body.append(_text(width - right + 34, ly, run))
-    return _svg(width, max(height, top + 14 * len(curves) + 20), body)
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "font.size": 9, "axes.spines.top": False,
+                         "axes.spines.right": False, "svg.hashsalt": "helm", "svg.fonttype": "none"})  # fmt: skip
+    return plt
 
 
-def headline_metric(metrics: Iterable[str]) -> str | None:
-    names = list(metrics)
-    for name in HEADLINE:
-        if name in names:
-            return name
-    return sorted(names)[0] if names else None
+def _save(fig, stem: Path) -> list[Path]:
+    """PNG and SVG of one figure (SVG without a date, so reruns give the same bytes)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(out[0], bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(out[1], bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return out
 
 
-def task_bars_svg(table: pd.DataFrame) -> str:
-    """One panel per task: the headline metric (mean over seeds) per run, XE runs grey, the others coloured."""
-    evals = table[table["task"] != "pretrain"]
-    tasks = sorted(evals["task"].unique())
-    bar_h, gap, label_w, plot_w = 14, 28, 260, 420
-    body: list[str] = []
-    y = 20
-    for task in tasks:
-        sub = evals[evals["task"] == task]
-        metric = headline_metric(sub["metric"].unique())
-        sub = sub[sub["metric"] == metric]
-        means = sub.groupby("run")["value"].mean().sort_index()
-        loss_of = sub.drop_duplicates("run").set_index("run")["loss"]
-        body.append(_text(10, y, f"{task}: {metric} (mean over seeds)", font_weight="bold"))
-        y += 8
-        finite = [v for v in means if math.isfinite(v)]
-        lo, hi = min(0.0, *finite) if finite else 0.0, max(0.0, *finite) if finite else 1.0
-        span = (hi - lo) or 1.0
-        zero = label_w + (0 - lo) / span * plot_w
-        for run, value in means.items():
-            color = "#999999" if loss_of.get(run) == "XE" else ("#1f77b4" if pd.notna(loss_of.get(run)) else "#2ca02c")
-            body.append(_text(label_w - 6, y + bar_h - 3, run, "end"))
-            if math.isfinite(value):
-                x = label_w + (min(value, 0) - lo) / span * plot_w
-                w = abs(value) / span * plot_w
-                body.append(
-                    f'<rect x="{x:.1f}" y="{y}" width="{max(w, 0.5):.1f}" height="{bar_h - 2}" fill="{color}"/>'
-                )
-                body.append(_text(label_w + plot_w + 6, y + bar_h - 3, f"{value:.3f}"))
-            y += bar_h
-        body.append(f'<line x1="{zero:.1f}" y1="{y - bar_h * len(means)}" x2="{zero:.1f}" y2="{y}" stroke="#444"/>')
-        y += gap
-    if not tasks:
-        body.append(_text(20, 30, "no downstream results"))
-        y = 60
-    body.append(_text(10, y, "grey: XE, blue: hierarchy-aware losses, green: baselines"))
-    return _svg(label_w + plot_w + 80, y + 20, body)
+def _colors(labels: Sequence[str]) -> dict[str, Any]:
+    """A fixed colour per loss id: XE grey, the others from a qualitative map in a stable order."""
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10")
+    others = [lab for lab in sorted(set(labels), key=str) if lab not in ("xe", None)]
+    colors = {lab: cmap(i % 10) for i, lab in enumerate(others)}
+    colors["xe"] = "#555555"
+    return colors
 
 
-# ------------------------------------------------------------------------------------------------ CLI
-def _write_csv(frame: pd.DataFrame, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+def learning_curves_figure(curves: dict[str, dict[str, list[tuple[int, float]]]], loss_of: dict[str, str], stem: Path):
+    """Validation codon perplexity and amino-acid accuracy against optimizer steps, one line per run."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    colors = _colors(list(loss_of.values()))
+    styles = ["-", "--", ":", "-."]
+    seen_seed: dict[str, int] = {}
+    for run in sorted(curves):
+        loss = loss_of.get(run)
+        style = styles[seen_seed.setdefault(loss, 0) % len(styles)]
+        seen_seed[loss] += 1
+        for ax, tag in zip(axes, ("val_ppl", "val_aa_acc")):
+            points = [(s, v) for s, v in curves[run].get(tag, []) if math.isfinite(v)]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, style, color=colors.get(loss, "#1f77b4"), label=run, lw=1.4, marker=".", ms=4)
+    axes[0].set(xlabel="optimizer step", ylabel="validation codon perplexity (lower is better)")
+    axes[1].set(xlabel="optimizer step", ylabel="validation amino-acid accuracy (higher is better)")
+    if not any(curves.values()):
+        for ax in axes:
+            ax.text(0.5, 0.5, "no validation curves logged", ha="center", transform=ax.transAxes)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    fig.suptitle("Pretraining: loss-independent validation metrics (the training losses are on different scales)")
+    fig.tight_layout()
+    return _save(fig, stem)
 
 
-def _write_text(text: str, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text)
+def task_scores_figure(table: pd.DataFrame, published: list[dict[str, Any]], stem: Path):
+    """Per task: each model's headline score (mean ± sd over all its seeds), baselines as dashed lines and
+    published values as stars (their protocol differs: labelled in the legend)."""
+    plt = _pyplot()
+    heads = headlines(table)
+    tasks = sorted(heads)
+    ncols = min(3, max(1, len(tasks)))
+    nrows = max(1, math.ceil(len(tasks) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.6 * nrows), squeeze=False)
+    info = run_info(table)
+    colors = _colors(list(info["loss_id"]))
+    for ax, task in zip(axes.ravel(), tasks):
+        sub = table[(table["task"] == task) & (table["metric"] == heads[task])]
+        models = [m for m in dict.fromkeys(info["model"]) if m in set(sub["model"])]
+        pretrained = [m for m in models if pd.notna(info[info["model"] == m]["loss_id"].iloc[0])]
+        for i, model in enumerate(pretrained):
+            vals = sub[sub["model"] == model]["value"]
+            mean, sd, n = stats.mean_sd(vals.tolist())
+            loss = info[info["model"] == model]["loss_id"].iloc[0]
+            ax.errorbar(i, mean, yerr=0 if not math.isfinite(sd) else sd, fmt="o", color=colors.get(loss), capsize=3)
+            ax.plot(np.full(len(vals), i) + 0.18, vals, ".", color=colors.get(loss), alpha=0.45, ms=4)
+        for j, model in enumerate(m for m in models if m not in pretrained):
+            mean = sub[sub["model"] == model]["value"].mean()
+            ax.axhline(mean, ls="--", lw=1, color=plt.get_cmap("Dark2")(j % 8), label=f"{model} {mean:.2f}")
+        dataset = sub["dataset"].dropna().iloc[0] if sub["dataset"].notna().any() else task
+        for k, pub in enumerate(p for p in published if p.get("dataset") == dataset):
+            ax.plot(len(pretrained) - 0.5 + 0.25 * k, pub["value"], "*", ms=10, color=plt.get_cmap("Set1")(k % 9),
+                    label=f"published: {pub['label']} {pub['value']:.2f}")  # fmt: skip
+        ax.set_xticks(range(len(pretrained)))
+        ax.set_xticklabels([info[info["model"] == m]["loss_id"].iloc[0] for m in pretrained], rotation=45, ha="right")
+        ax.set_title(f"{task}", fontsize=10)
+        ax.set_ylabel(heads[task])
+        ax.grid(axis="y", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=1)
+    for ax in axes.ravel()[len(tasks) :]:
+        ax.axis("off")
+    fig.suptitle("Downstream test scores: mean ± sd over seeds (dots: single seeds); dashed: baselines through "
+                 "the same harness; stars: published values (other protocol and scale)", fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
+def delta_figure(delta: pd.DataFrame, stem: Path):
+    """Difference to XE per task with its 95 % interval; grey: XE against itself with another pretraining seed."""
+    plt = _pyplot()
+    tasks = list(dict.fromkeys(delta["task"])) if len(delta) else []
+    losses = list(dict.fromkeys(delta["loss"])) if len(delta) else []
+    fig, ax = plt.subplots(figsize=(8, 0.45 * max(1, len(tasks)) * max(1, len(losses)) ** 0.5 + 1.6))
+    colors = _colors([lab for lab in losses if not lab.startswith("xe seed")])
+    step = 0.8 / max(1, len(losses))
+    for j, loss in enumerate(losses):
+        sub = delta[delta["loss"] == loss].set_index("task")
+        y = [tasks.index(t) - 0.4 + step * (j + 0.5) for t in sub.index]
+        color = "#999999" if loss.startswith("xe seed") else colors.get(loss)
+        low = (sub["delta"] - sub["low"]).fillna(0).clip(lower=0)
+        high = (sub["high"] - sub["delta"]).fillna(0).clip(lower=0)
+        ax.errorbar(sub["delta"], y, xerr=[low, high], fmt="s" if loss.startswith("xe seed") else "o", color=color,
+                    capsize=2.5, ms=4, label=loss)  # fmt: skip
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(tasks)))
+    ax.set_yticklabels(tasks)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference to XE in the task's headline metric (95 % interval); > 0: better than XE")
+    if losses:
+        ax.legend(fontsize=7.5, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    else:
+        ax.text(0.5, 0.5, "no XE partner runs to compare", ha="center", transform=ax.transAxes)
+    ax.set_title("Hierarchy-aware losses minus cross-entropy, per task", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
+def intrinsic_figure(table: pd.DataFrame, stem: Path):
+    """Intrinsic metrics per model on held-out sequences (true tree): mean ± sd over pretraining seeds, and each
+    seed as a small dot (points, not bars: the differences are small next to the values)."""
+    plt = _pyplot()
+    frame = intrinsic(table)
+    pre = table[table["task"] == "pretrain"]
+    metrics = list(INTRINSIC.items())
+    per_run = {m: pre[pre["metric"] == m].groupby("model")["value"].apply(list) for m, _ in metrics}
+    if "silhouette_cosine mean" in frame:
+        metrics.append(("silhouette_cosine", "synonymous clustering (silhouette)"))
+        sil = table[table["metric"] == "silhouette_cosine"]
+        per_run["silhouette_cosine"] = sil.groupby(["model", "run"])["value"].mean().groupby("model").apply(list)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.9 * len(metrics), 3.4), squeeze=False)
+    colors = _colors(list(frame["loss"]) if len(frame) else [])
+    for ax, (metric, label) in zip(axes.ravel(), metrics):
+        if f"{metric} mean" not in frame:
+            ax.axis("off")
+            continue
+        for i, row in frame.reset_index(drop=True).iterrows():
+            color = colors.get(row["loss"])
+            sd = row[f"{metric} sd"]
+            ax.errorbar(i, row[f"{metric} mean"], yerr=0 if pd.isna(sd) else sd, fmt="o", color=color, capsize=3)
+            seeds = per_run[metric].get(row["model"], [])
+            ax.plot(np.full(len(seeds), i) + 0.15, seeds, ".", color=color, alpha=0.5, ms=4)
+        ax.set_xticks(range(len(frame)))
+        ax.set_xticklabels(frame["loss"], rotation=45, ha="right")
+        ax.set_xlim(-0.5, len(frame) - 0.5)
+        better = "lower" if any(k in metric for k in LOWER_IS_BETTER) else "higher"
+        ax.set_title(f"{label}\n({better} is better)", fontsize=8.5)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Held-out OAS sequences: intrinsic metrics on the true codon tree (mean ± sd over pretraining "
+                 "seeds; dots: single seeds)", fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def write_table(frame: pd.DataFrame, stem: Path, title: str = "", note: str = "") -> None:
+    """CSV (every column) and Markdown (the human columns: numeric helper columns are left out)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(stem.with_suffix(".csv"), index=False)
+    human = frame[[c for c in frame.columns if not re.search(r" (mean|sd|n)$", str(c))]]
+    text = (f"# {title}\n\n" if title else "") + _markdown(human) + (f"\n{note}\n" if note else "")
+    stem.with_suffix(".md").write_text(text)
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if not math.isfinite(v) else f"{v:.4g}"
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).replace("|", "/")
+
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_published(path: str | Path | None) -> list[dict[str, Any]]:
+    """Published values to mark on the task plots (config/published.yaml: each with its source and protocol)."""
+    if not path:
+        return []
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    return list(doc.get("values") or [])
+
+
+def write_outputs(args: argparse.Namespace) -> pd.DataFrame:
+    table = gather(args.results, args.runs, args.evals)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    if args.tables_dir:
+        tdir = Path(args.tables_dir)
+        predictions = read_predictions(args.results, args.evals)
+        delta = delta_vs_xe(table, predictions, replicates=args.replicates)
+        write_table(summary(table), tdir / "summary", "Summary: headline metric per task (mean ± sd over seeds)")
+        counts = win_counts(delta)
+        write_table(delta, tdir / "delta_vs_xe", "Each loss minus XE (95 % interval)", _markdown(counts))
+        write_table(counts, tdir / "win_counts", "Tasks on which each loss beats XE")
+        write_table(intrinsic(table), tdir / "intrinsic", "Intrinsic metrics on held-out sequences (true tree)")
+        write_table(pretrain_table(table), tdir / "pretrain", "Pretraining runs")
+        write_table(truncation(table), tdir / "truncation", "Sequences cut at the model's max_seq_len")
+    if args.plots_dir:
+        pdir = Path(args.plots_dir)
+        info = {read_run(run_dir_of(p))["run"]: run_dir_of(p) for p in args.runs}
+        curves = {run: read_scalars(path / "tb") for run, path in info.items()}
+        loss_of = {run: read_run(path)["coords"].get("loss_id") for run, path in info.items()}
+        learning_curves_figure(curves, loss_of, pdir / "learning_curves")
+        task_scores_figure(table, read_published(args.published), pdir / "task_scores")
+        delta_figure(delta_vs_xe(table, read_predictions(args.results, args.evals), args.replicates)
+                     if not args.tables_dir else delta, pdir / "delta_to_xe")  # fmt: skip
+        intrinsic_figure(table, pdir / "intrinsic")
+    return table
+
+
+# ---------------------------------------------------------------------------------------------- artifact
+STAGES = {"data": "prepare + merge", "pretrain": "pretraining", "embed": "frozen embeddings",
+          "downstream": "downstream heads, baselines, clustering"}  # fmt: skip
+
+
+def stage_times(results: Path) -> pd.DataFrame:
+    """Per stage (benchmarks/<stage>/...): jobs, summed job seconds, wall span (first start to last end, from
+    each benchmark file's time of writing minus its seconds) and the largest peak memory."""
+    rows = []
+    for stage, label in STAGES.items():
+        files = sorted((results / "benchmarks" / stage).rglob("*.tsv"))
+        spans, seconds, rss = [], 0.0, []
+        for f in files:
+            s, m = read_benchmark(f)
+            if s is None:
+                continue
+            end = f.stat().st_mtime
+            spans.append((end - s, end))
+            seconds += s
+            rss.append(m or 0.0)
+        if spans:
+            wall = max(e for _, e in spans) - min(b for b, _ in spans)
+            rows.append({"stage": stage, "what": label, "jobs": len(spans), "job_seconds": round(seconds, 1),
+                         "wall_seconds": round(wall, 1), "max_rss_mb": round(max(rss), 1)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["stage", "what", "jobs", "job_seconds", "wall_seconds", "max_rss_mb"])
+
+
+def versions() -> str:
+    """Python, platform, the packages that decide the numbers, and the code's git commit."""
+    import platform
+    import subprocess
+    from importlib import metadata
+
+    lines = [f"python {platform.python_version()}", f"platform {platform.platform()}"]
+    for pkg in ("helm-mrna", "torch", "lightning", "timm", "transformers", "tokenizers", "torchmetrics", "numpy",
+                "scipy", "scikit-learn", "pandas", "matplotlib", "snakemake"):  # fmt: skip
+        try:
+            lines.append(f"{pkg} {metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{pkg} (not installed)")
+    repo = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True)  # fmt: skip
+    if commit.returncode == 0:
+        lines.append(f"git {commit.stdout.strip()}" + (" (uncommitted changes)" if dirty.stdout.strip() else ""))
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: CPU model, cores, memory, OS, torch threads."""
+    import os
+    import platform
+
+    import psutil
+    import torch
+
+    cpu = platform.processor()
+    if Path("/proc/cpuinfo").is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]  # fmt: skip
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "os": platform.platform(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}  # fmt: skip
+
+
+def collect_artifact(results: str | Path, artifact: str | Path, workflow_config: dict[str, Any] | None) -> Path:
+    """Copy tables.csv, tables/ and plots/ of ``results`` into ``artifact`` (tables/, figures/) with the resolved
+    workflow config, versions.txt, machine.json and stage_times.csv."""
+    import shutil
+
+    results, artifact = Path(results), Path(artifact)
+    artifact.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(results / "tables.csv", artifact / "tables.csv")
+    for src, dst in (("tables", "tables"), ("plots", "figures")):
+        if (results / src).is_dir():
+            shutil.copytree(results / src, artifact / dst, dirs_exist_ok=True)
+    (artifact / "config.yaml").write_text(yaml.safe_dump(workflow_config or {}, sort_keys=False))
+    (artifact / "versions.txt").write_text(versions())
+    (artifact / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
+    stage_times(results).to_csv(artifact / "stage_times.csv", index=False)
+    return artifact
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,30 +737,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results root (benchmarks/ and downstream/ below it)")
     p.add_argument("--runs", nargs="*", default=[], help="pretrain run directories (or a file inside each)")
     p.add_argument("--evals", nargs="*", default=[], help="downstream evaluation JSONs")
-    p.add_argument("--out", required=True, help="the long table (tables.csv)")
-    p.add_argument("--summary", default=None, help="pivot: run x task/metric, mean over seeds")
-    p.add_argument("--helm-vs-xe", default=None, help="each loss next to the matching XE run")
-    p.add_argument("--pretrain-table", default=None, help="one row per pretrain run")
-    p.add_argument("--loss-curves", default=None, help="SVG of the runs' TensorBoard loss curves")
-    p.add_argument("--task-bars", default=None, help="SVG of per-task bars")
+    p.add_argument("--out", help="the long table (tables.csv)")
+    p.add_argument("--tables-dir", default=None, help="summary, delta_vs_xe, intrinsic, pretrain, truncation tables")
+    p.add_argument("--plots-dir", default=None, help="figures (PNG + SVG)")
+    p.add_argument("--published", default=None, help="published values to mark on the task plots (YAML)")
+    p.add_argument("--replicates", type=int, default=2000, help="bootstrap replicates for the intervals")
+    p.add_argument("--artifact", default=None, help="copy the outputs under --results into this folder, with the "
+                   "run's context (versions, machine, wall time per stage); needs no --out")  # fmt: skip
+    p.add_argument("--workflow-config", default=None, help="the resolved workflow config (JSON) for --artifact")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    table = gather(args.results, args.runs, args.evals)
-    _write_csv(table, args.out)
-    if args.summary:
-        _write_csv(summary(table), args.summary)
-    if args.helm_vs_xe:
-        _write_csv(helm_vs_xe(table), args.helm_vs_xe)
-    if args.pretrain_table:
-        _write_csv(pretrain_table(table), args.pretrain_table)
-    if args.loss_curves:
-        curves = {read_run(run_dir_of(p))["run"]: read_scalars(run_dir_of(p) / "tb") for p in args.runs}
-        _write_text(loss_curves_svg(curves), args.loss_curves)
-    if args.task_bars:
-        _write_text(task_bars_svg(table), args.task_bars)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.artifact:
+        config = json.loads(args.workflow_config) if args.workflow_config else None
+        out = collect_artifact(args.results, args.artifact, config)
+        print(f"helm tables: artifact -> {out}")
+        return 0
+    if not args.out:
+        parser.error("--out is required (or --artifact)")
+    table = write_outputs(args)
     n_runs, n_evals = table["run"].nunique(), len(args.evals)
     print(f"helm tables: {len(table)} rows ({n_runs} runs, {n_evals} evaluations) -> {args.out}")
     return 0

@@ -228,7 +228,9 @@ class TrainConfig:
     )
     decay_milestones: list[int] = _f([90, 180, 270], "multistep: epochs at which to decay", group="schedule")
     decay_epochs: float | None = _f(None, "step: decay interval in epochs (wsd/rsqrt: decay length)", group="schedule")
-    warmup_epochs: int = _f(5, "epochs of linear warmup", group="schedule")
+    warmup_epochs: float = _f(
+        5, "epochs of linear warmup (a fraction such as 0.05 needs --sched-on-updates)", group="schedule"
+    )
     warmup_prefix: bool = _f(
         False, "warmup is not counted in --epochs of the decay (it is trained before them, as timm)", group="schedule"
     )
@@ -542,6 +544,8 @@ def validate(cfg: TrainConfig, explicit_model_name: bool = False, preset: str | 
     for name in ("dropout", "attn_dropout"):
         need(0.0 <= getattr(cfg, name) < 1.0, f"--{name} {getattr(cfg, name)}: must lie in [0, 1)")
     need(cfg.lr is None or cfg.lr > 0, f"--lr {cfg.lr}: must be > 0")
+    need(cfg.sched_on_updates or float(cfg.warmup_epochs).is_integer(), f"--warmup-epochs {cfg.warmup_epochs}: a "
+         "fraction of an epoch needs --sched-on-updates (an epoch schedule steps once per epoch)")  # fmt: skip
     fractional_epochs = cfg.epoch_repeats > 0 and not (1 / cfg.epoch_repeats).is_integer()
     need(not (cfg.lr_noise and fractional_epochs and not cfg.sched_on_updates), f"--lr-noise with --epoch-repeats "
          f"{cfg.epoch_repeats}: the schedule then steps at fractional epochs, but timm draws its noise per whole "

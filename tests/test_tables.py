@@ -1,4 +1,6 @@
-"""helm tables on a small results tree laid out as the workflow writes it (values chosen by hand)."""
+"""helm tables on a small results tree laid out as the workflow writes it (values chosen by hand), checked against
+the definitions: means and sds, the difference to XE (bootstrap when predictions exist, else a t interval), the
+win counts, the truncation table, the figures and the artifact folder."""
 
 from __future__ import annotations
 
@@ -6,34 +8,41 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from helm import tables
 
+XE, HXE = "gpt2-mlm-tiny-xe-3mer", "gpt2-mlm-tiny-hxe0.4-3mer"
 COORDS = {
-    "gpt2-mlm-tiny-xe-3mer": {"loss_id": "xe", "loss": "XE", "hxe_alpha": None},
-    "gpt2-mlm-tiny-hxe0.4-3mer": {"loss_id": "hxe0.4", "loss": "HXE", "hxe_alpha": 0.4},
+    f"{XE}-s0": {"model": XE, "loss_id": "xe", "loss": "XE", "hxe_alpha": None, "pretrain_seed": 0},
+    f"{XE}-s1": {"model": XE, "loss_id": "xe", "loss": "XE", "hxe_alpha": None, "pretrain_seed": 1},
+    f"{HXE}-s0": {"model": HXE, "loss_id": "hxe0.4", "loss": "HXE", "hxe_alpha": 0.4, "pretrain_seed": 0},
 }
-# (run, seed) -> spearman of the mrfp probe
+# (run, seed) -> spearman of the mrfp probe (no predictions saved: the t interval path)
 SPEARMAN = {
-    ("gpt2-mlm-tiny-xe-3mer", 0): 0.50,
-    ("gpt2-mlm-tiny-xe-3mer", 1): 0.40,
-    ("gpt2-mlm-tiny-hxe0.4-3mer", 0): 0.70,
-    ("gpt2-mlm-tiny-hxe0.4-3mer", 1): 0.60,
-}
+    (f"{XE}-s0", 0): 0.50, (f"{XE}-s0", 1): 0.40, (f"{XE}-s0", 2): 0.45,
+    (f"{XE}-s1", 0): 0.52, (f"{XE}-s1", 1): 0.44, (f"{XE}-s1", 2): 0.41,
+    (f"{HXE}-s0", 0): 0.70, (f"{HXE}-s0", 1): 0.60, (f"{HXE}-s0", 2): 0.66,
+}  # fmt: skip
+INTRINSIC = {f"{XE}-s0": 20.0, f"{XE}-s1": 22.0, f"{HXE}-s0": 21.0}  # test_ppl
 
 
-def write_tree(root: Path) -> tuple[list[Path], list[Path]]:
+def write_tree(root: Path, predictions: bool = False) -> tuple[list[Path], list[Path]]:
     runs, evals = [], []
+    rng = np.random.default_rng(0)
+    y = {seed: rng.normal(size=60) for seed in range(3)}
     for run, extra in COORDS.items():
         run_dir = root / "pretrain" / run
         run_dir.mkdir(parents=True)
-        grid = {"run": run, "grid": "smoke", "arch": "gpt2", "mode": "mlm", "size": "tiny", "preset": "gpt2-tiny",
+        grid = {"run": run, "grid": "g", "arch": "gpt2", "mode": "mlm", "size": "tiny", "preset": "gpt2-tiny",
                 "hierarchy": "true", "soft_labels_beta": None, "tokenizer": "3mer", **extra}  # fmt: skip
         (run_dir / "grid.json").write_text(json.dumps(grid))
-        (run_dir / "metrics.json").write_text(json.dumps({"val_loss": 3.5, "test": {"acc": 0.25}, "note": "x"}))
-        (run_dir / "config.yaml").write_text("seed: 42\n")
+        metrics = {"val_loss": 3.5, "test_ppl": INTRINSIC[run], "test_acc": 0.3, "test": {"x": 1}, "note": "x"}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        (run_dir / "config.yaml").write_text(f"seed: {extra['pretrain_seed']}\n")
         bench = root / "benchmarks" / "pretrain" / f"{run}.tsv"
         bench.parent.mkdir(parents=True, exist_ok=True)
         bench.write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t300.0\n")
@@ -41,8 +50,16 @@ def write_tree(root: Path) -> tuple[list[Path], list[Path]]:
     for (run, seed), value in SPEARMAN.items():
         path = root / "downstream" / "mRFP" / run / f"seed{seed}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"run": run, "task": "mrfp", "seed": seed,
-                                    "metrics": {"spearman": value, "pearson": value / 2}, "config": {}}))  # fmt: skip
+        record = {"run": run, "task": "mrfp", "seed": seed, "config": {"head": "textcnn"},
+                  "metrics": {"spearman": value, "pearson": value / 2, "n_truncated": 5, "n_train": 40, "n_val": 10,
+                              "n_test": 60}}  # fmt: skip
+        if predictions:  # predictions whose test Spearman is about `value`, on the same rows for every run
+            noise = np.sqrt(1 / value**2 - 1)
+            pred = y[seed] + rng.normal(size=60) * noise
+            record["predictions"] = {"test_index": list(range(60)), "test_y": y[seed].tolist(),
+                                     "test_pred": pred.tolist()}  # fmt: skip
+            record["metrics"]["spearman"] = float(sps.spearmanr(y[seed], pred)[0])
+        path.write_text(json.dumps(record))
         bench = root / "benchmarks" / "downstream" / "mRFP" / run / f"seed{seed}.tsv"
         bench.parent.mkdir(parents=True, exist_ok=True)
         bench.write_text(f"s\tmax_rss\n{seed + 1.0}\t100.0\n")
@@ -53,61 +70,133 @@ def write_tree(root: Path) -> tuple[list[Path], list[Path]]:
 def test_long_table_has_one_row_per_run_task_seed_metric(tmp_path: Path) -> None:
     runs, evals = write_tree(tmp_path)
     table = tables.gather(tmp_path, runs, evals)
-    # 2 runs x 2 numeric pretrain metrics (the string is skipped) + 4 evaluations x 2 metrics
-    assert len(table) == 2 * 2 + 4 * 2
+    # 3 runs x 4 numeric pretrain metrics (the string is skipped) + 9 evaluations x 6 metrics
+    assert len(table) == 3 * 4 + 9 * 6
     assert not table.duplicated(["run", "task", "seed", "metric"]).any()
     assert set(tables.COORDS) <= set(table.columns)
     pre = table[table["task"] == "pretrain"]
-    assert set(pre["metric"]) == {"val_loss", "test.acc"}
-    assert (pre["seed"] == 42).all() and (pre["pretrain_s"] == 12.5).all()
+    assert set(pre["metric"]) == {"val_loss", "test_ppl", "test_acc", "test.x"}
+    assert (pre["pretrain_s"] == 12.5).all()
     row = table[(table["task"] == "mRFP") & (table["seed"] == 1) & (table["metric"] == "spearman")]
-    row = row[row["run"] == "gpt2-mlm-tiny-hxe0.4-3mer"].iloc[0]
+    row = row[row["run"] == f"{HXE}-s0"].iloc[0]
     assert row["value"] == pytest.approx(0.60) and row["loss"] == "HXE" and row["hxe_alpha"] == 0.4
+    assert (row["model"], row["pretrain_seed"], row["dataset"], row["head"]) == (HXE, 0, "mrfp", "textcnn")
     assert row["eval_s"] == 2.0 and row["eval_max_rss_mb"] == 100.0 and row["pretrain_max_rss_mb"] == 300.0
 
 
-def test_pivots_and_helm_vs_xe(tmp_path: Path) -> None:
-    runs, evals = write_tree(tmp_path)
-    table = tables.gather(tmp_path, runs, evals)
+def test_summary_is_one_row_per_run_with_mean_and_sd(tmp_path: Path) -> None:
+    table = tables.gather(tmp_path, *write_tree(tmp_path))
     summary = tables.summary(table).set_index("run")
-    assert summary.loc["gpt2-mlm-tiny-xe-3mer", "mRFP/spearman"] == pytest.approx(0.45)
-    assert summary.loc["gpt2-mlm-tiny-hxe0.4-3mer", "mRFP/spearman n"] == 2
-    versus = tables.helm_vs_xe(table)
-    sp = versus[versus["metric"] == "spearman"].iloc[0]
-    assert sp["loss_id"] == "hxe0.4"
-    assert sp["value"] == pytest.approx(0.65) and sp["xe_value"] == pytest.approx(0.45)
-    assert sp["delta"] == pytest.approx(0.20)
-    pre = tables.pretrain_table(table).set_index("run")
-    assert pre.loc["gpt2-mlm-tiny-xe-3mer", "val_loss"] == 3.5
+    values = [SPEARMAN[(f"{XE}-s1", s)] for s in range(3)]
+    assert summary.loc[f"{XE}-s1", "mRFP (spearman)"] == f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+    assert summary.loc[f"{XE}-s1", "mRFP mean"] == pytest.approx(np.mean(values))
+    assert summary.loc[f"{HXE}-s0", "codon perplexity"] == "21.000"
+    assert "val_loss" not in " ".join(summary.columns)  # raw losses are not comparable: not in the summary
+    intrinsic = tables.intrinsic(table).set_index("model")
+    assert intrinsic.loc[XE, "pretrain seeds"] == 2
+    assert intrinsic.loc[XE, "codon perplexity"] == f"21.000 ± {np.std([20.0, 22.0], ddof=1):.3f}"
 
 
-def test_cli_writes_every_output(tmp_path: Path) -> None:
-    runs, evals = write_tree(tmp_path)
+def test_delta_vs_xe_without_predictions_is_a_paired_t_interval(tmp_path: Path) -> None:
+    table = tables.gather(tmp_path, *write_tree(tmp_path))
+    delta = tables.delta_vs_xe(table, predictions={}).set_index("loss")
+    # per downstream seed: HXE minus the mean of XE's two pretraining seeds; then a t interval over the 3 seeds
+    d = [SPEARMAN[(f"{HXE}-s0", s)] - (SPEARMAN[(f"{XE}-s0", s)] + SPEARMAN[(f"{XE}-s1", s)]) / 2 for s in range(3)]
+    lo, hi = sps.t.interval(0.95, 2, loc=np.mean(d), scale=sps.sem(d))
+    row = delta.loc["hxe0.4"]
+    assert row["delta"] == pytest.approx(np.mean(d)) and (row["low"], row["high"]) == (
+        pytest.approx(lo),
+        pytest.approx(hi),
+    )
+    assert row["verdict"] == "better" and row["pretrain seeds"] == "1 vs 2" and "paired t" in row["method"]
+    # XE against itself with its other pretraining seed: the yardstick of a null difference
+    null = delta.loc["xe seed 1 vs 0"]
+    assert null["delta"] == pytest.approx(np.mean([SPEARMAN[(f"{XE}-s1", s)] - SPEARMAN[(f"{XE}-s0", s)]
+                                                   for s in range(3)]))  # fmt: skip
+    assert null["verdict"] == "no clear difference"
+    counts = tables.win_counts(tables.delta_vs_xe(table, {})).set_index("loss")
+    assert counts.loc["hxe0.4", "mean better than XE"] == 1 and counts.loc["hxe0.4", "better (interval > 0)"] == 1
+
+
+def test_delta_vs_xe_bootstraps_saved_predictions(tmp_path: Path) -> None:
+    runs, evals = write_tree(tmp_path, predictions=True)
+    table = tables.gather(tmp_path, runs, evals)
+    predictions = tables.read_predictions(tmp_path, evals)
+    assert len(predictions) == 9
+    row = tables.delta_vs_xe(table, predictions, replicates=400).set_index("loss").loc["hxe0.4"]
+    sp = table[(table["metric"] == "spearman")].set_index(["run", "seed"])["value"]
+    want = np.mean([sp[(f"{HXE}-s0", s)] - (sp[(f"{XE}-s0", s)] + sp[(f"{XE}-s1", s)]) / 2 for s in range(3)])
+    assert row["delta"] == pytest.approx(want, abs=1e-9)
+    assert row["low"] < row["delta"] < row["high"] and "bootstrap" in row["method"]
+
+
+def test_truncation_counts_every_embedded_row(tmp_path: Path) -> None:
+    table = tables.gather(tmp_path, *write_tree(tmp_path))
+    trunc = tables.truncation(table)
+    assert len(trunc) == 3 and (trunc["n_truncated"] == 5).all() and (trunc["n_sequences"] == 110).all()
+
+
+def test_cli_writes_every_table_and_figure(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    runs, evals = write_tree(tmp_path, predictions=True)
+    for i, run in enumerate(COORDS):  # learning curves come from the runs' TensorBoard scalars
+        writer = SummaryWriter(str(tmp_path / "pretrain" / run / "tb"))
+        for step in (10, 20, 30):
+            writer.add_scalar("val_ppl", 40 - step / 2 + i, step)
+            writer.add_scalar("val_aa_acc", 0.1 + step / 100, step)
+        writer.close()
+    published = tmp_path / "published.yaml"
+    published.write_text("values:\n  - {dataset: mrfp, label: 'someone (paper X)', value: 0.8}\n")
     out = tmp_path / "out"
     argv = ["--results", str(tmp_path), "--runs", *map(str, runs), "--evals", *map(str, evals),
-            "--out", str(out / "tables.csv"), "--summary", str(out / "s.csv"), "--helm-vs-xe", str(out / "h.csv"),
-            "--pretrain-table", str(out / "p.csv"), "--loss-curves", str(out / "l.svg"),
-            "--task-bars", str(out / "t.svg")]  # fmt: skip
+            "--out", str(out / "tables.csv"), "--tables-dir", str(out / "tables"), "--plots-dir", str(out / "plots"),
+            "--published", str(published), "--replicates", "200"]  # fmt: skip
     assert tables.main(argv) == 0
-    assert len(pd.read_csv(out / "tables.csv")) == 12
-    for svg in ("l.svg", "t.svg"):
-        root = ET.parse(out / svg).getroot()
-        assert root.tag.endswith("svg")
-    bars = (out / "t.svg").read_text()
-    assert bars.count("<rect ") >= 1 + 2  # background + one bar per run
-    assert "mRFP" in bars
+    assert len(pd.read_csv(out / "tables.csv")) == 3 * 4 + 9 * 6
+    for name in ("summary", "delta_vs_xe", "win_counts", "intrinsic", "pretrain", "truncation"):
+        assert len(pd.read_csv(out / "tables" / f"{name}.csv")) > 0, name
+        assert (out / "tables" / f"{name}.md").read_text().count("|") > 10, name
+    svgs = {}
+    for name in ("learning_curves", "task_scores", "delta_to_xe", "intrinsic"):
+        assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+        svgs[name] = (out / "plots" / f"{name}.svg").read_bytes()
+        assert ET.fromstring(svgs[name]).tag.endswith("svg")
+    assert b"someone (paper X)" in svgs["task_scores"] and b"xe seed 1 vs 0" in svgs["delta_to_xe"]
+    # figures carry no date: the same inputs give the same bytes (committed study figures do not churn)
+    assert tables.main(argv) == 0
+    assert all((out / "plots" / f"{name}.svg").read_bytes() == svg for name, svg in svgs.items())
 
 
-def test_loss_curves_from_tensorboard(tmp_path: Path) -> None:
+def test_artifact_folder_holds_the_context(tmp_path: Path) -> None:
+    runs, evals = write_tree(tmp_path)
+    argv = ["--results", str(tmp_path), "--runs", *map(str, runs), "--evals", *map(str, evals),
+            "--out", str(tmp_path / "tables.csv"), "--tables-dir", str(tmp_path / "tables")]  # fmt: skip
+    assert tables.main(argv) == 0
+    art = tmp_path / "art"
+    config = {"results": "x", "grids": {"g": {"arch": ["gpt2"]}}}
+    assert (
+        tables.main(["--results", str(tmp_path), "--artifact", str(art), "--workflow-config", json.dumps(config)]) == 0
+    )
+    assert (art / "tables.csv").read_text() == (tmp_path / "tables.csv").read_text()
+    assert (art / "tables" / "summary.md").is_file()
+    import yaml
+
+    assert yaml.safe_load((art / "config.yaml").read_text()) == config
+    assert "torch " in (art / "versions.txt").read_text() and "git " in (art / "versions.txt").read_text()
+    assert json.loads((art / "machine.json").read_text())["logical_cores"] >= 1
+    stages = pd.read_csv(art / "stage_times.csv").set_index("stage")
+    assert stages.loc["pretrain", "jobs"] == 3 and stages.loc["pretrain", "job_seconds"] == 37.5
+    assert stages.loc["downstream", "jobs"] == 9
+
+
+def test_read_scalars_from_tensorboard(tmp_path: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(tmp_path / "run" / "tb"))
-    for step, value in enumerate([4.0, 3.0, 2.5]):
-        writer.add_scalar("train_loss", value, step)
-    writer.add_scalar("val_loss", 2.8, 2)
+    for step, value in enumerate([40.0, 30.0, 25.0]):
+        writer.add_scalar("val_ppl", value, step)
+    writer.add_scalar("train_loss", 2.8, 2)
     writer.close()
     series = tables.read_scalars(tmp_path / "run" / "tb")
-    assert series["train_loss"] == [(0, 4.0), (1, 3.0), (2, 2.5)]
-    assert series["val_loss"] == [(2, pytest.approx(2.8))]
-    svg = tables.loss_curves_svg({"run": series})
-    assert svg.count("<polyline") == 2
+    assert series == {"val_ppl": [(0, 40.0), (1, 30.0), (2, 25.0)]}

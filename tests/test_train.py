@@ -55,6 +55,8 @@ def sample_value(name: str) -> list[str]:
         return ["0.8", "0.9"]
     if name == "max_steps":
         return ["7"]
+    if name == "warmup_epochs":  # a fraction needs --sched-on-updates (tested below)
+        return ["2"]
     if is_list:
         return ["3", "5"] if kind is int else ["0.3", "0.5"]
     if kind is int:
@@ -157,6 +159,7 @@ def test_bad_yaml_is_a_clear_error(tmp_path, capsys, content, message):
         (["--opt", "bnbadam", "--accelerator", "cpu"], "--opt bnbadam: needs CUDA and the bitsandbytes package"),
         (["--opt", "adahessian", "--model_name", "mamba"], "which mamba's selective scan cannot"),
         (["--sched", "plateau", "--sched-on-updates"], "--sched plateau steps once per epoch"),
+        (["--warmup-epochs", "0.05"], "--warmup-epochs 0.05: a fraction of an epoch needs --sched-on-updates"),
         (["--distributed-backend", "ddp_spawn"], "--distributed-backend ddp_spawn: spawn / fork launchers are not"),
         (["--distributed-backend", "ddp_fork"], "--distributed-backend ddp_fork: spawn / fork launchers are not"),
         (["--preset", "gpt2-huge"], "unknown model preset"),

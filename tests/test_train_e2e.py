@@ -256,6 +256,27 @@ def test_start_epoch_offsets_a_per_update_schedule(raw_dir, tmp_path):
         assert value == pytest.approx(0.5 * lr * (1 + math.cos(math.pi * t / total)), rel=1e-5), step
 
 
+def test_fractional_warmup_on_a_per_update_schedule(raw_dir, tmp_path):
+    """--warmup-epochs 0.25 with --sched-on-updates (the study's schedule): a linear warmup over the first quarter of
+    an epoch's updates, then cosine over the rest, as timm defines it (t = update index)."""
+    out = tmp_path / "run"
+    lr, warmup_lr, per_epoch = 1e-2, 1e-4, 8
+    argv = tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--sched", "cosine", "--sched-on-updates",
+                     "--epochs", "1", "--warmup-epochs", "0.25", "--warmup-lr", str(warmup_lr), "--lr", str(lr),
+                     "--min-lr", "0", "--limit-train-batches", str(per_epoch), "--limit-val-batches", "1",
+                     "--no-test")  # fmt: skip
+    assert main(argv) == 0
+    logged = scalars(out / "tb", "lr")
+    warm = 0.25 * per_epoch
+    assert sorted(logged) == list(range(per_epoch))
+    for step, value in logged.items():
+        if step < warm:
+            expected = warmup_lr + step * (lr - warmup_lr) / warm
+        else:
+            expected = 0.5 * lr * (1 + math.cos(math.pi * step / per_epoch))
+        assert value == pytest.approx(expected, rel=1e-5), step
+
+
 def test_layer_decay_applies_without_a_schedule(raw_dir, tmp_path):
     """--layer-decay with --sched none: timm scales the groups' lr only through a scheduler; it is applied once."""
     out = tmp_path / "run"

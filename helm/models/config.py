@@ -112,12 +112,13 @@ class ModelConfig:
 # (layers, hidden, intermediate) per backbone and size tag. Each tag is the parameter count at the codon
 # vocabulary (70 tokens) to within 10% for every backbone (tests/models/test_model_registry.py), so the grid
 # compares architectures at equal size. gpt2 50m/100m/150m are the seed's shapes; the seed's smallest one
-# (12 x 384) counts 21.5M, so 25m takes two more layers. hyena 50m is the paper's 7 x 768.
+# (12 x 384) counts 21.5M, so 25m takes two more layers. hyena 50m is the paper's 7 x 768. 1m (4 x 144) is the
+# laptop study's size (config/study.yaml): about 14k tokens/s on 2 CPU cores.
 SHAPES: dict[str, dict[str, tuple[int, int, int]]] = {
-    "gpt2": {"tiny": (2, 64, 128), "25m": (14, 384, 1536), "50m": (10, 640, 2560), "100m": (14, 768, 3072),
-             "150m": (12, 1024, 4096)},
-    "bert": {"tiny": (2, 64, 128), "25m": (14, 384, 1536), "50m": (10, 640, 2560), "100m": (14, 768, 3072),
-             "150m": (12, 1024, 4096)},
+    "gpt2": {"tiny": (2, 64, 128), "1m": (4, 144, 576), "25m": (14, 384, 1536), "50m": (10, 640, 2560),
+             "100m": (14, 768, 3072), "150m": (12, 1024, 4096)},
+    "bert": {"tiny": (2, 64, 128), "1m": (4, 144, 576), "25m": (14, 384, 1536), "50m": (10, 640, 2560),
+             "100m": (14, 768, 3072), "150m": (12, 1024, 4096)},
     "hyena": {"tiny": (2, 64, 128), "25m": (14, 384, 1536), "50m": (7, 768, 3072), "100m": (14, 768, 3072),
               "150m": (12, 1024, 4096)},
 }  # fmt: skip

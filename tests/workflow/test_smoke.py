@@ -103,8 +103,11 @@ def test_smoke_grid_tables(smoke: dict) -> None:
     evals = table[table["task"] != "pretrain"]
     assert evals["eval_s"].notna().all()
     assert table[table["run"].isin(runs)]["pretrain_s"].notna().all()
-    for name in ("summary.csv", "helm_vs_xe.csv", "pretrain.csv"):
-        assert len(pd.read_csv(smoke["work"] / "results" / "tables" / name)) > 0
+    for name in ("summary.csv", "delta_vs_xe.csv", "intrinsic.csv", "pretrain.csv", "truncation.csv"):
+        assert len(pd.read_csv(smoke["work"] / "results" / "tables" / name)) > 0, name
+    for name in ("learning_curves", "task_scores", "delta_to_xe", "intrinsic"):
+        for ext in ("png", "svg"):
+            assert (smoke["work"] / "results" / "plots" / f"{name}.{ext}").stat().st_size > 1000, name
 
 
 def test_finished_run_is_not_relaunched_by_changed_settings(smoke: dict) -> None:
@@ -132,4 +135,5 @@ def test_report_html(smoke: dict) -> None:
     work = smoke["work"]
     snakemake(work, "--report", str(work / "report.html"), env=smoke["env"])
     text = (work / "report.html").read_text(errors="replace")
-    assert "loss_curves.svg" in text and "task_bars.svg" in text and "tables.csv" in text
+    assert "learning_curves.png" in text and "task_scores.png" in text and "delta_vs_xe.csv" in text
+    assert "tables.csv" in text and "paired bootstrap" in text  # a caption made it into the report

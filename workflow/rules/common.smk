@@ -63,22 +63,26 @@ def preset_name(arch, mode, size):
 
 
 def expand_runs():
-    """run id -> grid coordinates; the union of every block's cartesian product, in config order."""
+    """run id -> grid coordinates; the union of every block's cartesian product, in config order. A block with a
+    `seed` axis (pretraining seeds) adds `-s<seed>` to its run ids; `model` is the id without it."""
     runs = {}
     for block, axes in config["grids"].items():
         for loss in axes["loss"]:
             if loss not in config["losses"]:
                 raise ValueError(f"grids.{block}.loss: {loss!r} is not an id under `losses`")
-        for arch, mode, size, loss, tok in itertools.product(
-            axes["arch"], axes["mode"], axes["size"], axes["loss"], axes["tokenizer"]
+        for arch, mode, size, loss, tok, seed in itertools.product(
+            axes["arch"], axes["mode"], axes["size"], axes["loss"], axes["tokenizer"], axes.get("seed") or [None]
         ):
-            run = f"{arch}-{mode}-{size}-{loss}-{tok}"
+            model = f"{arch}-{mode}-{size}-{loss}-{tok}"
+            run = model if seed is None else f"{model}-s{seed}"
             if run in runs:
                 runs[run]["grid"] += f"+{block}"
                 continue
             spec = config["losses"][loss]
             runs[run] = {
                 "run": run,
+                "model": model,
+                "pretrain_seed": seed,
                 "grid": block,
                 "arch": arch,
                 "mode": mode,
@@ -107,6 +111,12 @@ def _alternation(names):
 
 def tasks_of(command):
     return [name for name, task in TASKS.items() if task["command"] == command]
+
+
+def task_baselines(task):
+    """The baselines of a probe task: its own `baselines` list, else downstream.baselines."""
+    own = TASKS[task].get("baselines")
+    return own if own is not None else config["downstream"].get("baselines", [])
 
 
 def task_runs(task):
@@ -138,7 +148,7 @@ wildcard_constraints:
     rawfile=_alternation(RAW_FILES),
     task=_alternation(TASKS),
     seed=r"\d+",
-    method=_alternation(config["downstream"].get("baselines", [])),
+    method=_alternation({m for t in tasks_of("probe") for m in task_baselines(t)}),
 
 
 def resources(kind, key, default=None):
@@ -207,6 +217,7 @@ def train_args(wildcards):
             "soft-labels-beta": c["soft_labels_beta"],
             "hierarchy": c["hierarchy"],
             "tokenizer": c["tokenizer"],
+            "seed": c["pretrain_seed"],  # null (no seed axis): pretrain.args' seed or helm's default
         }
     )
     if c["tokenizer"] in LEARNED_TOKENIZERS:
@@ -233,6 +244,53 @@ def probe_data(wildcards):
     return raw_path(DATASETS[TASKS[wildcards.task]["dataset"]]["file"])
 
 
+def _task_arg(task, name):
+    args = TASKS[task].get("args") or {}
+    return args.get(name, args.get(name.replace("-", "_")))
+
+
+def frozen(task):
+    """A probe task on frozen embeddings reads them from the shared features file of its (run, dataset)."""
+    return (_task_arg(task, "finetune") or "none") == "none"
+
+
+def features_key(task):
+    """Tasks on the same dataset rows share one features file per run: `<dataset>` or `<dataset>-rows<N>`."""
+    rows = _task_arg(task, "max-rows")
+    return TASKS[task]["dataset"] + (f"-rows{rows}" if rows else "")
+
+
+FEATURE_SETS = {features_key(t): t for t in tasks_of("probe") if frozen(t)}  # key -> one task that names it
+
+
+def features_file(run, key):
+    return f"{R}/embeddings/{key}/{run}.safetensors"
+
+
+def probe_inputs(wildcards):
+    """A frozen probe reads the run's features of its dataset (embedded once); fine-tuning needs the run."""
+    inputs = {"data": probe_data(wildcards), "run": f"{R}/pretrain/{wildcards.run}/metrics.json"}
+    if frozen(wildcards.task):
+        inputs["features"] = features_file(wildcards.run, features_key(wildcards.task))
+    return inputs
+
+
+def probe_source(wildcards, input):
+    if frozen(wildcards.task):
+        return f"--features {shlex.quote(input.features)}"
+    return f"--run {shlex.quote(os.path.dirname(input.run))}"
+
+
+def embed_args(wildcards):
+    task = FEATURE_SETS[wildcards.key]
+    return format_args({"dataset": TASKS[task]["dataset"], "max-rows": _task_arg(task, "max-rows"),
+                        **(config["downstream"].get("embed_args") or {})})  # fmt: skip
+
+
+def embed_data(wildcards):
+    return raw_path(DATASETS[TASKS[FEATURE_SETS[wildcards.key]]["dataset"]]["file"])
+
+
 def annotate_data(wildcards):
     return [raw_path(u["file"]) for u in config["data"]["pretrain"] if u.get("format") == "oas"][:1]
 
@@ -243,28 +301,45 @@ def eval_json(task, run, seed):
 
 def all_evals():
     paths = [eval_json(t, run, s) for t in TASKS for run in task_runs(t) for s in SEEDS]
-    paths += [
-        eval_json(t, f"baseline-{m}", s)
-        for t in tasks_of("probe")
-        for m in config["downstream"].get("baselines", [])
-        for s in SEEDS
-    ]
+    paths += [eval_json(t, f"baseline-{m}", s) for t in tasks_of("probe") for m in task_baselines(t) for s in SEEDS]
     return paths
+
 
 
 def pretrain_targets():
     return [f"{R}/pretrain/{run}/metrics.json" for run in RUNS]
 
 
-TABLE_OUTPUTS = {
-    "tables": f"{R}/tables.csv",
-    "summary": f"{R}/tables/summary.csv",
-    "helm_vs_xe": f"{R}/tables/helm_vs_xe.csv",
-    "pretrain": f"{R}/tables/pretrain.csv",
-    "loss_curves": f"{R}/plots/loss_curves.svg",
-    "task_bars": f"{R}/plots/task_bars.svg",
-}
+TABLES = ("summary", "delta_vs_xe", "win_counts", "intrinsic", "pretrain", "truncation")  # helm tables --tables-dir
+PLOTS = ("learning_curves", "task_scores", "delta_to_xe", "intrinsic")  # helm tables --plots-dir
+REPORT = config.get("report") or {}
+ARTIFACT = REPORT.get("artifact")  # a folder that gets a copy of the tables and figures (a committed study)
+
+
+def table_outputs():
+    """Named outputs of the tables rule, each shown in the report with its caption (workflow/report/)."""
+    out = {}
+    for name in TABLES:
+        out[name] = report(f"{R}/tables/{name}.csv", caption=f"../report/table_{name}.rst", category="Tables")
+        out[f"{name}_md"] = f"{R}/tables/{name}.md"
+    for name in PLOTS:
+        caption = f"../report/figure_{name}.rst"
+        out[f"{name}_png"] = report(f"{R}/plots/{name}.png", caption=caption, category="Figures")
+        out[f"{name}_svg"] = f"{R}/plots/{name}.svg"
+    return out
+
+
+def published_file():
+    path = REPORT.get("published")
+    return str(REPO / path) if path and not Path(path).is_absolute() else (path or "")
+
+
+def artifact_targets():
+    if not ARTIFACT:
+        return []
+    return [f"{ARTIFACT}/{name}" for name in ("tables.csv", "config.yaml", "versions.txt", "machine.json",
+                                              "stage_times.csv")]  # fmt: skip
 
 
 def final_targets():
-    return list(TABLE_OUTPUTS.values())
+    return [f"{R}/tables.csv", *artifact_targets()]

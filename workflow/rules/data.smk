@@ -28,6 +28,8 @@ rule learn_tokenizer:
     threads: resources("default", "threads")
     resources:
         **slurm_resources("default"),
+    benchmark:
+        f"{R}/benchmarks/data/tokenizers/{{learned}}.tsv"
     log:
         f"{R}/logs/tokenizers/{{learned}}.log",
     conda:
@@ -49,6 +51,8 @@ rule prepare_unit:
     threads: resources("default", "threads")
     resources:
         **slurm_resources("default"),
+    benchmark:
+        f"{R}/benchmarks/data/{{tokenizer}}/{{unit}}.tsv"
     log:
         f"{R}/logs/prepare/{{tokenizer}}/{{unit}}.log",
     conda:
@@ -66,6 +70,8 @@ rule merge_units:
     threads: 1
     resources:
         **slurm_resources("default"),
+    benchmark:
+        f"{R}/benchmarks/data/{{tokenizer}}/merge.tsv"
     log:
         f"{R}/logs/prepare/{{tokenizer}}/merge.log",
     conda:

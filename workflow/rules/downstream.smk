@@ -1,17 +1,41 @@
 # Downstream evaluations: (pretrain run or baseline) x task x seed, one JSON each.
 
 
-rule probe:
+rule embed:
     input:
         run=f"{R}/pretrain/{{run}}/metrics.json",
-        data=probe_data,
+        data=embed_data,
+    output:
+        features_file("{run}", "{key}"),
+    wildcard_constraints:
+        key=_alternation(FEATURE_SETS),
+    params:
+        args=embed_args,
+        rundir=lambda w, input: os.path.dirname(input.run),
+    threads: resources("downstream", "threads")
+    resources:
+        **slurm_resources("downstream"),
+    benchmark:
+        f"{R}/benchmarks/embed/{{key}}/{{run}}.tsv"
+    log:
+        f"{R}/logs/embed/{{key}}/{{run}}.log",
+    conda:
+        "../../envs/helm.yaml"
+    shell:
+        "helm embed --run {params.rundir:q} --data-file {input.data:q} --threads {threads} --quiet {params.args}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule probe:
+    input:
+        unpack(probe_inputs),
     output:
         f"{R}/downstream/{{task}}/{{run}}/seed{{seed}}.json",
     wildcard_constraints:
         task=_alternation(tasks_of("probe")),
     params:
         args=task_args,
-        rundir=lambda w, input: os.path.dirname(input.run),
+        source=probe_source,
     threads: resources("downstream", "threads")
     resources:
         **slurm_resources("downstream"),
@@ -22,7 +46,7 @@ rule probe:
     conda:
         "../../envs/helm.yaml"
     shell:
-        "helm probe --run {params.rundir:q} --data-file {input.data:q} --seed {wildcards.seed} --threads {threads}"
+        "helm probe {params.source} --data-file {input.data:q} --seed {wildcards.seed} --threads {threads}"
         " {params.args}"
         " --out {output:q} > {log:q} 2>&1"
 

@@ -22,5 +22,6 @@ rule pretrain:
     conda:
         "../../envs/helm.yaml"
     shell:
-        "helm train --data_dir {input.corpus:q} {params.args} --output {params.rundir:q} >> {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} helm train --data_dir {input.corpus:q} {params.args} --output {params.rundir:q}"
+        " >> {log:q} 2>&1"
         " && echo {params.grid:q} > {output.grid:q}"

@@ -1,4 +1,5 @@
-# Tables (results/tables.csv + pivots) and the plots that `snakemake --report` embeds.
+# Tables (results/tables.csv, results/tables/*), figures (results/plots/*) for `snakemake --report`, and, when
+# report.artifact is set, a committed copy of them with the run's context (a study's docs/results/ folder).
 
 
 rule tables:
@@ -6,14 +7,12 @@ rule tables:
         evals=all_evals(),
         runs=pretrain_targets(),
     output:
-        tables=report(TABLE_OUTPUTS["tables"], caption="../report/tables.rst", category="Tables"),
-        summary=report(TABLE_OUTPUTS["summary"], caption="../report/summary.rst", category="Tables"),
-        helm_vs_xe=report(TABLE_OUTPUTS["helm_vs_xe"], caption="../report/helm_vs_xe.rst", category="Tables"),
-        pretrain=report(TABLE_OUTPUTS["pretrain"], caption="../report/pretrain.rst", category="Tables"),
-        loss_curves=report(TABLE_OUTPUTS["loss_curves"], caption="../report/loss_curves.rst", category="Plots"),
-        task_bars=report(TABLE_OUTPUTS["task_bars"], caption="../report/task_bars.rst", category="Plots"),
+        tables=report(f"{R}/tables.csv", caption="../report/tables.rst", category="Tables"),
+        **table_outputs(),
     params:
         results=lambda w, output: os.path.dirname(output.tables),
+        published=lambda w: f"--published {shlex.quote(published_file())}" if published_file() else "",
+        replicates=REPORT.get("replicates", 2000),
     log:
         f"{R}/logs/tables.log",
     conda:
@@ -21,6 +20,26 @@ rule tables:
     localrule: True
     shell:
         "helm tables --results {params.results:q} --runs {input.runs:q} --evals {input.evals:q}"
-        " --out {output.tables:q} --summary {output.summary:q} --helm-vs-xe {output.helm_vs_xe:q}"
-        " --pretrain-table {output.pretrain:q} --loss-curves {output.loss_curves:q}"
-        " --task-bars {output.task_bars:q} > {log:q} 2>&1"
+        " --out {output.tables:q} --tables-dir {params.results:q}/tables --plots-dir {params.results:q}/plots"
+        " --replicates {params.replicates} {params.published} > {log:q} 2>&1"
+
+
+if ARTIFACT:
+
+    rule artifact:
+        input:
+            rules.tables.output,
+        output:
+            artifact_targets(),
+        params:
+            results=lambda w, input: os.path.dirname(input[0]),  # the tables rule's first output: tables.csv
+            artifact=lambda w, output: os.path.dirname(output[0]),
+            config=lambda w: json.dumps(config, sort_keys=True),
+        log:
+            f"{R}/logs/artifact.log",
+        conda:
+            "../../envs/helm.yaml"
+        localrule: True
+        shell:
+            "helm tables --results {params.results:q} --artifact {params.artifact:q} --workflow-config {params.config:q}"
+            " > {log:q} 2>&1"
