@@ -272,7 +272,7 @@ class StatefulLoader(DataLoader):
 class HelmDataModule(pl.LightningDataModule):
     """LightningDataModule over a prepared directory (see the module docstring for batches and order).
 
-    ``num_samples`` (-1 = all) keeps the first N training sequences; validation/test are never cut.
+    ``num_samples`` (-1 = all) keeps the first N sequences of every split (a quick run evaluates quickly too).
     ``mask_replace`` applies to training only; validation/test always mask with ``<mask>``.
     ``position_ids`` is kept for the trainer's bookkeeping: batches always carry ``position_ids`` and the
     trainer passes them to the model only with ``--position_ids``."""
@@ -319,7 +319,7 @@ class HelmDataModule(pl.LightningDataModule):
                 self.masking_strategy,
                 self.masking_ratio,
                 seed=self.seed,
-                num_samples=self.num_samples if train else -1,
+                num_samples=self.num_samples,
                 fixed_epoch=None if train else 0,
                 # evaluation never shows a scored token: a random or kept token would make val/test accuracy
                 # partly a copy task (docs/PROTOCOL.md "Masking")

@@ -63,6 +63,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -241,16 +242,33 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 _ONLY_BASES = str.maketrans("", "", "ACGTN")  # deletes bases: what is left of a protein is not empty
+_STOP = re.compile(r"(?=(TAA|TAG|TGA))")  # every stop codon start, overlapping, in any frame
+STOP_POLICIES = ("reject", "keep")
+
+
+def has_internal_stop(seq: str) -> bool:
+    """A stop codon in frame 0 before the last codon: not one coding sequence (a frame error, a readthrough, two
+    genes). A stop as the last codon is the CDS's own end."""
+    last = len(seq) - len(seq) % 3 - 3
+    return any(m.start() % 3 == 0 and m.start() < last for m in _STOP.finditer(seq))
 
 
 def process_chunk(
-    fmt: str, payloads: list, orf: str, min_length: int, kmer: tuple[int, int] | None, alphabet: str = "nuc"
+    fmt: str,
+    payloads: list,
+    orf: str,
+    min_length: int,
+    kmer: tuple[int, int] | None,
+    alphabet: str = "nuc",
+    internal_stops: str = "reject",
 ) -> tuple[list[str], list[str | None], list[int], list[bool]]:
     """Clean and validate one chunk: (sequence or raw text, reject reason or None, dedup key or 0, tail trimmed)
     per row. ``alphabet``: ``nuc`` (nucleotides), ``aa`` (amino-acid inputs) or ``translate`` (nucleotide inputs
     translated to amino acids; OAS rows are always translated for an aa tokenizer). ``kmer``: (k, stride) of a
     k-mer tokenizer; a tail that does not fill a window is cut off (the plain codon tokenizer rejects it
-    instead). A pure function of its arguments, so worker processes can run it."""
+    instead). ``internal_stops``: a k-mer tokenizer that reads whole codons (k and stride multiples of 3) rejects
+    a sequence with an in-frame stop before its last codon (``internal_stop``) unless ``keep``. A pure function
+    of its arguments, so worker processes can run it."""
     seqs: list[str] = []
     reasons: list[str | None] = []
     keys: list[int] = []
@@ -293,6 +311,9 @@ def process_chunk(
                         # the trimmed sequence, what is trained on: two rows that differ only in the dropped tail
                         # give identical tokens, so they must count as duplicates and can never straddle splits.
                         seq, cut = seq[: k + (len(seq) - k) // stride * stride], True
+                if reason is None and internal_stops == "reject" and k % 3 == 0 and stride % 3 == 0:
+                    if alphabet == "nuc" and has_internal_stop(seq):
+                        reason, cut = "internal_stop", False
         seqs.append(seq)
         reasons.append(reason)
         keys.append(sequence_key(seq) if reason is None else 0)
@@ -317,7 +338,7 @@ def _chunks(sources: list[tuple[Path, int]], fmt: str, column: str | None, size:
 
 def _stream(chunks: Iterable[tuple], threads: int, *settings: Any) -> Iterator[tuple]:
     """Yield (chunk, processed) in input order; with threads > 1 a bounded pool of worker processes.
-    ``settings``: the trailing arguments of ``process_chunk`` (orf, min_length, kmer, alphabet)."""
+    ``settings``: the trailing arguments of ``process_chunk`` (orf, min_length, kmer, alphabet, internal_stops)."""
     if threads <= 1:
         for ch in chunks:
             yield ch, process_chunk(ch[2], ch[4], *settings)
@@ -408,6 +429,7 @@ def prepare(
     tokenizer_train_samples: int | None = None,
     progress: bool = True,
     force: bool = False,
+    internal_stops: str = "reject",
 ) -> dict:
     """Prepare ``inputs`` (or explicit train/val/test files) into ``output``; returns the summary dict.
     Raises ``DataError`` for whole-file problems and for an empty corpus after filtering."""
@@ -415,6 +437,8 @@ def prepare(
     output = Path(output)
     if orf not in ("none", "longest"):
         raise ValueError(f"orf must be 'none' or 'longest', got {orf!r}")
+    if internal_stops not in STOP_POLICIES:
+        raise ValueError(f"internal_stops must be one of {', '.join(STOP_POLICIES)}, got {internal_stops!r}")
     if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
         raise ValueError("val_fraction and test_fraction must be >= 0 and sum to less than 1")
     if min(threads, shard_tokens, chunk_rows) < 1:
@@ -456,6 +480,7 @@ def prepare(
         "seed": seed,
         "explicit_splits": explicit,
         "orf": orf,
+        "internal_stops": internal_stops,
         "alphabet": alphabet,
         "min_length": min_length,
         "dedup": dedup,
@@ -477,7 +502,8 @@ def prepare(
 
     def build() -> dict:
         def stream():
-            return _stream(_chunks(sources, fmt, column, chunk_rows), threads, orf, min_length, kmer, alphabet)
+            chunks = _chunks(sources, fmt, column, chunk_rows)
+            return _stream(chunks, threads, orf, min_length, kmer, alphabet, internal_stops)
 
         # learned tokenizers: a first pass collects (deduplicated) training-split sequences to train on
         if getattr(tok, "vocab", None) is None:
@@ -741,6 +767,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--orf", choices=["none", "longest"], default="none", help="longest: longest ATG ORF per record")
     p.add_argument(
+        "--internal_stops",
+        "--internal-stops",
+        choices=STOP_POLICIES,
+        default="reject",
+        help="codon tokenizers: a CDS with an in-frame stop before its last codon is rejected (internal_stop, "
+        "counted in rejects.tsv) or kept",
+    )
+    p.add_argument(
         "--translate",
         action="store_true",
         help="inputs are nucleotide CDSs (or ORFs with --orf longest): translate them (needs --tokenizer aa)",
@@ -794,6 +828,7 @@ def main(argv: list[str] | None = None) -> int:
                 tokenizer_train_samples=args.tokenizer_train_samples,
                 progress=not args.no_progress,
                 force=args.force,
+                internal_stops=args.internal_stops,
             )
     except (DataError, ValueError, FileNotFoundError) as err:
         print(f"helm prepare: error: {err}", file=sys.stderr)

@@ -92,20 +92,60 @@ def run_dir_of(path: str | Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def read_run(run_dir: Path) -> dict[str, Any]:
-    """Grid coordinates, training seed and flattened metrics.json of one pretrain run directory."""
-    coords: dict[str, Any] = {}
+def read_run(run_dir: Path, run_id: str | None = None) -> dict[str, Any]:
+    """Grid coordinates, training seed and flattened metrics.json of one pretrain run directory. A workflow run
+    names itself in grid.json; any other run gets its coordinates from its resolved config.yaml and is called
+    ``run_id`` (see ``run_ids``), never only by its folder's name."""
+    config = {}
+    if (run_dir / "config.yaml").is_file():
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    seed = config.get("seed")
     if (run_dir / "grid.json").is_file():
         coords = json.loads((run_dir / "grid.json").read_text())
-    seed = None
-    if (run_dir / "config.yaml").is_file():
-        seed = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("seed")
+    else:
+        coords = {**coords_from_config(config), "run": run_id or run_dir.name}
     metrics = {}
     if (run_dir / "metrics.json").is_file():
         metrics = flatten(json.loads((run_dir / "metrics.json").read_text()))
-    run = coords.get("run", run_dir.name)
+    run = coords.get("run", run_id or run_dir.name)
     coords = {**coords, "pretrain_seed": coords.get("pretrain_seed", seed), "model": model_of(run, coords)}
     return {"run": run, "coords": coords, "seed": seed, "metrics": metrics}
+
+
+def coords_from_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Grid coordinates of a run made outside the workflow, read off its resolved config.yaml (``helm train``)."""
+    if not config:
+        return {}
+    loss, hierarchy = config.get("loss"), config.get("hierarchy", "true")
+    alpha, beta = config.get("hxe_alpha"), config.get("soft_labels_beta")
+    loss_id = {"XE": "xe", "HXE": f"hxe{alpha:g}" if alpha is not None else "hxe", "aa_loss_add": "aaadd",
+               "aa_loss_only": "aaonly",
+               "soft_labels": f"soft{beta:g}" if beta is not None else "soft"}.get(loss)  # fmt: skip
+    if loss_id and hierarchy != "true" and loss not in ("XE", "aa_loss_add", "aa_loss_only"):
+        loss_id += "rand"
+    model = (config.get("derived") or {}).get("model") or {}
+    preset = config.get("preset")
+    size = preset.split("-", 1)[1] if preset and "-" in preset else None
+    if size is None and model:
+        size = f"{model.get('num_layers')}x{model.get('hidden_size')}"
+    mode = "mlm" if config.get("mode") == "mlm" else "clm"
+    return {"grid": None, "arch": config.get("model_name"), "mode": mode, "size": size, "preset": preset,
+            "loss_id": loss_id, "loss": loss, "hxe_alpha": alpha if loss == "HXE" else None,
+            "soft_labels_beta": beta if loss == "soft_labels" else None, "hierarchy": hierarchy,
+            "tokenizer": (config.get("derived") or {}).get("tokenizer") or config.get("tokenizer")}  # fmt: skip
+
+
+def run_ids(run_dirs: Sequence[Path]) -> dict[str, str]:
+    """Resolved run directory -> run id: the folder name where names are unique; else the path below the
+    folders' common parent (the seed's `--output OUT/gpt2/mlm` and `OUT/mamba/mlm` -> gpt2/mlm, mamba/mlm)."""
+    import os
+
+    resolved = [Path(d).resolve() for d in run_dirs]
+    names = [d.name for d in resolved]
+    if len(set(names)) == len(names) or len(resolved) < 2:
+        return {str(d): d.name for d in resolved}
+    root = Path(os.path.commonpath(resolved))
+    return {str(d): d.relative_to(root).as_posix() for d in resolved}
 
 
 def model_of(run: str, coords: dict[str, Any] | None = None) -> str:
@@ -122,11 +162,17 @@ def _relative(path: Path, root: Path) -> Path | None:
         return None
 
 
-def _eval_identity(path: Path, record: dict[str, Any], results: Path) -> tuple[str, str, Path | None]:
-    """(task id, run, benchmark file) of an evaluation JSON: from the workflow's path, else from the record."""
+def _eval_identity(
+    path: Path, record: dict[str, Any], results: Path, ids: dict[str, str] | None = None
+) -> tuple[str, str, Path | None]:
+    """(task id, run, benchmark file) of an evaluation JSON: from the workflow's path, else from the record (its
+    run directory, when that is one of the runs, gives the run id ``run_ids`` chose)."""
     rel = _relative(path, results / "downstream")
     if rel is not None and len(rel.parts) == 3:
         return rel.parts[0], rel.parts[1], results / "benchmarks" / "downstream" / rel.with_suffix(".tsv")
+    run_dir = (record.get("config") or {}).get("run_dir")
+    if run_dir and ids and str(Path(run_dir).resolve()) in ids:
+        return str(record.get("task")), ids[str(Path(run_dir).resolve())], None
     return str(record.get("task")), Path(str(record.get("run"))).name, None
 
 
@@ -142,8 +188,10 @@ def gather(results: str | Path, runs: Iterable[str | Path], evals: Iterable[str 
     rows: list[dict[str, Any]] = []
     coords_of: dict[str, dict[str, Any]] = {}
     bench_of: dict[str, tuple[float | None, float | None]] = {}
+    runs = [run_dir_of(p) for p in runs]
+    ids = run_ids(runs)
     for path in runs:
-        info = read_run(run_dir_of(path))
+        info = read_run(path, ids[str(path.resolve())])
         run = info["run"]
         coords_of[run] = info["coords"]
         bench_of[run] = read_benchmark(results / "benchmarks" / "pretrain" / f"{run}.tsv")
@@ -152,7 +200,7 @@ def gather(results: str | Path, runs: Iterable[str | Path], evals: Iterable[str 
     for path in evals:
         path = Path(path)
         record = json.loads(path.read_text())
-        task, run, bench_file = _eval_identity(path, record, results)
+        task, run, bench_file = _eval_identity(path, record, results, ids)
         bench = read_benchmark(bench_file) if bench_file else (None, None)
         for metric, value in flatten(record.get("metrics", {})).items():
             rows.append({"run": run, "task": task, "seed": record.get("seed"), "metric": metric, "value": value,
@@ -168,15 +216,18 @@ def gather(results: str | Path, runs: Iterable[str | Path], evals: Iterable[str 
     return table[list(COLUMNS)].sort_values(["run", "task", "seed", "metric"], kind="stable").reset_index(drop=True)
 
 
-def read_predictions(results: str | Path, evals: Iterable[str | Path]) -> dict[tuple[str, str, int], dict]:
+def read_predictions(
+    results: str | Path, evals: Iterable[str | Path], runs: Sequence[str | Path] = ()
+) -> dict[tuple[str, str, int], dict]:
     """(task id, run, seed) -> {"index", "y", "pred"} (test rows) of the evaluations that saved predictions."""
     out = {}
+    ids = run_ids([run_dir_of(p) for p in runs])
     for path in evals:
         path = Path(path)
         record = json.loads(path.read_text())
         pred = record.get("predictions") or {}
         if {"test_index", "test_y", "test_pred"} <= set(pred):
-            task, run, _ = _eval_identity(path, record, Path(results))
+            task, run, _ = _eval_identity(path, record, Path(results), ids)
             out[(task, run, int(record["seed"]))] = {
                 "index": np.asarray(pred["test_index"]),
                 "y": np.asarray(pred["test_y"], np.float64),
@@ -625,7 +676,7 @@ def write_outputs(args: argparse.Namespace) -> pd.DataFrame:
     table.to_csv(args.out, index=False)
     if args.tables_dir:
         tdir = Path(args.tables_dir)
-        predictions = read_predictions(args.results, args.evals)
+        predictions = read_predictions(args.results, args.evals, args.runs)
         delta = delta_vs_xe(table, predictions, replicates=args.replicates)
         write_table(summary(table), tdir / "summary", "Summary: headline metric per task (mean ± sd over seeds)")
         counts = win_counts(delta)
@@ -636,12 +687,14 @@ def write_outputs(args: argparse.Namespace) -> pd.DataFrame:
         write_table(truncation(table), tdir / "truncation", "Sequences cut at the model's max_seq_len")
     if args.plots_dir:
         pdir = Path(args.plots_dir)
-        info = {read_run(run_dir_of(p))["run"]: run_dir_of(p) for p in args.runs}
+        dirs = [run_dir_of(p) for p in args.runs]
+        ids = run_ids(dirs)
+        info = {read_run(d, ids[str(d.resolve())])["run"]: d for d in dirs}
         curves = {run: read_scalars(path / "tb") for run, path in info.items()}
-        loss_of = {run: read_run(path)["coords"].get("loss_id") for run, path in info.items()}
+        loss_of = {run: read_run(path, run)["coords"].get("loss_id") for run, path in info.items()}
         learning_curves_figure(curves, loss_of, pdir / "learning_curves")
         task_scores_figure(table, read_published(args.published), pdir / "task_scores")
-        delta_figure(delta_vs_xe(table, read_predictions(args.results, args.evals), args.replicates)
+        delta_figure(delta_vs_xe(table, read_predictions(args.results, args.evals, args.runs), args.replicates)
                      if not args.tables_dir else delta, pdir / "delta_to_xe")  # fmt: skip
         intrinsic_figure(table, pdir / "intrinsic")
     return table

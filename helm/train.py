@@ -106,7 +106,7 @@ class TrainConfig:
     batch_size: int = _f(
         64, "batch size per device (global batch = this x devices x nodes x grad-accum-steps)", group="data"
     )
-    num_samples: int = _f(-1, "use only the first N training sequences (-1 = all)", group="data")
+    num_samples: int = _f(-1, "use only the first N sequences of each split: train, val, test (-1 = all)", group="data")
     # --------------------------------------------------------------------------------------------- model
     model_name: str = _f("gpt2", "backbone: gpt2, bert, mamba, hyena (see `helm models`)", group="model")
     bidirectional: bool = _f(
@@ -682,9 +682,9 @@ def resolve_data(cfg: TrainConfig, out: Path) -> Path:
     }
     prepared = out / "data"
     if _rank() == 0:
-        from helm.prepare import prepare
+        from helm.prepare import format_summary, prepare
 
-        prepare(
+        summary = prepare(
             output=prepared,
             tokenizer=tokenizer_name(cfg),
             overlap=cfg.overlap,
@@ -696,6 +696,7 @@ def resolve_data(cfg: TrainConfig, out: Path) -> Path:
             vocab_size=cfg.vocab_size or 256,
             progress=cfg.progress_bar,
         )
+        print(format_summary(prepared, summary), file=sys.stderr)  # kept and rejected rows, by reason, as prepare
     else:  # other ranks (started by Lightning or Slurm) wait for rank 0
         deadline = time.time() + 3600
         while not (prepared / "summary.json").exists():
@@ -726,6 +727,23 @@ def check_tokenizer(cfg: TrainConfig, tokenizer: Any, where: Path) -> None:
             raise ValueError(f"--vocab_size {cfg.vocab_size}: the prepared data in {where} has a learned {want} "
                              f"vocabulary of {len(tokenizer)} tokens; give the matching value or prepare the data "
                              "again")  # fmt: skip
+
+
+def check_warmup(cfg: TrainConfig, updates_per_epoch: int) -> None:
+    """Refuse a run whose lr warmup lasts as long as the run itself: the lr would never leave the ramp up from
+    --warmup-lr (1e-8 by default), and the run would finish without having learned (silently)."""
+    if cfg.sched == "none" or not cfg.warmup_epochs or cfg.warmup_prefix:
+        return
+    warmup_updates = cfg.warmup_epochs * updates_per_epoch
+    run_updates = cfg.epochs * updates_per_epoch
+    if cfg.max_steps > 0:
+        run_updates = min(run_updates, cfg.max_steps)
+    if warmup_updates >= run_updates:
+        length = f"--max-steps {cfg.max_steps}" if cfg.max_steps > 0 else f"--epochs {cfg.epochs}"
+        raise ValueError(f"--warmup-epochs {cfg.warmup_epochs:g} ({warmup_updates:g} updates) covers the whole run "
+                         f"({length}, {run_updates} updates): the lr would never leave its warmup from --warmup-lr "
+                         f"{cfg.warmup_lr:g}; pass a shorter --warmup-epochs (0, or a fraction with "
+                         "--sched-on-updates) or train longer")  # fmt: skip
 
 
 def model_config(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
@@ -782,8 +800,13 @@ def prepare_run(cfg: TrainConfig) -> tuple[Path, str | None]:
         if _rank() == 0:
             import shutil
 
+            source = Path(cfg.resume).resolve() if cfg.resume else None
             for entry in OWN_ENTRIES:
                 target = out / entry
+                if source is not None and (source == target.resolve() or target.resolve() in source.parents):
+                    # --resume from inside this run (extending a finished run in place): the checkpoint asked for
+                    # must survive, and the checkpoints beside it belong to the same run's history
+                    continue
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     ckpt = cfg.resume
     if ckpt is None and (last := run.last_checkpoint(out)) is not None:
@@ -809,17 +832,27 @@ def _quiet_lightning() -> None:
 
 
 def _clock():
-    """A callback timing the training loop itself (for tokens/s), excluding start-up and final evaluation."""
+    """A callback timing the training steps themselves (for tokens/s): start-up, the validations during training
+    and the final evaluation are left out."""
     import lightning.pytorch as pl
 
     class Clock(pl.Callback):
-        start = seconds = 0.0
+        start = seconds = validating = 0.0
+        val_start: float | None = None
 
         def on_train_start(self, trainer, module) -> None:
             self.start = time.perf_counter()
 
+        def on_validation_start(self, trainer, module) -> None:
+            self.val_start = time.perf_counter()
+
+        def on_validation_end(self, trainer, module) -> None:
+            if self.val_start is not None and self.start:  # validations inside the training loop only
+                self.validating += time.perf_counter() - self.val_start
+            self.val_start = None
+
         def on_train_end(self, trainer, module) -> None:
-            self.seconds = time.perf_counter() - self.start
+            self.seconds = time.perf_counter() - self.start - self.validating
 
     return Clock()
 
@@ -905,6 +938,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         batches = min(batches, int(lim) if isinstance(lim, int) or lim > 1 else max(1, int(batches * lim)))
     updates_per_epoch = math.ceil(batches / cfg.grad_accum_steps)  # Lightning steps on an epoch's last partial group
     repeats = cfg.epoch_repeats if cfg.epoch_repeats > 0 else 1.0
+    check_warmup(cfg, max(1, round(updates_per_epoch * repeats)))
     lr = resolved_lr(cfg)
     train_epochs = training_epochs(to_dict(cfg))  # --epochs + cooldown, further lr cycles, warmup prefix (timm)
     module = HelmModule(
@@ -1043,6 +1077,11 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             resumed_from=ckpt,
         )
         run.write_metrics(out, final)
+        shown = ", ".join(f"{k} {final[k]:.4g}" for k in ("val_ppl", "val_acc", "val_aa_acc", "test_ppl", "test_acc",
+                                                         "test_aa_acc") if isinstance(final.get(k), float))  # fmt: skip
+        speed = f"{final['tokens_per_s'] or 0:,.0f} tokens/s"
+        print(f"helm train: done, {steps} updates in {clock.seconds:.0f} s of training ({speed}); {shown} -> "
+              f"{out / run.METRICS_FILE}", file=sys.stderr)  # fmt: skip
     return final
 
 

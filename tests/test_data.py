@@ -151,6 +151,16 @@ def test_mask_replacement_policies_on_real_oas_rows(oas_prepared):
         FramedDataset(TokenShards(oas_prepared / "train"), "mlm", 160, 70, mask_replace="random")
 
 
+def test_num_samples_caps_every_split(oas_prepared):
+    """--num_samples N: the first N sequences of train, val and test (a quick run also evaluates quickly)."""
+    dm = HelmDataModule(oas_prepared, "mlm", 160, 8, num_samples=7)
+    full = HelmDataModule(oas_prepared, "mlm", 160, 8)
+    for split in ("train", "val", "test"):
+        ds = dm.dataset(split)
+        assert len(ds) == 7 < len(full.dataset(split)), split
+        assert all(np.array_equal(ds[i][0], full.dataset(split)[i][0]) for i in range(7))
+
+
 def test_truncated_counts_what_the_framing_cuts(oas_prepared):
     shards = TokenShards(oas_prepared / "train")
     lengths = shards.lengths()

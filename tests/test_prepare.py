@@ -19,7 +19,7 @@ import pytest
 
 from helm.codons import translate
 from helm.io import DataError, oas_cds, read_records
-from helm.prepare import SPLITS, SeenKeys, merge, prepare, sequence_key, split_of
+from helm.prepare import SPLITS, SeenKeys, has_internal_stop, merge, prepare, sequence_key, split_of
 from helm.shards import TokenShards
 from helm.tokenizers import create_tokenizer, load_tokenizer
 
@@ -307,6 +307,46 @@ def test_codon_tokenizer_still_rejects_partial_codons_and_short_rows(tmp_path):
     six = prepare([src], tmp_path / "six", tokenizer="6mer", progress=False, val_fraction=0, test_fraction=0)
     assert six["rejected"] == {"too_short": 1, "duplicate": 1}  # ATGAAACCCG and ATGAAACCC both give ATGAAA
     assert six["tail_trimmed"]["train"] == 1 and decoded(tmp_path / "six", "train") == ["ATGAAA"]
+
+
+def test_internal_stop_matches_a_codon_walk():
+    """Every ACGT sequence of 8 and 9 bases: a stop codon in frame 0 before the last whole codon."""
+    import itertools
+
+    stops = {"TAA", "TAG", "TGA"}
+    for n in (8, 9):
+        for bases in itertools.product("ACGT", repeat=n):
+            seq = "".join(bases)
+            codons = [seq[i : i + 3] for i in range(0, n - n % 3, 3)]
+            assert has_internal_stop(seq) == any(c in stops for c in codons[:-1]), seq
+
+
+def test_internal_stops_are_rejected_counted_or_kept(tmp_path):
+    """A CDS with an in-frame stop before its end (e.g. read in the wrong frame) is not silently trained on."""
+    src = tmp_path / "s.txt"
+    # row 1: clean; 2: stop as the last codon (its own end); 3: in-frame internal stop; 4: TGA out of frame only
+    src.write_text("ATGAAACCC\nATGAAATAA\nATGTAGCCCGGG\nATGATGACC\n")
+    summary = prepare([src], tmp_path / "codon", progress=False, val_fraction=0, test_fraction=0)
+    assert summary["rejected"] == {"internal_stop": 1} and summary["kept"]["train"] == 3
+    with open(tmp_path / "codon" / "rejects.tsv") as fh:
+        assert [(r["row"], r["reason"]) for r in csv.DictReader(fh, delimiter="\t")] == [("3", "internal_stop")]
+    kept = prepare([src], tmp_path / "keep", progress=False, val_fraction=0, test_fraction=0, internal_stops="keep")
+    assert kept["rejected_total"] == 0 and kept["settings"]["internal_stops"] == "keep"
+    six = prepare([src], tmp_path / "six", tokenizer="6mer", progress=False, val_fraction=0, test_fraction=0)
+    assert six["rejected"] == {"internal_stop": 1, "duplicate": 1}  # 6-mers read whole codons too (row 2 trimmed
+    # to its first 6-mer ATGAAA is row 1's)
+    nuc = prepare([src], tmp_path / "nuc", tokenizer="nuc", progress=False, val_fraction=0, test_fraction=0)
+    assert nuc["rejected_total"] == 0  # one token per base: no reading frame
+    res = subprocess.run([sys.executable, "-m", "helm.prepare", "--input", str(src), "--output", str(tmp_path / "cli"),
+                          "--internal-stops", "keep", "--no_progress"], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0 and "rejected 0" in res.stdout
+
+
+def test_real_oas_and_jaffe_corpora_have_no_internal_stops(shared_data):
+    """The real inputs are clean: OAS keeps only rows without stop codons, the Jaffe ORFs end at their first stop."""
+    for row, payload in list(read_records(shared_data / OAS, "oas"))[:3000]:
+        seq, reason, _ = oas_cds(payload)
+        assert reason is not None or not has_internal_stop(seq), row
 
 
 def test_merge_counts_trimmed_tails_like_a_single_run(shared_data, tmp_path):

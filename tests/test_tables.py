@@ -200,3 +200,37 @@ def test_read_scalars_from_tensorboard(tmp_path: Path) -> None:
     writer.close()
     series = tables.read_scalars(tmp_path / "run" / "tb")
     assert series == {"val_ppl": [(0, 40.0), (1, 30.0), (2, 25.0)]}
+
+
+def test_runs_made_outside_the_workflow_are_named_by_their_config(tmp_path: Path) -> None:
+    """The seed's `--output OUT/gpt2/mlm` and `OUT/mamba/mlm`: two runs (not one called "mlm"), with arch, loss and
+    size read off each run's resolved config.yaml; their evaluations find them through config.run_dir."""
+    import yaml
+
+    configs = {
+        "gpt2/mlm": {"model_name": "gpt2", "mode": "mlm", "loss": "HXE", "hxe_alpha": 0.4, "hierarchy": "random",
+                     "seed": 3, "preset": "gpt2-50m", "derived": {"tokenizer": "3mer"}},
+        "mamba/mlm": {"model_name": "mamba", "mode": "mlm", "loss": "XE", "hxe_alpha": 0.2, "hierarchy": "true",
+                      "seed": 0, "preset": None, "derived": {"tokenizer": "3mer",
+                                                               "model": {"num_layers": 20, "hidden_size": 256}}},
+    }  # fmt: skip
+    runs, evals = [], []
+    for name, config in configs.items():
+        run_dir = tmp_path / "out" / name
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+        (run_dir / "metrics.json").write_text(json.dumps({"test_ppl": 3.0}))
+        runs.append(run_dir)
+        ev = tmp_path / f"{name.replace('/', '-')}-mrfp.json"
+        ev.write_text(json.dumps({"run": "mlm", "task": "mrfp", "seed": 0, "metrics": {"spearman": 0.5},
+                                  "config": {"run_dir": str(run_dir)}}))  # fmt: skip
+        evals.append(ev)
+    table = tables.gather(tmp_path, runs, evals)
+    assert sorted(table["run"].unique()) == ["gpt2/mlm", "mamba/mlm"]
+    info = table.drop_duplicates("run").set_index("run")
+    assert tuple(info.loc["gpt2/mlm", ["arch", "loss_id", "size", "hierarchy", "pretrain_seed"]]) == (
+        "gpt2", "hxe0.4rand", "50m", "random", 3)  # fmt: skip
+    assert tuple(info.loc["mamba/mlm", ["arch", "loss_id", "size"]]) == ("mamba", "xe", "20x256")
+    assert pd.isna(info.loc["mamba/mlm", "hxe_alpha"])  # an XE run has no alpha, whatever its config says
+    evals_of = table[table["task"] == "mrfp"].set_index("run")["value"]
+    assert sorted(evals_of.index) == ["gpt2/mlm", "mamba/mlm"]

@@ -291,3 +291,39 @@ def test_overwrite_removes_only_what_a_run_wrote(tmp_path):
         train.prepare_run(parse_args(["--output", str(out)]))
     assert train.prepare_run(parse_args(["--output", str(out), "--overwrite"])) == (out, None)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_overwrite_never_deletes_the_checkpoint_to_resume_from(tmp_path):
+    """--resume RUN/checkpoints/last.ckpt --overwrite into the same run: the source (and its checkpoint history)
+    stays; the finished run's results go."""
+    from helm import run
+
+    out = tmp_path / "run"
+    run.write_metrics(out, {"steps": 1})
+    for name in ("model", "checkpoints", "tb"):
+        (out / name).mkdir()
+    source = out / "checkpoints" / "last.ckpt"
+    source.write_bytes(b"ckpt")
+    (out / "checkpoints" / "epoch=0.ckpt").write_bytes(b"best")
+    argv = ["--output", str(out), "--overwrite", "--resume", str(source)]
+    assert train.prepare_run(parse_args(argv)) == (out, str(source))
+    assert source.read_bytes() == b"ckpt" and (out / "checkpoints" / "epoch=0.ckpt").exists()
+    assert not (out / "metrics.json").exists() and not (out / "model").exists() and not (out / "tb").exists()
+
+
+def test_the_training_clock_leaves_validation_out():
+    """tokens/s is training throughput: validations inside the training loop do not count (sanity checks before
+    training neither)."""
+    import time
+
+    clock = train._clock()
+    clock.on_validation_start(None, None)  # the sanity check, before training starts
+    time.sleep(0.05)
+    clock.on_validation_end(None, None)
+    clock.on_train_start(None, None)
+    time.sleep(0.2)
+    clock.on_validation_start(None, None)
+    time.sleep(0.3)
+    clock.on_validation_end(None, None)
+    clock.on_train_end(None, None)
+    assert 0.19 < clock.seconds < 0.29

@@ -66,7 +66,11 @@ def test_tiny_run_writes_a_complete_run_directory(raw_dir, tmp_path, capsys):
         lengths = TokenShards(out / "data" / split).lengths()
         assert metrics[f"truncated_{split}"] == int((lengths > 48 - 2).sum()) == len(lengths) > 0, split
     n_train = metrics["truncated_train"]
-    assert f"longer than --max_seq_len 48 are cut: train {n_train:,} of {n_train:,}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"longer than --max_seq_len 48 are cut: train {n_train:,} of {n_train:,}" in err
+    # the run ends with one line: updates, training speed, final metrics and where they are
+    assert f"helm train: done, {per_epoch * epochs} updates in" in err and f"-> {out / 'metrics.json'}" in err
+    assert f"val_ppl {metrics['val_ppl']:.4g}" in err
 
     config = run.read_config(out)
     assert config["loss"] == "HXE" and config["hxe_alpha"] == 0.4 and config["derived"]["vocab_size"] == 70
@@ -93,7 +97,7 @@ def test_tiny_run_writes_a_complete_run_directory(raw_dir, tmp_path, capsys):
     # a finished run is never overwritten silently; --overwrite starts over
     assert main(argv) == 2
     assert "holds a finished run" in capsys.readouterr().err
-    assert main([*argv, "--overwrite", "--epochs", "1"]) == 0
+    assert main([*argv, "--overwrite", "--epochs", "1", "--warmup-epochs", "0"]) == 0
     assert run.read_metrics(out)["steps"] == per_epoch
 
 
@@ -275,6 +279,41 @@ def test_fractional_warmup_on_a_per_update_schedule(raw_dir, tmp_path):
         else:
             expected = 0.5 * lr * (1 + math.cos(math.pi * step / per_epoch))
         assert value == pytest.approx(expected, rel=1e-5), step
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--epochs", "1", "--warmup-epochs", "5"],
+            "--warmup-epochs 5 (10 updates) covers the whole run (--epochs 1, 2",
+        ),
+        (
+            ["--epochs", "5", "--warmup-epochs", "1", "--max-steps", "2"],
+            "covers the whole run (--max-steps 2, 2 updates)",
+        ),
+    ],
+)
+def test_a_warmup_as_long_as_the_run_is_refused(raw_dir, tmp_path, capsys, extra, message):
+    """The seed's default --warmup-epochs 5 with a 1-epoch run would keep the lr at 1e-8 throughout: refused."""
+    argv = tiny_args(raw_dir, tmp_path / "run", "--train_file", "seqs.txt", "--limit-train-batches", "2", *extra)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "pass a shorter --warmup-epochs" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_finished_run_is_extended_in_place(raw_dir, tmp_path):
+    """--resume RUN/checkpoints/last.ckpt --overwrite --epochs 2 into the same --output: the checkpoint survives the
+    overwrite and training continues from it to the new length."""
+    out = tmp_path / "run"
+    argv = tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--epochs", "1", "--limit-train-batches", "2",
+                     "--limit-val-batches", "1", "--no-test", "--sched", "none")  # fmt: skip
+    assert main(argv) == 0 and run.read_metrics(out)["steps"] == 2
+    source = out / "checkpoints" / "last.ckpt"
+    assert main([*argv, "--epochs", "2", "--resume", str(source), "--overwrite"]) == 0
+    metrics = run.read_metrics(out)
+    assert metrics["steps"] == 4 and metrics["resumed_from"] == str(source) and source.exists()
 
 
 def test_layer_decay_applies_without_a_schedule(raw_dir, tmp_path):

@@ -86,7 +86,8 @@ class HeldOutFilter:
         self.tokenizer = tok.name
         kmer = (tok.k, tok.stride) if hasattr(tok, "stride") else None
         # the trailing arguments of helm.prepare.process_chunk, as `helm prepare` used them for this corpus
-        self.chunk_args = (s.get("orf", "none"), int(s.get("min_length", 3)), kmer, s.get("alphabet", "nuc"))
+        self.chunk_args = (s.get("orf", "none"), int(s.get("min_length", 3)), kmer, s.get("alphabet", "nuc"),
+                           s.get("internal_stops", "keep"))  # corpora prepared before the policy kept them  # fmt: skip
         self.found_by = found_by
 
     def in_train(self, rows: list[OasRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

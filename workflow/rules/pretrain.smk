@@ -1,5 +1,7 @@
 # One pretrain job per grid point. The run directory resumes from checkpoints/last.ckpt after a kill, and only
 # metrics.json / grid.json are declared outputs, so snakemake never deletes checkpoints of an unfinished run.
+# Snakemake exports OMP_NUM_THREADS (and the BLAS equivalents) = the job's threads to every shell command, so
+# two jobs on two cores never oversubscribe them.
 
 
 rule pretrain:
@@ -22,6 +24,5 @@ rule pretrain:
     conda:
         "../../envs/helm.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} helm train --data_dir {input.corpus:q} {params.args} --output {params.rundir:q}"
-        " >> {log:q} 2>&1"
+        "helm train --data_dir {input.corpus:q} {params.args} --output {params.rundir:q} >> {log:q} 2>&1"
         " && echo {params.grid:q} > {output.grid:q}"
