@@ -72,7 +72,8 @@ study: install system-deps
 		--report results/study/report.html
 	@$(BIN)/python -c "import sys, pandas as pd; f = '$(STUDY)/stage_times.csv'; t = pd.read_csv(f); \
 		t = t[t.stage != 'total']; t.loc[len(t)] = ['total', 'the two snakemake calls of make study', None, None, \
-		float(sys.argv[1]), None]; t.to_csv(f, index=False)" $$(( $$(date +%s) - $$(cat .study-start) ))
+		float(sys.argv[1]), None]; t['jobs'] = t['jobs'].astype('Int64'); t.to_csv(f, index=False)" \
+		$$(( $$(date +%s) - $$(cat .study-start) ))
 	@rm -f .study-start
 	@echo "study: $(CURDIR)/$(STUDY)/ (report: results/study/report.html)"
 
