@@ -31,9 +31,10 @@ import numpy as np
 from helm.codons import AMINO_ACIDS, GENETIC_CODE, STOP_CODONS
 
 ALLOWED = frozenset("ACGTN")
-_CLEAN = str.maketrans({"U": "T", "-": None, ".": None})
+_GAPS = {"-": None, ".": None}  # alignment gaps (inner blanks are not: "ACG TAA" may be two sequences)
+_CLEAN = str.maketrans({"U": "T", **_GAPS})
 _KEEP_CHECK = str.maketrans("", "", "ACGTN")
-_PROTEIN_CLEAN = str.maketrans({"-": None, ".": None})
+_PROTEIN_CLEAN = str.maketrans(_GAPS)
 _PROTEIN_KEEP_CHECK = str.maketrans("", "", AMINO_ACIDS + "*X")
 FORMATS = ("auto", "txt", "csv", "fasta", "oas")
 OAS_FIELDS = ("sequence_alignment", "sequence_alignment_aa", "productive", "stop_codon", "vj_in_frame")
@@ -86,19 +87,52 @@ def open_bytes(path: str | Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
+def text_encoding(path: str | Path) -> str:
+    """``utf-8``, or ``utf-8-sig`` / ``utf-16`` when the file starts with that byte-order mark, as spreadsheet
+    programs write them (Excel's "CSV UTF-8" and "Unicode text")."""
+    with open_bytes(path) as fh:
+        head = fh.read(3)
+    if head.startswith(b"\xef\xbb\xbf"):
+        return "utf-8-sig"
+    return "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without newline); decoding/decompression errors become DataError.
-    Lines are decoded one by one so an encoding error names its own line."""
+    """(1-based line number, line without its end); decoding/decompression errors become DataError.
+    Lines are decoded one by one so an encoding error names its own line. Line ends may be LF, CRLF or a lone CR
+    (old Mac spreadsheets); a byte-order mark is dropped and UTF-16 files are decoded."""
+    encoding = text_encoding(path)
     fh = open_bytes(path)
     lineno = 0
     try:
         with fh:
-            for lineno, line in enumerate(fh, start=1):
-                yield lineno, line.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError as err:
-        raise DataError(path, f"is not UTF-8 text ({err.reason})", row=lineno) from err
+            if encoding == "utf-16":
+                raw: Iterator[str] = io.TextIOWrapper(fh, encoding=encoding, newline="")
+            else:
+                first = [line.decode(encoding) for line in itertools.islice(fh, 1)]  # utf-8-sig drops the mark
+                raw = itertools.chain(first, (line.decode("utf-8") for line in fh))
+            for text in raw:
+                text = text.rstrip("\r\n")
+                if "\r" in text:  # a CR left inside is a line end of its own (old Mac spreadsheets)
+                    for part in text.split("\r"):
+                        lineno += 1
+                        yield lineno, part
+                else:
+                    lineno += 1
+                    yield lineno, text
+    except UnicodeError as err:
+        reason = getattr(err, "reason", err)
+        raise DataError(path, f"is not UTF-8 or UTF-16 text ({reason}); save it as UTF-8", row=lineno + 1) from err
     except (gzip.BadGzipFile, EOFError, OSError) as err:
         raise DataError(path, f"corrupt or truncated gzip data ({err})", row=lineno + 1) from err
+
+
+def csv_delimiter(path: str | Path, header: str) -> str:
+    """Tab for .tsv; otherwise comma, or semicolon when the header has semicolons and no comma (spreadsheets in
+    locales whose decimal mark is a comma write that)."""
+    if Path(path).name.removesuffix(".gz").lower().endswith(".tsv"):
+        return "\t"
+    return ";" if ";" in header and "," not in header else ","
 
 
 def _is_oas_metadata(line: str) -> bool:
@@ -118,7 +152,8 @@ def detect_format(path: str | Path) -> str:
         header = first
         if _is_oas_metadata(first):
             return "oas"
-        return "oas" if "sequence_alignment_aa" in header.split("," if suffix == ".csv" else "\t") else "csv"
+        names = [name.strip().strip('"') for name in header.split(csv_delimiter(path, header))]
+        return "oas" if "sequence_alignment_aa" in names else "csv"
     if first.startswith(">"):
         return "fasta"
     return "txt"
@@ -151,7 +186,6 @@ def read_fasta(path: Path) -> Iterator[tuple[int, str]]:
 def _csv_values(path: Path, skip_metadata: bool) -> Iterator[tuple[int, list[str], list[str]]]:
     """(line, field values, header) per data row; checks every row has as many fields as the header."""
     lines = _lines(path)
-    delimiter = "\t" if path.name.removesuffix(".gz").lower().endswith(".tsv") else ","
     first = next(lines, None)
     if first is None:
         raise DataError(path, "empty file (no header line)")
@@ -160,7 +194,8 @@ def _csv_values(path: Path, skip_metadata: bool) -> Iterator[tuple[int, list[str
         if first is None:
             raise DataError(path, "OAS unit has a metadata line but no header line")
     header_line = first[0]
-    header = next(csv.reader([first[1]], delimiter=delimiter))
+    delimiter = csv_delimiter(path, first[1])
+    header = [name.strip() for name in next(csv.reader([first[1]], delimiter=delimiter))]
     current = [header_line]  # line number of the last line csv.reader consumed (it never reads ahead)
 
     def text() -> Iterator[str]:
@@ -175,6 +210,25 @@ def _csv_values(path: Path, skip_metadata: bool) -> Iterator[tuple[int, list[str
         if len(values) != len(header):
             raise DataError(path, f"row has {len(values)} fields, the header has {len(header)}", row=lineno)
         yield lineno, values, header
+
+
+def read_table(path: str | Path):
+    """A whole CSV/TSV as a pandas frame of strings (no NA guessing), decoded and split as the streaming readers
+    do (byte-order marks, UTF-16, CR line ends, semicolons, blanks around header names): for the small
+    downstream sets. Errors name the file (and line)."""
+    import pandas as pd
+
+    path = Path(path)
+    lines = [line for _, line in _lines(path)]
+    if not lines:
+        raise DataError(path, "empty file (no header line)")
+    try:
+        frame = pd.read_csv(io.StringIO("\n".join(lines)), sep=csv_delimiter(path, lines[0]), dtype=str,
+                            keep_default_na=False, skip_blank_lines=True)  # fmt: skip
+    except Exception as exc:  # pandas raises many types; its message names the line
+        raise DataError(path, f"cannot read as CSV ({exc})") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
 
 
 def read_csv(path: Path, column: str | None) -> Iterator[tuple[int, str]]:
@@ -244,6 +298,17 @@ def clean_protein(raw: str) -> tuple[str, str | None]:
     """``clean_sequence`` for amino-acid sequences: upper case, alignment gaps (- .) removed; the 20 amino
     acids, ``*`` and ``X`` are kept. Reasons: ``empty``, ``invalid_characters`` (e.g. B, Z, U, O, J)."""
     return _clean(raw, _PROTEIN_CLEAN, _PROTEIN_KEEP_CHECK)
+
+
+def uninformative(seq: str, alphabet: str = "nuc", codons: bool = False) -> bool:
+    """True when nothing in ``seq`` is known: every base is N (every in-frame codon holds an N, when ``codons``),
+    or, for proteins (``alphabet="aa"``), every residue is X or a stop. Such a row would train on unknown tokens
+    only; ``helm.prepare`` rejects it (``uninformative``)."""
+    if alphabet == "aa":
+        return not seq.replace("X", "").replace("*", "")
+    if codons:
+        return all("N" in seq[i : i + 3] for i in range(0, len(seq) - 2, 3))
+    return not seq.replace("N", "")
 
 
 def translate_frame(seq: str, frame: int) -> str:

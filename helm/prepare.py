@@ -83,6 +83,7 @@ from helm.io import (
     oas_cds_batch,
     read_records,
     translate_frame,
+    uninformative,
 )
 from helm.tokenizers import TOKENIZER_FILE, TRAIN_SAMPLES, create_tokenizer, load_tokenizer, tokenizer_alphabet
 
@@ -90,6 +91,7 @@ SPLITS = ("train", "val", "test")
 INDEX_FILE = "index.json"
 SUMMARY_FILE = "summary.json"
 REJECTS_FILE = "rejects.tsv"
+EXPORT_TMP = "export.txt.tmp"  # --export_txt, staged with the rest until the output is published
 TRIMMED_FILE = "tail_trimmed.hashes"
 FORMAT_VERSION = 1
 SHARD_FILES = ("tokens", "offsets", "hashes")
@@ -242,7 +244,7 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 _ONLY_BASES = str.maketrans("", "", "ACGTN")  # deletes bases: what is left of a protein is not empty
-_STOP = re.compile(r"(?=(TAA|TAG|TGA))")  # every stop codon start, overlapping, in any frame
+_FIRST_STOP = re.compile(r"(?:...)*?(?:TAA|TAG|TGA)", re.S)  # codon by codon from the start up to the first stop
 STOP_POLICIES = ("reject", "keep")
 
 
@@ -250,7 +252,8 @@ def has_internal_stop(seq: str) -> bool:
     """A stop codon in frame 0 before the last codon: not one coding sequence (a frame error, a readthrough, two
     genes). A stop as the last codon is the CDS's own end."""
     last = len(seq) - len(seq) % 3 - 3
-    return any(m.start() % 3 == 0 and m.start() < last for m in _STOP.finditer(seq))
+    m = _FIRST_STOP.match(seq)
+    return m is not None and m.end() - 3 < last
 
 
 def process_chunk(
@@ -314,6 +317,9 @@ def process_chunk(
                 if reason is None and internal_stops == "reject" and k % 3 == 0 and stride % 3 == 0:
                     if alphabet == "nuc" and has_internal_stop(seq):
                         reason, cut = "internal_stop", False
+            codons = kmer is not None and kmer[0] % 3 == 0 and kmer[1] % 3 == 0
+            if reason is None and uninformative(seq, "nuc" if alphabet == "nuc" else "aa", codons):
+                reason, cut = "uninformative", False  # only unknown tokens: nothing to learn or evaluate
         seqs.append(seq)
         reasons.append(reason)
         keys.append(sequence_key(seq) if reason is None else 0)
@@ -430,9 +436,13 @@ def prepare(
     progress: bool = True,
     force: bool = False,
     internal_stops: str = "reject",
+    export_txt: str | Path | None = None,
 ) -> dict:
     """Prepare ``inputs`` (or explicit train/val/test files) into ``output``; returns the summary dict.
-    Raises ``DataError`` for whole-file problems and for an empty corpus after filtering."""
+    Raises ``DataError`` for whole-file problems and for an empty corpus after filtering.
+
+    ``export_txt``: also write every kept sequence, cleaned as it is tokenized (the CDS cut from an OAS row, in
+    frame, deduplicated, k-mer tail trimmed), one per line in input order: the seed's ``sequences_codonized.txt``."""
     t0 = time.time()
     output = Path(output)
     if orf not in ("none", "longest"):
@@ -489,9 +499,15 @@ def prepare(
         "vocab_size": vocab_size,
         "tokenizer_train_samples": tokenizer_train_samples,
         "sources": [[str(p), s] for p, s in sources],
+        "export_txt": str(Path(export_txt).resolve()) if export_txt else None,
     }
     fingerprint = _fingerprint(settings, [p for p, _ in sources] + ([Path(tokenizer_file)] if tokenizer_file else []))
-    if not force and (done := _up_to_date(output, fingerprint)):
+    exported = Path(export_txt) if export_txt else None
+    if exported is not None and (exported.resolve() == output.resolve() or output.resolve() in exported.parents):
+        raise ValueError(f"--export_txt {exported}: must lie outside --output {output} (which prepare replaces)")
+    if exported is not None and exported.is_dir():
+        raise ValueError(f"--export_txt {exported}: is a directory, not a file name")
+    if not force and (exported is None or exported.is_file()) and (done := _up_to_date(output, fingerprint)):
         print(f"helm prepare: {output} is up to date (fingerprint {fingerprint})", file=sys.stderr)
         return done
 
@@ -532,6 +548,7 @@ def prepare(
         tail_trimmed = [0] * len(SPLITS)
         trimmed_keys: list[np.ndarray] = []  # 8 bytes per kept tail-trimmed sequence
         bar = _progress(progress)
+        export = open(stage / EXPORT_TMP, "w") if exported is not None else None
         with open(stage / (REJECTS_FILE + ".tmp"), "w") as rej:
             rej.write("file\trow\treason\tsequence\n")
             for (path, split, _, rows, _), (seqs, reasons, keys, trimmed) in stream():
@@ -552,6 +569,8 @@ def prepare(
                 counts["read"] += len(rows)
                 counts["kept"] += len(idx)
                 rows_read += len(rows)
+                if export is not None:
+                    export.writelines(seqs[i] + "\n" for i in idx)
                 if len(idx):
                     kept_keys = karr[idx]
                     flat, bounds = tok.encode_flat([seqs[i] for i in idx])
@@ -570,6 +589,8 @@ def prepare(
                         trimmed_keys.append(kept_keys[cut])
                 bar.update(len(rows))
         bar.close()
+        if export is not None:
+            export.close()
         indexes = [w.close() for w in writers]
         kept_total = sum(ix["sequences"] for ix in indexes)
         names = ", ".join(str(p) for p, _ in sources)
@@ -604,6 +625,8 @@ def prepare(
         }
         if max_seq_len:
             summary["longer_than_max_seq_len"] = {s: w.longer for s, w in zip(SPLITS, writers)}
+        if exported is not None:
+            summary["exported"] = str(exported)
         _write_json(stage / SUMMARY_FILE, summary)
         return summary
 
@@ -612,6 +635,9 @@ def prepare(
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)  # an error (not a kill) leaves nothing behind
         raise
+    if exported is not None:  # out of the stage before it becomes the output
+        exported.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(stage / EXPORT_TMP, exported)
     _publish(stage, output)
     return summary
 
@@ -630,6 +656,7 @@ def format_summary(output: str | Path, summary: dict) -> str:
         f"test {kept['test']}; tail_trimmed {summary['tail_trimmed_total']}), "
         f"rejected {summary['rejected_total']} ({rej}) of {summary['rows_read']} rows "
         f"in {summary['seconds']:.1f} s ({summary['rows_per_second']:.0f} rows/s)"
+        + (f"; sequences written to {summary['exported']}" if summary.get("exported") else "")
     )
 
 
@@ -784,6 +811,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max_seq_len", "--max-seq-len", type=int, default=None, help="count sequences that will be truncated"
     )
+    p.add_argument(
+        "--export_txt",
+        "--export-txt",
+        default=None,
+        metavar="FILE",
+        help="also write the kept sequences, cleaned as tokenized (OAS rows cut to their in-frame CDS), one per line: "
+        "the seed's sequences_codonized.txt",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--shard_tokens", type=int, default=1 << 24, help="upper bound of tokens per shard")
     p.add_argument("--chunk_rows", type=int, default=4096)
@@ -829,6 +864,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.no_progress,
                 force=args.force,
                 internal_stops=args.internal_stops,
+                export_txt=args.export_txt,
             )
     except (DataError, ValueError, FileNotFoundError) as err:
         print(f"helm prepare: error: {err}", file=sys.stderr)

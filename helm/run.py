@@ -44,6 +44,28 @@ class Run:
     metrics: dict[str, Any] | None = None
 
 
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a Lightning checkpoint as data, never as code.
+
+    ``torch.load(weights_only=True)`` unpickles only tensors, containers and primitive types (our checkpoints hold
+    nothing else), so a tampered or foreign ``.ckpt`` cannot run code on load: it is refused with one line instead.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:  # list what unpickling would import, without unpickling anything
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as e:  # a truncated or non-checkpoint file
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if unsafe:
+        raise ValueError(f"{path}: refusing to load a checkpoint that holds more than weights and plain data "
+                         f"(it would import {', '.join(unsafe)}); helm checkpoints never do, so the file is "
+                         "foreign or tampered")  # fmt: skip
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
     """Load model, tokenizer and resolved config of a run directory (the model in eval mode)."""
     from helm.models import load_pretrained

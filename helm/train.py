@@ -773,14 +773,14 @@ def atomic_checkpoint_io() -> Any:
 
 def check_checkpoint(path: Path, vocab_tokens: list[str]) -> None:
     """Refuse a checkpoint trained on another vocabulary before any training starts."""
-    import torch
+    from helm.run import load_checkpoint
 
     if not path.is_file():
         raise FileNotFoundError(f"--resume {path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated or foreign file
-        raise ValueError(f"--resume {path}: not a readable Lightning checkpoint ({e})") from None
+        ckpt = load_checkpoint(path)
+    except ValueError as e:
+        raise ValueError(f"--resume {e}") from None
     hp = ckpt.get("hyper_parameters", {})
     if "vocab_tokens" not in hp:
         raise ValueError(f"--resume {path}: not a helm training checkpoint (no vocabulary in its hyper-parameters)")
@@ -1040,13 +1040,13 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         # hardware or an optional package this machine lacks (no GPU, no torch_xla, DeepSpeed, transformer_engine)
         raise ValueError(f"--accelerator {cfg.accelerator} / --distributed-backend {strategy} / --precision "
                          f"{precision(cfg)}: {e}") from None  # fmt: skip
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)  # data, never code (check_checkpoint)
     steps = trainer.global_step
 
     # Select the exported weights: the best checkpoint by --eval-metric (its EMA when EMA is on).
     best = best_cb.best_model_path
     if best and Path(best).exists():
-        state = torch.load(best, map_location="cpu", weights_only=False)
+        state = run.load_checkpoint(best)
         module.load_state_dict(state["state_dict"])
         module.on_load_checkpoint(state)
     final: dict[str, Any] = {}

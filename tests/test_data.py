@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helm.codons import CLS_ID, EOS_ID, MASK_ID, PAD_ID, SPECIALS
+from helm.codons import CLS_ID, CODONS, EOS_ID, MASK_ID, PAD_ID, SPECIALS, STOP_CODONS
 from helm.data import (
     IGNORE_INDEX,
     EpochSampler,
@@ -20,9 +20,12 @@ from helm.prepare import prepare
 from helm.shards import TokenShards
 from helm.tokenizers import create_tokenizer
 
+SENSE = [c for c in CODONS if c not in STOP_CODONS]
+
 
 def random_cds(rng: np.random.Generator, n: int) -> list[str]:
-    return ["".join(rng.choice(list("ACGT"), size=3 * int(rng.integers(5, 40)))) for _ in range(n)]
+    """Random open reading frames: sense codons only, so prepare rejects none of them (no internal stops)."""
+    return ["".join(rng.choice(SENSE, size=int(rng.integers(5, 40)))) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")

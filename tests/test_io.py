@@ -22,6 +22,8 @@ from helm.io import (
     oas_codon_regions,
     read_json_metadata,
     read_records,
+    read_table,
+    uninformative,
 )
 
 OAS = "pretrain/oas_parameswaran2013_heavy_100k.csv.gz"
@@ -74,6 +76,53 @@ def test_csv_column(tmp_path):
     ragged.write_text("Sequence,Value\nAUG,1\nCCC\n")
     with pytest.raises(DataError, match=r"r\.csv, line 3: row has 1 fields"):
         list(read_records(ragged))
+
+
+def test_files_as_spreadsheet_programs_write_them(tmp_path):
+    rows = [("1", "AUGAAA"), ("2", "augccc")]
+    expected = [(2, "AUGAAA"), (3, "augccc")]
+    # Excel "CSV UTF-8": a byte-order mark, CRLF ends, blanks around a header name
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(("\ufeffid, Sequence \r\n" + "".join(f"{i},{s}\r\n" for i, s in rows)).encode("utf-8"))
+    assert list(read_records(bom)) == expected
+    assert list(read_records(bom, column="Sequence")) == expected
+    # Excel "Unicode text": UTF-16 with a mark, tab-separated
+    utf16 = tmp_path / "u16.tsv"
+    utf16.write_bytes(("id\tsequence\r\n" + "".join(f"{i}\t{s}\r\n" for i, s in rows)).encode("utf-16"))
+    assert list(read_records(utf16)) == expected
+    # a locale whose decimal mark is a comma: semicolon-separated; old Mac line ends (a lone CR)
+    semi = tmp_path / "semi.csv"
+    semi.write_bytes(("id;sequence;value\r" + "".join(f"{i};{s};0,5\r" for i, s in rows)).encode())
+    assert list(read_records(semi)) == expected
+    lone_cr = tmp_path / "mac.txt"
+    lone_cr.write_bytes(b"ATG\rCCC\rGGG")
+    assert list(read_records(lone_cr)) == [(1, "ATG"), (2, "CCC"), (3, "GGG")]
+    # an OAS unit saved by a spreadsheet is still recognised as one
+    oas = tmp_path / "unit.csv"
+    oas.write_bytes(b"\xef\xbb\xbfsequence_alignment,sequence_alignment_aa,productive,stop_codon,vj_in_frame\r\n")
+    assert detect_format(oas) == "oas"
+    # any other encoding: one error naming the file and the line, with the fix
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("id,sequence\n1,ATG\n2,ATG café\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin\.csv, line 3: is not UTF-8 or UTF-16 text .*save it as UTF-8"):
+        list(read_records(latin))
+
+
+def test_read_table_decodes_like_the_streaming_readers(tmp_path):
+    semi = tmp_path / "semi.csv"
+    semi.write_bytes("\ufeff Sequence ;Value\r\nAUG;1\r\nCCC;2\r\n".encode())
+    frame = read_table(semi)
+    assert list(frame.columns) == ["Sequence", "Value"] and frame["Sequence"].tolist() == ["AUG", "CCC"]
+
+
+@pytest.mark.parametrize(
+    ("seq", "alphabet", "codons", "expected"),
+    [("NNNNNN", "nuc", True, True), ("ANNNNN", "nuc", True, True), ("NNNATG", "nuc", True, False),
+     ("ANNNNN", "nuc", False, False), ("NNNN", "nuc", False, True), ("XX*", "aa", False, True),
+     ("XMX", "aa", False, False)],
+)  # fmt: skip
+def test_uninformative_matches_its_definition(seq, alphabet, codons, expected):
+    assert uninformative(seq, alphabet, codons) is expected
 
 
 def test_whole_file_errors(tmp_path):

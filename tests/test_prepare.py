@@ -78,6 +78,52 @@ def test_real_oas_counts_and_content(shared_data, tmp_path):
     assert 0.02 < summary["kept"]["val"] / summary["kept_total"] < 0.09
 
 
+def test_export_txt_is_the_codonized_corpus_train_reads_back_identically(shared_data, tmp_path):
+    src = oas_subset(shared_data, tmp_path / "oas.csv.gz", 400)
+    codonized = tmp_path / "exports" / "sequences_codonized.txt"
+    summary = prepare([src], tmp_path / "out", progress=False, export_txt=codonized)
+    lines = codonized.read_text().splitlines()
+    assert len(lines) == summary["kept_total"] and summary["exported"] == str(codonized)
+    assert sorted(lines) == sorted(s for split in SPLITS for s in decoded(tmp_path / "out", split))
+    assert all(len(s) % 3 == 0 and set(s) <= set("ACGT") for s in lines)
+    # the seed's pipeline starts from this file: preparing it again gives the same shards, byte for byte
+    again = prepare([codonized], tmp_path / "again", progress=False)
+    assert again["kept"] == summary["kept"] and again["rejected_total"] == 0
+    skip = ("summary.json", "rejects.tsv")
+    assert tree_bytes(tmp_path / "again", skip) == tree_bytes(tmp_path / "out", skip)
+    # an up-to-date output still writes a missing export; the export may not live inside the output
+    codonized.unlink()
+    prepare([src], tmp_path / "out", progress=False, export_txt=codonized)
+    assert codonized.read_text().splitlines() == lines
+    with pytest.raises(ValueError, match="must lie outside --output"):
+        prepare([src], tmp_path / "out", progress=False, export_txt=tmp_path / "out" / "seqs.txt")
+    assert (tmp_path / "out" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize(("tokenizer", "kept"), [("3mer", ["ATGNNNAAA"]), ("nuc", ["ATGNNNAAA", "ANNNNN"])])
+def test_rows_with_nothing_known_are_rejected_as_uninformative(tmp_path, tokenizer, kept):
+    (tmp_path / "in.txt").write_text("NNNNNN\nATGNNNAAA\nANNNNN\nnnn\n")
+    summary = prepare([tmp_path / "in.txt"], tmp_path / "out", tokenizer=tokenizer, progress=False,
+                      val_fraction=0, test_fraction=0)  # fmt: skip
+    assert summary["rejected"] == {"uninformative": 4 - len(kept)}
+    assert len(TokenShards(tmp_path / "out" / "train")) == len(kept)
+    with open(tmp_path / "out" / "rejects.tsv") as fh:
+        rows = {r["row"] for r in csv.DictReader(fh, delimiter="\t")}
+    assert rows == {"1", "4"} | ({"3"} if len(kept) == 1 else set())
+
+
+def test_export_txt_from_the_command_line(tmp_path, capsys):
+    from helm.prepare import main
+
+    (tmp_path / "in.fasta").write_text(">a\nATGAAACCCTAA\n>b\natgaaa\nccc\n>c\nATGTAGCCC\n")
+    assert main(["--input", str(tmp_path / "in.fasta"), "-o", str(tmp_path / "out"), "--export-txt",
+                 str(tmp_path / "codonized.txt"), "--no-progress"]) == 0  # fmt: skip
+    assert "sequences written to" in capsys.readouterr().out
+    # b is upper-cased and joined across lines; c has an in-frame stop before its end (rejected, in rejects.tsv)
+    assert (tmp_path / "codonized.txt").read_text() == "ATGAAACCCTAA\nATGAAACCC\n"
+    assert "internal_stop" in (tmp_path / "out" / "rejects.tsv").read_text()
+
+
 def test_aa_tokenizer_stores_the_translated_oas_cds(shared_data, tmp_path):
     """With the aa tokenizer an OAS row gives the protein of its in-frame CDS: exactly the translations of what
     the codon tokenizer keeps, deduplicated on the protein (synonymous CDSs collapse into one)."""

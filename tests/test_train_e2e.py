@@ -4,6 +4,7 @@ finished-run protection, --overwrite, and clear errors before training for bad i
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -144,10 +145,36 @@ def test_resume_from_another_vocabulary_is_refused(raw_dir, tmp_path, capsys):
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"not a checkpoint")
     assert main(tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--resume", str(broken))) == 2
-    assert "not a readable Lightning checkpoint" in capsys.readouterr().err
+    assert "not a readable checkpoint" in capsys.readouterr().err
     assert main(tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--resume", str(tmp_path / "none.ckpt"))) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     assert not (out / "checkpoints").exists()
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file named in it (what a tampered checkpoint could do)."""
+
+    def __init__(self, marker: os.PathLike) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_before_unpickling_it(raw_dir, tmp_path, capsys):
+    from helm.codons import codon_vocab
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"hyper_parameters": {"vocab_tokens": list(codon_vocab().tokens)}, "x": _Payload(marker)}, evil)
+    torch.load(evil, weights_only=False)["x"].close()  # the payload is real: a plain unpickle runs it
+    assert marker.exists()
+    marker.unlink()
+    out = tmp_path / "run"
+    assert main(tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--resume", str(evil))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "refusing to load a checkpoint that holds more than weights" in err[-1] and str(evil) in err[-1]
+    assert not marker.exists() and not (out / "checkpoints").exists()
 
 
 def test_eval_metric_must_exist_for_the_vocabulary(raw_dir, tmp_path, capsys):

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from helm.io import clean_sequence
+from helm.io import DataError, clean_sequence, read_table, uninformative
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_REGISTRY = REPO / "config" / "datasets.yaml"
@@ -273,9 +273,9 @@ def load_dataset(
     spec = get_spec(name, registry)
     file = Path(path) if path else locate(spec, mirror)
     try:
-        frame = pd.read_csv(file, dtype=str, keep_default_na=False)
-    except Exception as exc:  # pandas raises many types; the message matters
-        raise DatasetError(f"{file}: cannot read as CSV: {exc}") from exc
+        frame = read_table(file)
+    except DataError as exc:
+        raise DatasetError(str(exc)) from exc
     for key in ("sequence_column", "target_column"):
         column = getattr(spec, key)
         if column not in frame.columns:
@@ -304,6 +304,8 @@ def load_dataset(
     sequences = []
     for i, raw in enumerate(frame[spec.sequence_column]):
         seq, reason = clean_sequence(raw)
+        if reason is None and uninformative(seq):
+            reason = "uninformative (every base is N)"
         if reason:
             raise DatasetError(f"{file}, line {line[i]}: sequence column {spec.sequence_column!r}: {reason}")
         sequences.append(seq)

@@ -350,6 +350,22 @@ def test_bad_sequence_and_split_rows_name_the_line(tmp_path):
         load_dataset("toy", registry=reg, mirror=tmp_path)
 
 
+def test_a_spreadsheet_export_loads_like_the_plain_file(tmp_path):
+    plain = "Sequence,Value,Split\nAUGGCC,1.5,train\nAUGAAA,1,val\nAUGCCC,2,test\n"
+    (tmp_path / "toy.csv").write_text(plain)
+    reg = write_registry(tmp_path, {"toy": base_entry("toy.csv")})
+    want = load_dataset("toy", registry=reg, mirror=tmp_path)
+    # Excel in a comma-decimal locale: byte-order mark, semicolons, CRLF, a blank after a header name
+    excel = "\ufeffSequence ;Value;Split\r\nAUGGCC;1,5;train\r\nAUGAAA;1;val\r\nAUGCCC;2;test\r\n"
+    (tmp_path / "toy.csv").write_bytes(excel.replace("1,5", "1.5").encode())
+    got = load_dataset("toy", registry=reg, mirror=tmp_path)
+    assert got.sequences == want.sequences and got.targets.tolist() == want.targets.tolist()
+    assert got.split.tolist() == want.split.tolist()
+    (tmp_path / "toy.csv").write_text(plain.replace("AUGAAA", "NNNNNN"))
+    with pytest.raises(DatasetError, match=r"toy\.csv, line 3: .*uninformative"):
+        load_dataset("toy", registry=reg, mirror=tmp_path)
+
+
 def test_subsample_keeps_eval_parts(shared_data):
     data = load_dataset("mrfp", mirror=shared_data)
     small = subsample(data, 100, seed=0)
