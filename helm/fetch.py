@@ -1,13 +1,21 @@
 """Locate a raw data file: a local mirror first (offline machines, tests), else download; sha256 checked.
 
 `helm fetch --file downstream/mRFP_Expression.csv --url URL --sha256 HEX --dest results/raw/... [--mirror DIR]`
+
+A file without a configured sha256 can be pinned by a lock file (``--lock FILE``): its digest is recorded on the
+first fetch and checked on every later one, so a changed download is an error, never silently new data. Units
+sheets (``read_units``) list many pretraining files (e.g. OAS's ~80 studies) as TSV rows: name, url, sha256,
+format.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import fcntl
 import hashlib
 import os
+import re
 import shutil
 import urllib.request
 from pathlib import Path
@@ -54,14 +62,19 @@ def locate_file(
     sha256: str | None = None,
     mirror: str | Path | None = None,
     dest: str | Path | None = None,
+    lock: str | Path | None = None,
 ) -> Path:
     """Return a verified local copy of ``relpath``.
 
     Search order: ``dest`` (already fetched), the mirror (default ``$HELM_DATA_MIRROR``), then ``url``. With
     ``dest`` the file is copied (or downloaded) there; without it a mirror hit is returned in place and a
     download goes to ``cache_dir()``. A checksum mismatch is an error naming both digests, never a silent use
-    of the wrong bytes.
+    of the wrong bytes. Without ``sha256``, ``lock`` (a TSV of file and sha256) supplies the digest recorded
+    by an earlier fetch, or records this one's.
     """
+    locked = sha256 is None and lock is not None
+    if locked:
+        sha256 = read_lock(lock).get(relpath)
     mirror = mirror if mirror is not None else default_mirror()
     dest = Path(dest) if dest else None
     cached = cache_dir() / relpath
@@ -85,7 +98,10 @@ def locate_file(
     if sha256:
         got = sha256sum(source)
         if got != sha256.lower():
-            raise FetchError(f"{source}: sha256 {got} does not match the configured {sha256}")
+            where = f"the one recorded in {lock} on its first fetch" if locked else "the configured"
+            raise FetchError(f"{source}: sha256 {got} does not match {where} {sha256}")
+    elif locked:
+        sha256 = record_lock(lock, relpath, sha256sum(source))
     if dest is not None and source != dest:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
@@ -95,19 +111,141 @@ def locate_file(
     return source
 
 
+LOCK_HEADER = ("file", "sha256")
+
+
+def read_lock(path: str | Path) -> dict[str, str]:
+    """file -> sha256 recorded in a lock file (empty when it does not exist yet)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    if not rows or tuple(rows[0]) != LOCK_HEADER:
+        raise FetchError(f"{path}: not a helm lock file (the header must be: {' '.join(LOCK_HEADER)})")
+    return {row[0]: row[1] for row in rows[1:] if row}
+
+
+def record_lock(path: str | Path, relpath: str, digest: str) -> str:
+    """Record ``relpath``'s digest unless another fetch (a parallel job) recorded one first; returns the
+    recorded digest, and refuses when it differs (two jobs saw different bytes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".flock"), "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # parallel fetch jobs: one read-modify-write at a time
+        known = read_lock(path)
+        if relpath in known:
+            if known[relpath] != digest:
+                raise FetchError(f"{relpath}: sha256 {digest} does not match {known[relpath]} recorded in {path}")
+            return digest
+        known[relpath] = digest
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+            writer.writerows([LOCK_HEADER, *sorted(known.items())])
+        tmp.replace(path)
+    return digest
+
+
+UNIT_COLUMNS = ("name", "url", "sha256", "format")
+UNIT_FORMATS = ("auto", "txt", "csv", "fasta", "oas")
+
+
+def read_units(path: str | Path, folder: str = "pretrain") -> list[dict[str, str | None]]:
+    """A units sheet (TSV with columns name, url, sha256, format; optional file, orf) as the workflow's
+    ``data.pretrain`` entries. ``file`` (the path under the mirror and results/raw) defaults to
+    ``<folder>/<last part of the url>``; an empty sha256 is filled from the lock file on the first fetch."""
+    path = Path(path)
+    if not path.is_file():
+        raise FetchError(f"{path}: units sheet not found")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+        header = [c.strip() for c in (rows[0].keys() if rows else [])]
+    missing = [c for c in UNIT_COLUMNS if c not in header]
+    if not rows or missing:
+        raise FetchError(f"{path}: a units sheet needs a header and rows with columns {', '.join(UNIT_COLUMNS)}"
+                         + (f" (missing: {', '.join(missing)})" if rows else " (no rows)"))  # fmt: skip
+    units, seen, files = [], set(), set()
+    for line, row in enumerate(rows, start=2):
+        row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        name, url, digest, fmt = (row[c] for c in UNIT_COLUMNS)
+        where = f"{path}, line {line}"
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+            raise FetchError(f"{where}: unit name {name!r} must be letters, digits and _")
+        if name in seen:
+            raise FetchError(f"{where}: unit name {name!r} appears twice")
+        if digest and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise FetchError(f"{where}: sha256 {digest!r} is not 64 hex digits")
+        if fmt not in UNIT_FORMATS:
+            raise FetchError(f"{where}: format {fmt!r} is not one of {', '.join(UNIT_FORMATS)}")
+        file = row.get("file") or (f"{folder}/{url.rstrip('/').rsplit('/', 1)[-1]}" if url else "")
+        if not file:
+            raise FetchError(f"{where}: unit {name!r} has neither a url nor a file")
+        if file in files:
+            raise FetchError(f"{where}: unit {name!r} is stored as {file} like an earlier unit: add a file column")
+        seen.add(name)
+        files.add(file)
+        units.append({"name": name, "file": file, "url": url or None, "sha256": digest.lower() or None,
+                      "format": fmt, "orf": row.get("orf") or "none"})  # fmt: skip
+    return units
+
+
+def units_from_urls(text: str, fmt: str = "oas") -> str:
+    """A units sheet (TSV) from any text listing download URLs, e.g. OAS's bulk-download script (one ``wget URL``
+    per data unit): one row per distinct URL, named ``<study folder>_<file stem>``, sha256 left empty (pinned
+    by the lock file on first fetch)."""
+    rows, names = [], set()
+    for url in dict.fromkeys(re.findall(r"https?://[^\s'\"]+", text)):
+        parts = url.rstrip("/").split("/")
+        stem = re.sub(r"\.(csv|tsv|txt|fa|fasta)?(\.gz)?$", "", parts[-1])
+        study = parts[-3] if len(parts) >= 3 and parts[-2] in ("csv", "fasta") else parts[-2]
+        name = re.sub(r"[^A-Za-z0-9_]+", "_", f"{study}_{stem}").strip("_")
+        if name in names:
+            raise FetchError(f"two URLs give the unit name {name!r} ({url}); name them by hand")
+        names.add(name)
+        rows.append(f"{name}\t{url}\t\t{fmt}\n")
+    if not rows:
+        raise FetchError("no http(s) URLs found")
+    return "\t".join(UNIT_COLUMNS) + "\n" + "".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="helm fetch", description=__doc__.splitlines()[0])
-    parser.add_argument("--file", required=True, help="path of the file relative to a mirror / data root")
+    parser.add_argument("--file", help="path of the file relative to a mirror / data root")
     parser.add_argument("--url", default=None)
     parser.add_argument("--sha256", default=None)
     parser.add_argument(
         "--mirror", default=default_mirror(), help="local directory searched before downloading ($HELM_DATA_MIRROR)"
     )
-    parser.add_argument("--dest", required=True, help="where the verified copy is written")
+    parser.add_argument("--dest", required=True, help="where the verified copy (or, with --units-from, the sheet) goes")
+    parser.add_argument(
+        "--lock", default=None, help="without --sha256: check against (or, first time, record in) this lock file"
+    )
+    parser.add_argument(
+        "--units-from",
+        default=None,
+        metavar="LIST",
+        help="instead of fetching: write a units sheet (data.pretrain) from a file of URLs such as OAS's "
+        "bulk_download.sh",
+    )
     args = parser.parse_args(argv)
+    if args.units_from:
+        try:
+            sheet = units_from_urls(Path(args.units_from).read_text())
+        except (OSError, FetchError) as exc:
+            parser.exit(2, f"helm fetch: error: --units-from {args.units_from}: {exc}\n")
+        if Path(args.dest).exists():  # a sheet may carry hand edits: never overwrite it
+            parser.exit(2, f"helm fetch: error: --dest {args.dest}: exists; remove it or choose another name\n")
+        Path(args.dest).write_text(sheet)
+        print(f"{args.dest}: {sheet.count(chr(10)) - 1} units")
+        return 0
+    if not args.file:
+        parser.exit(2, "helm fetch: error: --file is required (or --units-from)\n")
     try:
-        path = locate_file(args.file, url=args.url, sha256=args.sha256, mirror=args.mirror, dest=args.dest)
+        path = locate_file(
+            args.file, url=args.url, sha256=args.sha256, mirror=args.mirror, dest=args.dest, lock=args.lock
+        )
     except FetchError as exc:
-        parser.exit(1, f"helm fetch: error: {exc}\n")
+        parser.exit(2, f"helm fetch: error: {exc}\n")
     print(path)
     return 0

@@ -27,6 +27,21 @@ def resolve_mirror():
 MIRROR = resolve_mirror()
 
 
+def pretrain_units():
+    """data.pretrain: a list of units, or the path of a units sheet (TSV: name, url, sha256, format; relative
+    paths resolve against the repository root) whose units without sha256 are pinned in `<sheet>.lock`."""
+    units = config["data"]["pretrain"]
+    if not isinstance(units, str):
+        return units, None
+    from helm.fetch import read_units
+
+    sheet = Path(units) if Path(units).is_absolute() else REPO / units
+    return read_units(sheet), f"{sheet}.lock"
+
+
+PRETRAIN_UNITS, UNITS_LOCK = pretrain_units()
+
+
 def _put_helm_on_path():
     """Rules call `helm`: without --sdm conda it is the one installed beside the Python running snakemake
     (e.g. .venv/bin), so an unactivated `.venv/bin/snakemake` works; jobs inherit the PATH (Slurm too)."""
@@ -100,7 +115,7 @@ def expand_runs():
 
 RUNS = expand_runs()
 TOKENIZERS = sorted({c["tokenizer"] for c in RUNS.values()})
-UNITS = {u["name"]: u for u in config["data"]["pretrain"]}
+UNITS = {u["name"]: u for u in PRETRAIN_UNITS}
 TASKS = config["downstream"]["tasks"]
 SEEDS = config["downstream"]["seeds"]
 
@@ -134,7 +149,7 @@ for _name in tasks_of("probe"):
         raise ValueError(f"downstream.tasks.{_name}.dataset: not in config/datasets.yaml ({sorted(DATASETS)})")
 
 # raw file (relative path under the mirror / results/raw) -> its url and sha256
-RAW_FILES = {u["file"]: u for u in config["data"]["pretrain"]}
+RAW_FILES = {u["file"]: u for u in PRETRAIN_UNITS}
 RAW_FILES.update(
     {DATASETS[TASKS[t]["dataset"]]["file"]: DATASETS[TASKS[t]["dataset"]] for t in tasks_of("probe")}
 )
@@ -166,6 +181,13 @@ def slurm_resources(kind):
         if resources(kind, key):
             res[key] = resources(kind, key)
     return res
+
+
+def fetch_args(wildcards):
+    """`helm fetch` flags of one raw file: url, sha256 (or, for a sheet's unpinned units, the lock file), mirror."""
+    entry = RAW_FILES[wildcards.rawfile]
+    lock = UNITS_LOCK if not entry.get("sha256") and wildcards.rawfile in {u["file"] for u in PRETRAIN_UNITS} else None
+    return format_args({"url": entry.get("url"), "sha256": entry.get("sha256"), "lock": lock, "mirror": MIRROR or None})
 
 
 def raw_path(relpath):
@@ -292,7 +314,7 @@ def embed_data(wildcards):
 
 
 def annotate_data(wildcards):
-    return [raw_path(u["file"]) for u in config["data"]["pretrain"] if u.get("format") == "oas"][:1]
+    return [raw_path(u["file"]) for u in PRETRAIN_UNITS if u.get("format") == "oas"][:1]
 
 
 def eval_json(task, run, seed):

@@ -5,9 +5,7 @@ rule fetch:
     output:
         f"{R}/raw/{{rawfile}}",
     params:
-        source=lambda w: format_args(
-            {"url": RAW_FILES[w.rawfile].get("url"), "sha256": RAW_FILES[w.rawfile].get("sha256"), "mirror": MIRROR or None}
-        ),
+        source=fetch_args,
     log:
         f"{R}/logs/fetch/{{rawfile}}.log",
     conda:
@@ -19,7 +17,7 @@ rule fetch:
 
 rule learn_tokenizer:
     input:
-        [raw_path(u["file"]) for u in config["data"]["pretrain"]],
+        [raw_path(u["file"]) for u in PRETRAIN_UNITS],
     output:
         directory(f"{R}/tokenizers/{{learned}}"),
     params:
