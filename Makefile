@@ -12,12 +12,13 @@ SLURM_PKGS := slurmctld slurmd slurm-client munge
 # Tools the Python package calls as programs: MMseqs2 (`mmseqs`) for similarity splits (config/datasets.yaml).
 SYSTEM_PKGS := mmseqs2
 
-.PHONY: install smoke study test test-fast lint bench slurm-deps system-deps clean help
+.PHONY: install smoke study test test-fast lint bench slurm-deps slurm-profile system-deps clean help
 
 help:
 	@echo "make smoke   - set up, then run the smoke grid end to end -> results/tables.csv + results/report.html"
 	@echo "make study   - set up, then run the laptop study (config/study.yaml, ~2 h on 2 cores) -> docs/results/study/"
 	@echo "make test    - set up (venv, mmseqs2 and local Slurm packages when root), then run the whole test suite"
+	@echo "make slurm-profile ACCOUNT=... PARTITION=... - install the site Slurm profile (snakemake --profile slurm)"
 	@echo "make test-fast / lint / bench / clean"
 
 $(BIN)/python:
@@ -43,6 +44,16 @@ slurm-deps:
 		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(SLURM_PKGS) >/dev/null 2>&1)) || \
 		echo "could not install $(SLURM_PKGS): the Slurm test will skip"; \
 	else echo "not root or no apt-get: the Slurm test will skip"; fi
+
+# The site part of the Slurm profile (executor, account, default partition) in ~/.config/snakemake/slurm/, never
+# overwriting one that exists; per-rule GPUs, memory and runtime stay in the config's `resources`.
+# SLURM_SET="key=value ..." adds other site settings (e.g. slurm-status-command=squeue where sacct is absent).
+ACCOUNT ?=
+PARTITION ?=
+SLURM_SET ?=
+slurm-profile: install
+	$(BIN)/python workflow/scripts/slurm_profile.py --account "$(ACCOUNT)" --partition "$(PARTITION)" \
+		$(foreach s,$(SLURM_SET),--set $(s))
 
 # MMseqs2 for the similarity splits of `helm probe` / `helm baseline` (Debian package; needs root, else the user
 # installs it: `conda install -c bioconda mmseqs2`; the mmseqs tests skip without it).

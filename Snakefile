@@ -1,6 +1,6 @@
 # helm-mrna: the HELM paper grid as one DAG. See docs/ARCHITECTURE.md ("Workflow") and config/config.yaml.
 #   snakemake --profile workflow/profiles/default --configfile config/smoke.yaml   # tiny CPU grid
-#   snakemake --profile workflow/profiles/slurm                                  # the paper grid on Slurm
+#   snakemake --profile slurm    # the paper grid on Slurm (after `make slurm-profile ACCOUNT=... PARTITION=...`)
 from snakemake.utils import min_version, validate
 
 min_version("9.0")

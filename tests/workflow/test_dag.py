@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from wf_utils import REPO, expected_runs, job_counts, load_config, snakemake
+from wf_utils import REPO, expected_runs, job_counts, load_config, snakemake, snakemake_env
 
 RUN_ID = re.compile(r"results/pretrain/([^/\s,]+)/metrics\.json")
 
@@ -119,7 +120,29 @@ def test_lint_is_clean(tmp_path: Path) -> None:
         )
 
 
-@pytest.mark.parametrize("profile", ["default", "slurm", "slurm-test"])
+@pytest.mark.parametrize("profile", ["default", "slurm"])
 def test_profiles_keep_finished_jobs_on_code_edits(profile: str) -> None:
     settings = yaml.safe_load((REPO / "workflow/profiles" / profile / "config.v8+.yaml").read_text())
     assert set(settings["rerun-triggers"]) == {"mtime", "input"}
+
+
+def test_site_slurm_profile_is_installed_once_and_found_by_name(tmp_path: Path) -> None:
+    env = {**snakemake_env(), "HOME": str(tmp_path / "home")}
+    env.pop("XDG_CONFIG_HOME", None)
+    make = ["make", "-s", "slurm-profile", "ACCOUNT=proj42", "PARTITION=gpu-a100"]
+    subprocess.run(make, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+    profile = tmp_path / "home" / ".config" / "snakemake" / "slurm" / "config.v8+.yaml"
+    written = yaml.safe_load(profile.read_text())
+    assert written["executor"] == "slurm"
+    assert written["default-resources"] == ["slurm_account=proj42", "slurm_partition=gpu-a100"]
+    before = profile.read_text()
+    again = subprocess.run([*make[:3], "ACCOUNT=other"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert again.returncode != 0 and "is never overwritten" in again.stderr and profile.read_text() == before
+    # from the repository root, `--profile slurm` is found by name; rule resources from the config win
+    proc = snakemake(tmp_path / "work", "--profile", "slurm", "-n", config="config/config.yaml", env=env,
+                     timeout=300)  # fmt: skip
+    assert "Using profile slurm for setting default command line arguments." in proc.stderr
+    block = proc.stdout.split("rule pretrain:")[1].split("\n\n")[0]
+    assert "slurm_account=proj42" in block and "slurm_partition=gpu" in block and "gpu-a100" not in block
+    prepare = proc.stdout.split("rule prepare_unit:")[1].split("\n\n")[0]
+    assert "slurm_partition=gpu-a100" in prepare  # a rule without a partition of its own: the site default

@@ -1,14 +1,16 @@
 """The smoke grid through a real local Slurm cluster (slow; root + Debian slurmctld/slurmd/slurm-client/munge).
 
 The test starts munged (as user munge), slurmctld and slurmd itself, with a throw-away slurm.conf reached via
-SLURM_CONF, runs snakemake with the slurm-test profile (executor plugin, job states from squeue) under
-`timeout -k`, and stops the daemons it started by PID.
+SLURM_CONF, installs the site profile as a user would (`make slurm-profile`, in a temporary HOME, with this
+cluster's site settings: no accounting, job states from squeue), runs `snakemake --profile slurm` from the
+repository root under `timeout -k`, and stops the daemons it started by PID.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -26,9 +28,15 @@ def test_smoke_grid_on_local_slurm(tmp_path: Path, shared_data: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     with local_slurm(tmp_path / "slurm") as slurm_env:
-        env = snakemake_env({"HELM_DATA_MIRROR": str(shared_data)})
+        env = snakemake_env({"HELM_DATA_MIRROR": str(shared_data), "HOME": str(tmp_path / "home")})
         env.update(SLURM_CONF=slurm_env["SLURM_CONF"], PATH=f"{BIN}{os.pathsep}{slurm_env['PATH']}")
-        proc = snakemake(work, "--profile", str(REPO / "workflow/profiles/slurm-test"), env=env, timeout=1500)
+        env.pop("XDG_CONFIG_HOME", None)
+        # this cluster has no slurmdbd (sacct fails: states from squeue) and four job slots
+        site = ["slurm-status-command=squeue", "slurm-init-seconds-before-status-checks=5",
+                "seconds-between-status-checks=5", "latency-wait=10", "jobs=4", "retries=0"]  # fmt: skip
+        make = ["make", "-s", "slurm-profile", "PARTITION=debug", f"SLURM_SET={' '.join(site)}"]
+        subprocess.run(make, cwd=REPO, env=env, check=True)
+        proc = snakemake(work, "--profile", "slurm", env=env, timeout=1500)
     log = proc.stdout + proc.stderr
     runs = {"-".join(p) for p in expected_runs(load_config("config/smoke.yaml"))}
     assert job_counts(log)["pretrain"] == len(runs)
