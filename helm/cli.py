@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cluster": ("helm.downstream.cluster", "synonymous-variant clustering (silhouette score)"),
     "tables": ("helm.tables", "gather run metrics into results/tables.csv and pivot tables"),
     "models": ("helm.models", "list registered backbones, presets, losses and tokenizers"),
+    "export": ("helm.export", "write a run as a Hugging Face folder (AutoTokenizer / AutoModel*, no helm needed)"),
 }
 
 

@@ -157,6 +157,9 @@ class HelmModule(pl.LightningModule):
 
             device = torch.device("cpu") if config["model_ema_force_cpu"] else None
             self._ema.append(ModelEmaV3(self.model, decay=config["model_ema_decay"], device=device))
+        # --compile: the compiled wrapper shares the model's parameters; kept out of the module tree (a list) so
+        # state dicts and checkpoints hold the plain model's keys, loadable with or without --compile
+        self._compiled: list = [torch.compile(self.model)] if config.get("compile") else []
         self.tokens_seen = 0  # real (non-pad) input tokens this process trained on, for tokens/s
         self._plateau_metric: float | None = None  # --sched plateau: this epoch's validation metric
 
@@ -171,6 +174,8 @@ class HelmModule(pl.LightningModule):
 
     def forward(self, batch: dict[str, torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
         model = self.model if model is None else model
+        if model is self.model and self._compiled:
+            model = self._compiled[0]
         position_ids = batch.get("position_ids") if self.cfg["position_ids"] else None
         return model(batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=position_ids)
 

@@ -202,6 +202,8 @@ def gather(results: str | Path, runs: Iterable[str | Path], evals: Iterable[str 
         record = json.loads(path.read_text())
         task, run, bench_file = _eval_identity(path, record, results, ids)
         bench = read_benchmark(bench_file) if bench_file else (None, None)
+        if (record.get("config") or {}).get("hf"):  # a foreign checkpoint (--hf): no grid coordinates, no loss
+            coords_of.setdefault(run, {"arch": "external", "model": run})
         for metric, value in flatten(record.get("metrics", {})).items():
             rows.append({"run": run, "task": task, "seed": record.get("seed"), "metric": metric, "value": value,
                          "dataset": record.get("task"), "head": head_of(record), "eval_s": bench[0],

@@ -289,6 +289,13 @@ class TrainConfig:
     )
     log_interval: int = _f(1, "log training metrics every N steps", group="run")
     amp: bool = _f(False, "mixed precision: bf16 autocast where supported (CPU, Ampere+), else fp16", group="run")
+    compile: bool = _f(
+        False,
+        "torch.compile the model (inductor) for training and evaluation: faster steps after a compile of a few "
+        "seconds to minutes per new batch shape (needs a C++ compiler on CPU)",
+        group="run",
+        seed=False,
+    )
     pin_mem: bool = _f(False, "pin dataloader memory (faster host-to-GPU copies)", group="run")
     no_prefetcher: bool = _f(
         False,
@@ -641,7 +648,7 @@ RUNTIME_KEYS = {
     "resume", "overwrite", "num_workers", "pin_mem", "no_prefetcher", "progress_bar", "accelerator",
     "log_interval", "num_sanity_val_steps", "output", "data_dir", "train_file", "val_file", "test_file",
     "file_extension", "checkpoint_every_n_steps", "test", "max_steps", "limit_val_batches", "limit_test_batches",
-    "val_check_interval", "precision",
+    "val_check_interval", "precision", "compile",
 }  # fmt: skip
 OWN_ENTRIES = ("config.yaml", "tokenizer", "checkpoints", "model", "metrics.json", "tb")
 

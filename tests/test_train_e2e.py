@@ -3,6 +3,7 @@ finished-run protection, --overwrite, and clear errors before training for bad i
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -371,3 +372,20 @@ def test_second_order_optimizer_in_lookahead_trains(raw_dir, tmp_path):
     assert "lookahead_k" in optimizer["param_groups"][0]
     state = next(iter(optimizer["state"].values()))
     assert state["exp_hessian_diag_sq"].abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_compile_trains_to_the_eager_losses(raw_dir, tmp_path):
+    """--compile (inductor on CPU) runs the same model: same updates, same losses up to float32 reordering."""
+    metrics = {}
+    for name, extra in (("eager", ()), ("compiled", ("--compile",))):
+        out = tmp_path / name
+        argv = tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--max-steps", "4", "--epochs", "1", "--seed", "3",
+                         "--num_samples", "64", *extra)  # fmt: skip
+        assert main(argv) == 0
+        metrics[name] = json.loads((out / "metrics.json").read_text())
+        assert run.read_config(out)["compile"] is bool(extra)
+    for key in ("val_loss", "test_loss", "val_acc"):
+        assert metrics["compiled"][key] == pytest.approx(metrics["eager"][key], rel=1e-4, abs=1e-5), key
+    # a compiled run's checkpoint holds the plain model's keys: it loads without --compile
+    assert run.load_run(tmp_path / "compiled").model is not None

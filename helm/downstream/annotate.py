@@ -20,6 +20,8 @@ classifier trained with cross entropy; the epoch is chosen on validation macro F
 macro F1 over the classes present in test, and per-region accuracy (the share of that region's codons labelled
 correctly). Codon (3mer) runs label each codon token; nucleotide runs repeat the codon's label on its 3 bases.
 ``--corpus none`` skips the filter (rows may overlap pretraining; a warning, ``heldout_source: "none"``).
+There is no ``--hf`` (foreign checkpoints, docs/PROTOCOL.md): labels are aligned to our tokenizers' tokens (one
+per codon or base) and held-out rows need the checkpoint's pretraining corpus; a foreign model has neither.
 """
 
 from __future__ import annotations

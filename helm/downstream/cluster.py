@@ -1,7 +1,7 @@
 """`helm cluster`: do a run's embeddings group synonymous variants of the same protein? (DESIGN 5)
 
-    helm cluster --run RUN_DIR --reference PREPARED_DIR_or_FILE --out FILE.json \
-        [--num-proteins 20] [--variants 10] [--seed 0]
+    helm cluster (--run RUN_DIR | --hf HF_DIR [--hf-* ...]) --reference PREPARED_DIR_or_FILE --out FILE.json \
+        [--num-proteins 20] [--variants 10] [--max-len N] [--seed 0]
 
 For each of ``--num-proteins`` held-out CDS with distinct proteins, ``--variants`` synonymous variants are drawn
 by resampling every codon uniformly among the codons of its amino acid (stop among stops; the protein is
@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from helm.codons import CODONS, GENETIC_CODE, translate
-from helm.downstream.embed import InputError, check_compatible, embed_pooled, encode, run_mode
+from helm.downstream.embed import InputError, embed_pooled
+from helm.downstream.source import add_source_args, load_source, source_error
 
 SYNONYMS: dict[str, list[str]] = {}
 for _codon in CODONS:
@@ -58,20 +59,16 @@ def cluster(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.metrics import silhouette_score
 
     from helm.downstream.generate import read_reference
-    from helm.run import load_run
 
     t0 = time.time()
-    run = load_run(args.run)
-    check_compatible(run.model, run.tokenizer, where=str(args.run))
-    refs, _ = read_reference(args.reference, args.num_proteins * 5, run.tokenizer)
+    src = load_source(args)
+    refs, _ = read_reference(args.reference, args.num_proteins * 5)  # a prepared dir decodes with its own tokenizer
     seqs, labels = variant_sets(refs, args.num_proteins, args.variants, args.seed)
     n_proteins = len(set(labels.tolist()))
     if n_proteins < 2 or args.variants < 2:
         raise InputError(f"{args.reference}: need >= 2 distinct proteins and --variants >= 2 (got {n_proteins})")
-    enc = encode(
-        run.tokenizer, seqs, int(run.model.config.max_seq_len), mode=run_mode(run.config), where=str(args.reference)
-    )
-    emb = embed_pooled(run.model, enc, args.batch_size).numpy()
+    enc = src.encode(seqs, src.resolve_max_len(args.max_len), where=str(args.reference))
+    emb = embed_pooled(src.model, enc, args.batch_size).numpy()
     metrics = {
         "silhouette_euclidean": float(silhouette_score(emb, labels, metric="euclidean")),
         "silhouette_cosine": float(silhouette_score(emb, labels, metric="cosine")),
@@ -80,13 +77,14 @@ def cluster(args: argparse.Namespace) -> dict[str, Any]:
         "n_truncated": enc.n_truncated,
     }
     return {
-        "run": run.run_id,
+        "run": src.run_id,
         "task": "synonymous_clustering",
         "seed": args.seed,
         "metrics": metrics,
         "config": {
             "kind": "cluster",
-            "run_dir": str(args.run),
+            "run_dir": src.run_dir,
+            "hf": src.meta["hf"],
             "reference": str(args.reference),
             "variants": args.variants,
             "num_proteins": args.num_proteins,
@@ -99,14 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     from helm.downstream.probe import run_json_command
 
     parser = argparse.ArgumentParser(prog="helm cluster", description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True)
+    add_source_args(parser)
     parser.add_argument("--reference", required=True, help="prepared directory (test split) or sequence file")
     parser.add_argument("--out", required=True)
     parser.add_argument("--num-proteins", type=int, default=20)
     parser.add_argument("--variants", type=int, default=10, help="sequences per protein, the original included")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-len", type=int, default=None, help="token cap (default: the model's limit)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if err := source_error(args):
+        print(f"helm cluster: error: {err}", file=sys.stderr)
+        return 2
     return run_json_command(
         "helm cluster",
         cluster,

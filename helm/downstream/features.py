@@ -1,13 +1,16 @@
 """`helm embed`: a run's frozen per-token embeddings of one dataset, computed once and shared.
 
-    helm embed --run RUN_DIR --dataset NAME --out FEATURES.safetensors [--data-file F | --mirror DIR]
-        [--max-rows N] [--max-len N] [--overlong truncate|error] [--embed-batch-size 64] [--bf16] [--threads N]
+    helm embed (--run RUN_DIR | --hf HF_DIR [--hf-* ...]) --dataset NAME --out FEATURES.safetensors
+        [--data-file F | --mirror DIR] [--max-rows N] [--max-len N] [--overlong truncate|error]
+        [--embed-batch-size 64] [--bf16] [--threads N]
 
 Every head and every downstream seed of a (run, dataset) pair reads the same file (`helm probe --features`),
-so the backbone runs once per pair, not once per seed and head. The file is safetensors (tensors only, no
-pickle): ``features`` float16 [N, L, H] (pads zeroed), ``mask`` bool [N, L], and string metadata: the run id,
-the dataset and its file, a digest of the sequences (``helm probe`` refuses features of other rows), the
-framing (mode, tokenizer, max_len) and the counts of cut (``n_truncated``) and tail-trimmed sequences.
+so the backbone runs once per pair, not once per seed and head. ``--hf DIR`` embeds with any local Hugging Face
+checkpoint instead (helm.downstream.source; its identity goes into the metadata as ``hf``). The file is
+safetensors (tensors only, no pickle): ``features`` float16 [N, L, H] (pads zeroed), ``mask`` bool [N, L], and
+string metadata: the run id, the dataset and its file, a digest of the sequences (``helm probe`` refuses
+features of other rows), the framing (mode, tokenizer, max_len) and the counts of cut (``n_truncated``) and
+tail-trimmed sequences.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 import torch
 
 from helm.downstream.datasets import DatasetError, DownstreamData, RegistryError, load_dataset
-from helm.downstream.embed import InputError, check_compatible, embed_tokens, encode, run_mode
+from helm.downstream.embed import InputError, embed_tokens
+from helm.downstream.source import add_source_args, load_source, source_error
 
 
 @dataclass
@@ -80,42 +84,39 @@ def check_features(feats: Features, data: DownstreamData, where: str) -> None:
 
 
 def embed_dataset(args: argparse.Namespace) -> tuple[Features, dict[str, Any]]:
-    from helm.run import load_run
-
     t0 = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = load_run(args.run)
-    check_compatible(run.model, run.tokenizer, where=str(args.run))
+    src = load_source(args)
     data = load_dataset(args.dataset, registry=args.registry, mirror=args.mirror, path=args.data_file,
                         max_rows=args.max_rows)  # fmt: skip
-    mode = run_mode(run.config)
-    max_len = min(int(args.max_len or run.model.config.max_seq_len), int(run.model.config.max_seq_len))
-    enc = encode(run.tokenizer, data.sequences, max_len, mode=mode, codon_frame=data.spec.codon_frame,
-                 overlong=args.overlong, where=f"{data.path}")  # fmt: skip
-    x = embed_tokens(run.model, enc, args.embed_batch_size, dtype=torch.float16, progress=not args.quiet,
+    max_len = src.resolve_max_len(args.max_len)
+    enc = src.encode(data.sequences, max_len, codon_frame=data.spec.codon_frame, overlong=args.overlong,
+                     where=f"{data.path}")  # fmt: skip
+    x = embed_tokens(src.model, enc, args.embed_batch_size, dtype=torch.float16, progress=not args.quiet,
                      bf16=args.bf16)  # fmt: skip
     meta = {
-        "run": run.run_id, "run_dir": str(args.run), "dataset": data.spec.name, "dataset_file": str(data.path),
+        "run": src.run_id, "run_dir": src.run_dir, "dataset": data.spec.name, "dataset_file": str(data.path),
         "sha256": data.spec.sha256, "n_rows": len(data.sequences), "sequences_sha256": sequences_digest(data.sequences),
-        "max_rows": args.max_rows, "mode": mode, "tokenizer": getattr(run.tokenizer, "name", None),
+        "max_rows": args.max_rows, "mode": src.meta["mode"], "tokenizer": src.meta["tokenizer"],
         "max_len": max_len, "overlong": args.overlong, "codon_frame": data.spec.codon_frame,
         "n_truncated": enc.n_truncated, "n_tail_trimmed": enc.n_tail_trimmed, "hidden_size": int(x.shape[-1]),
-        "bf16": args.bf16, "seconds": round(time.time() - t0, 2),
+        "bf16": args.bf16, "hf": src.meta["hf"], "seconds": round(time.time() - t0, 2),
     }  # fmt: skip
     return Features(x, enc.mask, meta), meta
 
 
 def add_embed_args(parser: argparse.ArgumentParser) -> None:
     """Flags of the embedding step, shared by `helm embed` and `helm probe`."""
-    parser.add_argument("--max-len", type=int, default=None, help="token cap (default and upper bound: max_seq_len)")
+    parser.add_argument("--max-len", type=int, default=None,
+                        help="token cap (default and upper bound: max_seq_len; --hf: max positions)")  # fmt: skip
     parser.add_argument("--embed-batch-size", type=int, default=64)
     parser.add_argument("--bf16", action="store_true", help="extract frozen embeddings under bfloat16 autocast")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="helm embed", description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="run directory (model/, tokenizer/, config.yaml)")
+    add_source_args(parser)
     parser.add_argument("--dataset", required=True, help="registry name (config/datasets.yaml)")
     parser.add_argument("--out", required=True, help="output features file (.safetensors)")
     parser.add_argument("--registry", default=None, help="dataset registry YAML (default: config/datasets.yaml)")
@@ -130,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from helm.fetch import FetchError
 
+    if err := source_error(args):
+        print(f"helm embed: error: {err}", file=sys.stderr)
+        return 2
     try:
         feats, meta = embed_dataset(args)
     except (DatasetError, RegistryError, InputError, FileNotFoundError, FetchError) as exc:

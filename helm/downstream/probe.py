@@ -1,12 +1,14 @@
 """`helm probe`: property prediction with a pretrained run on a registry dataset (DESIGN 5).
 
-    helm probe --run RUN_DIR --dataset mrfp --seed 0 --out results/downstream/RUN/mrfp/0.json \
-        [--registry config/datasets.yaml] [--mirror DIR] [--head textcnn|linear|mlp] [--finetune none|full|lora]
+    helm probe (--run RUN_DIR | --hf HF_DIR [--hf-* ...] | --features F) --dataset mrfp --seed 0 \
+        --out results/downstream/RUN/mrfp/0.json [--registry config/datasets.yaml] [--mirror DIR]
+        [--head textcnn|linear|mlp] [--finetune none|full|lora]
         [--epochs 100] [--patience 15] [--batch-sizes 16 32] [--lrs 1e-3 1e-4] [--max-train N]
 
 Frozen (``--finetune none``): embeddings are extracted once for the whole dataset, then each grid point
 trains only the head. ``full`` / ``lora`` train a fresh copy of the backbone per grid point with its own
-learning rate (``--backbone-lr``). The output JSON is described in docs/ARCHITECTURE.md ("Downstream").
+learning rate (``--backbone-lr``). ``--hf DIR`` probes any local Hugging Face checkpoint the same way
+(helm.downstream.source). The output JSON is described in docs/ARCHITECTURE.md ("Downstream").
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import numpy as np
 import torch
 
 from helm.downstream.datasets import DatasetError, DownstreamData, RegistryError, load_dataset, subsample
-from helm.downstream.embed import InputError, check_compatible, embed_tokens, encode, run_mode
+from helm.downstream.embed import InputError, embed_tokens
 from helm.downstream.harness import FitConfig, Split, copy_encoder, sweep
 from helm.downstream.heads import HEADS
+from helm.downstream.source import add_source_args, load_source, source_error
 
 PROBE_HEADS = (*HEADS, "ridge")  # ridge: closed-form, on mean-pooled embeddings (a fast linear probe)
 
@@ -166,24 +169,20 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
         x, mask, dim = feats.x, feats.mask, int(feats.x.shape[-1])
         n_truncated, n_tail = meta["n_truncated"], meta["n_tail_trimmed"]
     else:
-        from helm.run import load_run
-
-        run = load_run(args.run)
-        check_compatible(run.model, run.tokenizer, where=str(args.run))
+        src = load_source(args)  # --run or --hf: the same encoding/embedding interface
         data = load_data(args)
-        max_len = min(int(args.max_len or run.model.config.max_seq_len), int(run.model.config.max_seq_len))
-        mode = run_mode(run.config)
-        enc = encode(run.tokenizer, data.sequences, max_len, mode=mode, codon_frame=data.spec.codon_frame,
-                     overlong=args.overlong, where=f"{data.path}")  # fmt: skip
-        run_id, model, dim = run.run_id, run.model, int(run.model.config.hidden_size)
-        meta = {"mode": mode, "tokenizer": getattr(run.tokenizer, "name", None), "max_len": max_len}
+        max_len = src.resolve_max_len(args.max_len)
+        enc = src.encode(data.sequences, max_len, codon_frame=data.spec.codon_frame, overlong=args.overlong,
+                         where=f"{data.path}")  # fmt: skip
+        run_id, model, dim = src.run_id, src.model, int(src.model.config.hidden_size)
+        meta = {**src.meta, "max_len": max_len, "run_dir": src.run_dir}
         n_truncated, n_tail = enc.n_truncated, enc.n_tail_trimmed
         x, mask = enc.ids, enc.mask
         if args.finetune == "none":
             x = embed_tokens(model, enc, args.embed_batch_size, dtype=getattr(torch, args.feature_dtype),
                              progress=not args.quiet, bf16=args.bf16)  # fmt: skip
     if args.features and args.finetune != "none":
-        raise InputError(f"{args.features}: --finetune {args.finetune} needs the model (--run), not features")
+        raise InputError(f"{args.features}: --finetune {args.finetune} needs the model (--run/--hf), not features")
     if args.head == "ridge" and args.finetune != "none":
         raise InputError(f"--head ridge is a frozen-feature probe; --finetune {args.finetune} needs a trained head")
     base = FitConfig(
@@ -219,7 +218,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
         "predictions": test_predictions(data, result["test_pred"]),
         "config": {
             "kind": "probe",
-            "run_dir": str(args.run) if args.run else meta.get("run_dir"),
+            "run_dir": meta.get("run_dir"),
             "features": str(args.features) if args.features else None,
             "head": args.head,
             "finetune": args.finetune,
@@ -244,6 +243,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
             "sequence_type": data.spec.sequence_type,
             **data.split_info,  # split kind, split_seed (+ similarity settings, n_clusters)
             "bf16": args.bf16,
+            "hf": meta.get("hf"),  # a foreign checkpoint's identity (path, config sha256), else None
             "embed_seconds": round(t_embed, 2),
             "seconds": round(time.time() - t0, 2),
         },
@@ -254,10 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     from helm.downstream.features import add_embed_args
 
     parser = argparse.ArgumentParser(prog="helm probe", description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="run directory (model/, tokenizer/, config.yaml)")
-    source.add_argument("--features", help="frozen embeddings of the dataset written by `helm embed` (shared by "
-                        "every head and seed)")  # fmt: skip
+    add_source_args(parser, features=True)
     add_fit_args(parser)
     parser.add_argument("--finetune", choices=("none", "full", "lora"), default="none")
     parser.add_argument("--backbone-lr", type=float, default=1e-5, help="backbone learning rate when fine-tuning")
@@ -271,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         help="storage of the frozen embeddings (float16 halves memory on big datasets)",
     )
     args = parser.parse_args(argv)
+    if err := source_error(args):
+        print(f"helm probe: error: {err}", file=sys.stderr)
+        return 2
     return run_regression_command("helm probe", probe, args)
 
 

@@ -120,6 +120,25 @@ TASKS = config["downstream"]["tasks"]
 SEEDS = config["downstream"]["seeds"]
 
 
+def external_checkpoints():
+    """downstream.external -> {run id "hf:<name>": {name, path, args}}: foreign Hugging Face checkpoints that get
+    every probe task like a run. Relative paths resolve against the repository root; a folder without config.json
+    fails here, before any job runs."""
+    out = {}
+    for name, entry in (config["downstream"].get("external") or {}).items():
+        entry = {"path": entry} if isinstance(entry, str) else entry
+        path = Path(entry["path"]).expanduser()
+        path = path if path.is_absolute() else (REPO / path).resolve()
+        if not (path / "config.json").is_file():
+            raise ValueError(f"downstream.external.{name}: {entry['path']}: not a Hugging Face model folder "
+                             f"(no {path}/config.json)")  # fmt: skip
+        out[f"hf:{name}"] = {"name": name, "path": str(path), "args": entry.get("args") or {}}
+    return out
+
+
+EXTERNAL = external_checkpoints()
+
+
 def _alternation(names):
     return "|".join(re.escape(str(n)) for n in sorted(names, key=lambda n: (-len(str(n)), str(n)))) or "(?!)"
 
@@ -156,7 +175,7 @@ RAW_FILES.update(
 
 
 wildcard_constraints:
-    run=_alternation(RUNS),
+    run=_alternation([*RUNS, *EXTERNAL]),
     unit=_alternation(UNITS),
     tokenizer=_alternation(TOKENIZERS),
     learned=_alternation(LEARNED_TOKENIZERS),
@@ -289,9 +308,24 @@ def features_file(run, key):
     return f"{R}/embeddings/{key}/{run}.safetensors"
 
 
+def run_input(wildcards):
+    """The file a job waits for: a pretrain run's metrics.json, or an external checkpoint's config.json."""
+    ext = EXTERNAL.get(wildcards.run)
+    return f"{ext['path']}/config.json" if ext else f"{R}/pretrain/{wildcards.run}/metrics.json"
+
+
+def run_source(wildcards, input):
+    """`--run RUN_DIR`, or `--hf DIR --hf-name NAME` and the external checkpoint's own flags."""
+    ext = EXTERNAL.get(wildcards.run)
+    if ext:
+        hf = f"--hf {shlex.quote(ext['path'])} --hf-name {shlex.quote(ext['name'])}"
+        return f"{hf} {format_args(ext['args'])}".rstrip()
+    return f"--run {shlex.quote(os.path.dirname(input.run))}"
+
+
 def probe_inputs(wildcards):
     """A frozen probe reads the run's features of its dataset (embedded once); fine-tuning needs the run."""
-    inputs = {"data": probe_data(wildcards), "run": f"{R}/pretrain/{wildcards.run}/metrics.json"}
+    inputs = {"data": probe_data(wildcards), "run": run_input(wildcards)}
     if frozen(wildcards.task):
         inputs["features"] = features_file(wildcards.run, features_key(wildcards.task))
     return inputs
@@ -300,7 +334,7 @@ def probe_inputs(wildcards):
 def probe_source(wildcards, input):
     if frozen(wildcards.task):
         return f"--features {shlex.quote(input.features)}"
-    return f"--run {shlex.quote(os.path.dirname(input.run))}"
+    return run_source(wildcards, input)
 
 
 def embed_args(wildcards):
@@ -324,6 +358,7 @@ def eval_json(task, run, seed):
 def all_evals():
     paths = [eval_json(t, run, s) for t in TASKS for run in task_runs(t) for s in SEEDS]
     paths += [eval_json(t, f"baseline-{m}", s) for t in tasks_of("probe") for m in task_baselines(t) for s in SEEDS]
+    paths += [eval_json(t, run, s) for t in tasks_of("probe") for run in EXTERNAL for s in SEEDS]
     return paths
 
 

@@ -1,9 +1,9 @@
-# Downstream evaluations: (pretrain run or baseline) x task x seed, one JSON each.
+# Downstream evaluations: (pretrain run, external checkpoint or baseline) x task x seed, one JSON each.
 
 
 rule embed:
     input:
-        run=f"{R}/pretrain/{{run}}/metrics.json",
+        run=run_input,  # a pretrain run, or an external checkpoint's config.json (downstream.external)
         data=embed_data,
     output:
         features_file("{run}", "{key}"),
@@ -11,7 +11,7 @@ rule embed:
         key=_alternation(FEATURE_SETS),
     params:
         args=embed_args,
-        rundir=lambda w, input: os.path.dirname(input.run),
+        source=run_source,
     threads: resources("downstream", "threads")
     resources:
         **slurm_resources("downstream"),
@@ -22,7 +22,7 @@ rule embed:
     conda:
         "../../envs/helm.yaml"
     shell:
-        "helm embed --run {params.rundir:q} --data-file {input.data:q} --threads {threads} --quiet {params.args}"
+        "helm embed {params.source} --data-file {input.data:q} --threads {threads} --quiet {params.args}"
         " --out {output:q} > {log:q} 2>&1"
 
 
