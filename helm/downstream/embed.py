@@ -137,22 +137,25 @@ def embed_tokens(
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
     bf16: bool = False,
+    compile: bool = False,
 ) -> torch.Tensor:
     """Per-token embeddings [N, L, H] (pads zeroed) in the input order.
 
     Rows are sorted by length so every batch is padded only to its own longest row. ``bf16`` runs the
     backbone under bfloat16 autocast (about 3 significant digits; fine for probing, off by default).
+    ``compile`` runs ``model.embed`` through ``torch.compile`` (dynamic shapes: one compile for every width).
     """
     out = torch.zeros(len(enc), enc.ids.shape[1], model.config.hidden_size, dtype=dtype)
-    for rows, hidden, mask in _length_sorted_batches(model, enc, batch_size, progress, bf16):
+    for rows, hidden, mask in _length_sorted_batches(model, enc, batch_size, progress, bf16, compile):
         out[rows, : mask.shape[1]] = (hidden * mask.unsqueeze(-1)).to(dtype).cpu()
     return out
 
 
-def _length_sorted_batches(model, enc: Encoded, batch_size: int, progress: bool, bf16: bool):
+def _length_sorted_batches(model, enc: Encoded, batch_size: int, progress: bool, bf16: bool, compile: bool = False):
     """(rows, hidden [b, w, H], mask [b, w]) per batch of rows sorted by length, each padded only to its own
     longest row (w)."""
     model.eval()
+    embed = torch.compile(model.embed, dynamic=True) if compile else model.embed
     device = next(model.parameters()).device
     lengths = enc.mask.sum(1)
     order = torch.argsort(lengths, descending=True)
@@ -162,7 +165,7 @@ def _length_sorted_batches(model, enc: Encoded, batch_size: int, progress: bool,
         width = int(lengths[rows].max())
         ids, mask = enc.ids[rows, :width].to(device), enc.mask[rows, :width].to(device)
         with _autocast(device, bf16):
-            hidden = model.embed(ids, mask)
+            hidden = embed(ids, mask)
         yield rows, hidden, mask
 
 

@@ -94,14 +94,14 @@ def embed_dataset(args: argparse.Namespace) -> tuple[Features, dict[str, Any]]:
     enc = src.encode(data.sequences, max_len, codon_frame=data.spec.codon_frame, overlong=args.overlong,
                      where=f"{data.path}")  # fmt: skip
     x = embed_tokens(src.model, enc, args.embed_batch_size, dtype=torch.float16, progress=not args.quiet,
-                     bf16=args.bf16)  # fmt: skip
+                     bf16=args.bf16, compile=args.compile)  # fmt: skip
     meta = {
         "run": src.run_id, "run_dir": src.run_dir, "dataset": data.spec.name, "dataset_file": str(data.path),
         "sha256": data.spec.sha256, "n_rows": len(data.sequences), "sequences_sha256": sequences_digest(data.sequences),
         "max_rows": args.max_rows, "mode": src.meta["mode"], "tokenizer": src.meta["tokenizer"],
         "max_len": max_len, "overlong": args.overlong, "codon_frame": data.spec.codon_frame,
         "n_truncated": enc.n_truncated, "n_tail_trimmed": enc.n_tail_trimmed, "hidden_size": int(x.shape[-1]),
-        "bf16": args.bf16, "hf": src.meta["hf"], "seconds": round(time.time() - t0, 2),
+        "bf16": args.bf16, "compile": args.compile, "hf": src.meta["hf"], "seconds": round(time.time() - t0, 2),
     }  # fmt: skip
     return Features(x, enc.mask, meta), meta
 
@@ -112,6 +112,9 @@ def add_embed_args(parser: argparse.ArgumentParser) -> None:
                         help="token cap (default and upper bound: max_seq_len; --hf: max positions)")  # fmt: skip
     parser.add_argument("--embed-batch-size", type=int, default=64)
     parser.add_argument("--bf16", action="store_true", help="extract frozen embeddings under bfloat16 autocast")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the backbone for embedding (compiles once: large sets)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

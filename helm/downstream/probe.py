@@ -180,7 +180,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
         x, mask = enc.ids, enc.mask
         if args.finetune == "none":
             x = embed_tokens(model, enc, args.embed_batch_size, dtype=getattr(torch, args.feature_dtype),
-                             progress=not args.quiet, bf16=args.bf16)  # fmt: skip
+                             progress=not args.quiet, bf16=args.bf16, compile=args.compile)  # fmt: skip
     if args.features and args.finetune != "none":
         raise InputError(f"{args.features}: --finetune {args.finetune} needs the model (--run/--hf), not features")
     if args.head == "ridge" and args.finetune != "none":

@@ -72,6 +72,18 @@ def test_batched_embeddings_equal_unpadded_single_rows(tiny_runs, mode):
     torch.testing.assert_close(pooled, mean_pool(feats, enc.mask), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
+def test_compiled_embedding_equals_eager(tiny_runs):
+    """--compile (inductor, dynamic shapes) gives the eager features up to float32 reordering."""
+    run = load_run(tiny_runs["mlm"])
+    rng = np.random.default_rng(1)
+    seqs = ["".join(rng.choice(list("ACGT"), 3 * int(n))) for n in rng.integers(2, 40, size=12)]
+    enc = encode(run.tokenizer, seqs, 64, mode="mlm")
+    eager = embed_tokens(run.model, enc, batch_size=4, progress=False)
+    compiled = embed_tokens(run.model, enc, batch_size=4, progress=False, compile=True)
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("mode", ["mlm", "clm"])
 @pytest.mark.parametrize("arch", ["gpt2", "bert", "mamba", "hyena"])
 def test_every_backbone_embeds_padded_batches_like_single_rows(arch, mode):
