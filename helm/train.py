@@ -107,6 +107,13 @@ class TrainConfig:
         64, "batch size per device (global batch = this x devices x nodes x grad-accum-steps)", group="data"
     )
     num_samples: int = _f(-1, "use only the first N sequences of each split: train, val, test (-1 = all)", group="data")
+    group_by_length: bool = _f(
+        False,
+        "batch training sequences of similar length (seeded shuffle, sorted within chunks of 50 batches, batch "
+        "order shuffled): far fewer pads per batch; changes the data order, so off by default",
+        group="data",
+        seed=False,
+    )
     # --------------------------------------------------------------------------------------------- model
     model_name: str = _f("gpt2", "backbone: gpt2, bert, mamba, hyena (see `helm models`)", group="model")
     bidirectional: bool = _f(
@@ -421,6 +428,12 @@ def _yaml_value(name: str, value: Any, where: str) -> Any:
     items = value if isinstance(value, list) else [value]
     out = []
     for v in items:
+        if isinstance(v, str) and (kind in (int, float) or name in _MIXED):
+            # YAML 1.1 reads `1e-3` (no dot) as a string: parse numbers the way the command line does
+            try:
+                v = _int_or_float(v) if name in _MIXED else _number(kind)(v)
+            except argparse.ArgumentTypeError as e:
+                raise ValueError(f"{where}: {name}: {e}") from None
         ok = (
             isinstance(v, bool)
             if kind is bool
@@ -442,8 +455,12 @@ def _yaml_value(name: str, value: Any, where: str) -> Any:
     return out if is_list else out[0]
 
 
+DERIVED_KEY = "derived"  # the section of a run's config.yaml holding values computed from the flags
+
+
 def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a --config YAML: keys are flag names (either spelling, without dashes in front)."""
+    """Read a --config YAML: keys are flag names (either spelling, without dashes in front); a run's own
+    resolved config.yaml is one (its ``derived`` section is skipped)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config {path}: file not found")
@@ -455,6 +472,8 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"--config {path}: expected a mapping of flag: value, got {type(raw).__name__}")
     values = {}
     for key, value in raw.items():
+        if key == DERIVED_KEY:  # a run's own resolved config.yaml: its derived values are recomputed, not inputs
+            continue
         name = str(key).lstrip("-").replace("-", "_")
         if name not in FIELDS:
             close = difflib.get_close_matches(name, FIELDS, n=3)
@@ -930,6 +949,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         num_samples=cfg.num_samples,
         pin_memory=cfg.pin_mem,
         position_ids=cfg.position_ids,
+        group_by_length=cfg.group_by_length,
     )
     n_train = len(dm.dataset("train"))
     # sequences cut at --max_seq_len: counted per split, printed and kept in metrics.json (never silent)
@@ -964,7 +984,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     num_parameters = sum(p.numel() for p in module.model.parameters())
     if _rank() == 0:
         resolved = to_dict(cfg)
-        resolved["derived"] = {
+        resolved[DERIVED_KEY] = {
             "output": str(out), "prepared_data": str(data_dir), "tokenizer": tokenizer.name, "vocab_size": len(vocab),
             "lr": lr, "global_batch": global_batch(cfg), "world_size": world_size(cfg), "precision": precision(cfg),
             "num_parameters": num_parameters, "updates_per_epoch": updates_per_epoch, "train_epochs": train_epochs,

@@ -253,6 +253,22 @@ def test_resolved_config_round_trips(tmp_path):
     assert isinstance(cfg, TrainConfig)
 
 
+def test_yaml_numbers_are_typed_like_the_command_line(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("lr: 1e-3\nweight-decay: 5e-2\nlimit_val_batches: '0.5'\nbatch_size: '8'\n")  # YAML 1.1: strings
+    cfg = parse_args(["--config", str(file)])
+    assert cfg.lr == 0.001 and cfg.weight_decay == 0.05 and cfg.limit_val_batches == 0.5 and cfg.batch_size == 8
+    assert isinstance(cfg.lr, float) and isinstance(cfg.batch_size, int)
+
+
+def test_a_runs_own_config_yaml_is_a_valid_config(tmp_path):
+    from helm import run
+
+    cfg = parse_args(["--loss", "HXE", "--hxe-alpha", "0.6", "--opt-betas", "0.9", "0.95", "--lr", "3e-4"])
+    run.write_config(tmp_path, train.to_dict(cfg) | {"derived": {"lr": 3e-4, "global_batch": 32}})
+    assert parse_args(["--config", str(tmp_path / run.CONFIG_FILE)]) == cfg
+
+
 def test_help_lists_every_flag(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
