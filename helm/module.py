@@ -160,10 +160,15 @@ class HelmModule(pl.LightningModule):
         # --compile: the compiled wrapper shares the model's parameters; kept out of the module tree (a list) so
         # state dicts and checkpoints hold the plain model's keys, loadable with or without --compile
         self._compiled: list = [torch.compile(self.model)] if config.get("compile") else []
-        self.tokens_seen = 0  # real (non-pad) input tokens this process trained on, for tokens/s
+        self._tokens: torch.Tensor | None = None  # real input tokens trained on, kept on the device (see tokens_seen)
         self._plateau_metric: float | None = None  # --sched plateau: this epoch's validation metric
 
     # ------------------------------------------------------------------------------------------ helpers
+    @property
+    def tokens_seen(self) -> int:
+        """Real (non-pad) input tokens this process trained on, for tokens/s (one host sync, when read)."""
+        return 0 if self._tokens is None else int(self._tokens)
+
     @property
     def ema(self):
         return self._ema[0] if self._ema else None
@@ -190,7 +195,9 @@ class HelmModule(pl.LightningModule):
         else:
             logits = self(batch)
         loss = self.loss_fn(logits.float(), batch["labels"])
-        self.tokens_seen += int(batch["attention_mask"].sum())
+        # summed on the device: reading it every step (int()) would make the host wait for the GPU each step
+        count = batch["attention_mask"].sum().detach()
+        self._tokens = count if self._tokens is None else self._tokens + count
         world = self.trainer.world_size if self._trainer is not None else 1
         if world > 1:
             # The loss is a mean over this rank's target positions, and DDP averages gradients over ranks: the

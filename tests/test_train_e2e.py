@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 from train_utils import tiny_args, write_oas_txt
@@ -389,3 +390,17 @@ def test_compile_trains_to_the_eager_losses(raw_dir, tmp_path):
         assert metrics["compiled"][key] == pytest.approx(metrics["eager"][key], rel=1e-4, abs=1e-5), key
     # a compiled run's checkpoint holds the plain model's keys: it loads without --compile
     assert run.load_run(tmp_path / "compiled").model is not None
+
+
+def test_train_tokens_count_every_real_input_token_once(raw_dir, tmp_path):
+    """metrics.json's train_tokens (behind tokens_per_s) = the real (non-pad) input tokens of one epoch."""
+    from helm.shards import TokenShards
+
+    out = tmp_path / "run"
+    argv = tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--epochs", "1", "--num_samples", "64", "--no-test")
+    assert main(argv) == 0
+    lengths = TokenShards(out / "data" / "train").lengths()[:64]
+    expected = int(np.minimum(lengths + 2, 48).sum())  # <cls> + codons + <eos>, cut at --max_seq_len 48
+    metrics = run.read_metrics(out)
+    assert metrics["train_tokens"] == expected
+    assert metrics["tokens_per_s"] == pytest.approx(expected / metrics["train_time_s"], rel=1e-6)
