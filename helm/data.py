@@ -37,6 +37,14 @@ sample is evaluated exactly once across ranks (rank counts may differ by one). T
 ``StatefulLoader`` counts the samples it has handed out; its ``state_dict()``/``load_state_dict()`` (called by
 Lightning on stateful dataloaders at checkpoint/restore) restore the position, so a run resumed mid-epoch
 sees exactly the remaining batches of an uninterrupted run (tested with a real ``Trainer``).
+
+Length grouping (``group_by_length``, training only): ``LengthGroupedSampler`` orders the same epoch so that
+each run of ``batch_size`` consecutive samples holds sequences of similar length, so a batch pads little
+(random batches pad to their longest row). The epoch's seeded permutation is cut into mega-chunks of
+``chunk_batches`` global steps, each chunk is sorted by length and cut into batches, and the order of the steps
+is shuffled with the same generator: which sequences meet in a chunk, and the order of the batches, stay
+random; only the lengths within a batch are alike.
+Validation and test keep the plain order (their batches pad as before).
 """
 
 from __future__ import annotations
@@ -52,7 +60,16 @@ from helm.codons import CLS_ID, EOS_ID, MASK_ID, PAD_ID, SPECIALS
 from helm.shards import TokenShards
 from helm.tokenizers import load_tokenizer
 
-__all__ = ["TokenShards", "FramedDataset", "EpochSampler", "StatefulLoader", "HelmDataModule", "collate"]
+__all__ = [
+    "TokenShards",
+    "FramedDataset",
+    "EpochSampler",
+    "LengthGroupedSampler",
+    "StatefulLoader",
+    "HelmDataModule",
+    "collate",
+    "pad_share",
+]
 
 IGNORE_INDEX = -100
 MASKING_STRATEGIES = ("single", "double", "span")
@@ -179,6 +196,11 @@ class FramedDataset:
         room = self.max_seq_len - (2 if self.mode == "mlm" else 1)
         return int((self.shards.lengths()[: self.n] > room).sum())
 
+    def lengths(self) -> np.ndarray:
+        """Framed length of every used sequence (specials included, cut at ``max_seq_len``): its row width."""
+        specials = 2 if self.mode == "mlm" else 1
+        return np.minimum(self.shards.lengths()[: self.n] + specials, self.max_seq_len)
+
 
 def collate(items: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     """Right-pad a list of (input_ids, labels) into the batch dict (torch tensors)."""
@@ -237,6 +259,62 @@ class EpochSampler(DistributedSampler):
         return iter([(epoch, int(i)) for i in order])
 
 
+class LengthGroupedSampler(EpochSampler):
+    """``EpochSampler`` whose every ``batch_size`` consecutive samples (one batch) have similar lengths.
+
+    Per epoch, with the ``(seed, epoch)`` generator: permute, keep ``n // R * R`` samples (as ``EpochSampler``),
+    cut the samples that fill whole batches on every rank into mega-chunks of ``chunk_batches`` steps (a step =
+    one batch per rank), sort each chunk by length and cut it into steps, then shuffle the steps. Rank r takes
+    batch r of every step, so the ranks of a step hold neighbouring lengths (no rank waits long on another).
+    The < ``batch_size`` samples per rank that do not fill a batch are sorted and form every rank's last,
+    partial batch. Same sample count per rank as ``EpochSampler``, so resuming (``skip``) works unchanged."""
+
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        seed: int = 42,
+        rank: int = 0,
+        world_size: int = 1,
+        chunk_batches: int = 50,
+    ):
+        if batch_size < 1 or chunk_batches < 1:
+            raise ValueError(f"batch_size {batch_size} and chunk_batches {chunk_batches} must be >= 1")
+        super().__init__(len(lengths), seed=seed, shuffle=True, rank=rank, world_size=world_size)
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.chunk_batches = batch_size, chunk_batches
+
+    def order(self) -> np.ndarray:
+        b, world = self.batch_size, self.world_size
+        rng = np.random.default_rng([self.seed, self.epoch])
+        per_rank = self.n // world
+        perm = rng.permutation(self.n)[: per_rank * world]
+        full = per_rank // b * b * world  # samples that fill whole batches on every rank
+        body, tail = perm[:full], perm[full:]
+        # sort within each mega-chunk (lexsort's primary key is its last: chunk, then length); chunks are whole steps
+        chunk = np.arange(full) // (self.chunk_batches * b * world)
+        body = body[np.lexsort((self.lengths[body], chunk))]
+        steps = body.reshape(-1, world, b)[rng.permutation(full // (b * world))]
+        tail = tail[np.argsort(self.lengths[tail], kind="stable")].reshape(world, -1)
+        return np.concatenate([steps[:, self.rank].reshape(-1), tail[self.rank]])
+
+    def __len__(self) -> int:
+        return self.n // self.world_size  # = len(self.order()), without sorting a large corpus to count it
+
+
+def pad_share(lengths: np.ndarray, batch_size: int, order: np.ndarray | None = None) -> float:
+    """Share of pad positions when ``lengths`` (row widths) are batched ``batch_size`` at a time in ``order``
+    and each batch is right-padded to its longest row (what ``collate`` does)."""
+    rows = np.asarray(lengths if order is None else np.asarray(lengths)[order])
+    if len(rows) == 0:
+        return 0.0
+    starts = np.arange(0, len(rows), batch_size)
+    widths = np.maximum.reduceat(rows, starts)
+    sizes = np.diff(np.append(starts, len(rows)))
+    padded = int((widths * sizes).sum())
+    return 1.0 - int(rows.sum()) / padded
+
+
 class StatefulLoader(DataLoader):
     """DataLoader whose position within the epoch can be saved and restored; Lightning calls
     ``state_dict``/``load_state_dict`` on stateful dataloaders when checkpointing / resuming."""
@@ -275,7 +353,9 @@ class HelmDataModule(pl.LightningDataModule):
     ``num_samples`` (-1 = all) keeps the first N sequences of every split (a quick run evaluates quickly too).
     ``mask_replace`` applies to training only; validation/test always mask with ``<mask>``.
     ``position_ids`` is kept for the trainer's bookkeeping: batches always carry ``position_ids`` and the
-    trainer passes them to the model only with ``--position_ids``."""
+    trainer passes them to the model only with ``--position_ids``.
+    ``group_by_length`` batches training sequences of similar length (``LengthGroupedSampler``); off = the
+    plain shuffle of ``EpochSampler``."""
 
     def __init__(
         self,
@@ -292,6 +372,7 @@ class HelmDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         position_ids: bool = False,
         eval_batch_size: int | None = None,
+        group_by_length: bool = False,
     ):
         super().__init__()
         self.dir = Path(prepared_dir)
@@ -301,7 +382,7 @@ class HelmDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.masking_strategy, self.masking_ratio, self.mask_replace = masking_strategy, masking_ratio, mask_replace
         self.num_workers, self.seed, self.num_samples = num_workers, seed, num_samples
-        self.pin_memory, self.position_ids = pin_memory, position_ids
+        self.pin_memory, self.position_ids, self.group_by_length = pin_memory, position_ids, group_by_length
         self.datasets: dict[str, FramedDataset] = {}
 
     @property
@@ -339,8 +420,11 @@ class HelmDataModule(pl.LightningDataModule):
         ds = self.dataset(split)
         rank, world = self._rank()
         train = split == "train"
-        sampler = EpochSampler(len(ds), seed=self.seed, shuffle=train, rank=rank, world_size=world)
         size = self.batch_size if train else self.eval_batch_size
+        if train and self.group_by_length:
+            sampler = LengthGroupedSampler(ds.lengths(), size, seed=self.seed, rank=rank, world_size=world)
+        else:
+            sampler = EpochSampler(len(ds), seed=self.seed, shuffle=train, rank=rank, world_size=world)
         return StatefulLoader(ds, sampler, size, self.num_workers, self.pin_memory)
 
     def train_dataloader(self) -> StatefulLoader:

@@ -109,8 +109,8 @@ class TrainConfig:
     num_samples: int = _f(-1, "use only the first N sequences of each split: train, val, test (-1 = all)", group="data")
     group_by_length: bool = _f(
         False,
-        "batch training sequences of similar length (seeded shuffle, sorted within chunks of 50 batches, batch "
-        "order shuffled): far fewer pads per batch; changes the data order, so off by default",
+        "batch training sequences of similar length (seeded shuffle, sorted within chunks of 50 batches per rank, "
+        "batch order shuffled): far fewer pads per batch; changes the data order, so off by default",
         group="data",
         seed=False,
     )

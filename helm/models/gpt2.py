@@ -2,8 +2,10 @@
 
 ``GPT2LM.transformer`` has exactly ``transformers.GPT2Model``'s state dict (wte, wpe, h.i.ln_1, attn.c_attn,
 attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj, ln_f; Conv1D weights stored [in, out]), so weights move between the
-two. Attention goes through ``scaled_dot_product_attention`` with an explicit mask: causal for CLM, fully
-bidirectional for MLM on every device, pads masked as keys in both.
+two. Attention goes through ``scaled_dot_product_attention``: causal for CLM, fully bidirectional for MLM on
+every device. A batch with pads gets an explicit mask (pads masked as keys); a batch without any gets none
+(``is_causal=True`` for CLM, no mask for MLM), which keeps the fused/flash kernels eligible on GPU; both
+compute the same attention (bitwise equal on CPU: ``tests/models/test_attention_fast_path.py``).
 """
 
 from __future__ import annotations
@@ -52,16 +54,15 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 def attention_mask_4d(
     mask: torch.Tensor | None, seq_len: int, causal: bool, device: torch.device
 ) -> torch.Tensor | None:
-    """Bool [B|1, 1, L, L], True = may attend. Pads are masked as keys; every query also sees itself, so a pad
-    query never has an empty row (NaN) and real rows are unchanged. None = no masking at all."""
-    if mask is None and not causal:
+    """Bool [B, 1, L, L], True = may attend. Pads are masked as keys; every query also sees itself, so a pad
+    query never has an empty row (NaN) and real rows are unchanged. None when there are no pads (``mask`` None):
+    then attention passes ``is_causal`` instead of a mask, so SDPA may pick a fused kernel."""
+    if mask is None:
         return None
     allowed = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device)
     if causal:
         allowed = allowed.tril()
-    allowed = allowed[None, None]
-    if mask is not None:
-        allowed = allowed & mask[:, None, None, :]
+    allowed = allowed[None, None] & mask[:, None, None, :]
     return allowed | torch.eye(seq_len, dtype=torch.bool, device=device)
 
 

@@ -146,3 +146,23 @@ def test_site_slurm_profile_is_installed_once_and_found_by_name(tmp_path: Path) 
     assert "slurm_account=proj42" in block and "slurm_partition=gpu" in block and "gpu-a100" not in block
     prepare = proc.stdout.split("rule prepare_unit:")[1].split("\n\n")[0]
     assert "slurm_partition=gpu-a100" in prepare  # a rule without a partition of its own: the site default
+
+
+def test_multi_gpu_runs_become_one_slurm_job_with_a_task_per_rank(tmp_path: Path) -> None:
+    config = load_config("config/config.yaml")
+    config["resources"]["pretrain"].update(gpu=4, nodes=2, gpu_model="a100")
+    path = tmp_path / "multi.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "-p", "--profile", str(REPO / "workflow/profiles/slurm"),
+                     "results/pretrain/gpt2-mlm-50m-xe-3mer/metrics.json", config=str(path))  # fmt: skip
+    block = proc.stdout.split("rule pretrain:")[1].split("\n\n")[0]
+    resources = dict(re.findall(r"(\w+)=([^,\s]+)", block.split("resources:")[1].splitlines()[0]))
+    assert resources["mpi"] == "srun" and resources["tasks_per_node"] == "4" and resources["nodes"] == "2"
+    assert resources["gres"] == "gpu:a100:4" and "gpu" not in resources  # --gpus would count the whole job
+    shell = proc.stdout.split("rule pretrain:")[1]
+    assert '$([ -n "${SLURM_JOB_ID:-}" ] && echo srun) helm train' in shell
+    assert "--num_devices 4 --num_nodes 2 --distributed-backend ddp" in shell
+    # one GPU per run (the default) keeps the command and resources of a single process
+    proc = snakemake(tmp_path, "-n", "-p", "results/pretrain/gpt2-mlm-50m-xe-3mer/metrics.json", config="")
+    shell = proc.stdout.split("rule pretrain:")[1]
+    assert "srun" not in shell.split("rule ")[0] and "--num_devices" not in shell.split("rule ")[0]

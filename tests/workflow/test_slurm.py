@@ -15,10 +15,26 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from slurm_cluster import local_slurm, missing
 from wf_utils import BIN, REPO, expected_runs, job_counts, load_config, snakemake, snakemake_env
 
+from helm import run as helm_run
+
 pytestmark = pytest.mark.slow
+
+
+def slurm_env(tmp_path: Path, cluster: dict[str, str], shared_data: Path) -> dict[str, str]:
+    """Client environment of the local cluster with the site profile installed as a user would, in a temporary
+    HOME: this cluster has no slurmdbd (sacct fails: states from squeue) and four job slots."""
+    env = snakemake_env({"HELM_DATA_MIRROR": str(shared_data), "HOME": str(tmp_path / "home")})
+    env.update(SLURM_CONF=cluster["SLURM_CONF"], PATH=f"{BIN}{os.pathsep}{cluster['PATH']}")
+    env.pop("XDG_CONFIG_HOME", None)
+    site = ["slurm-status-command=squeue", "slurm-init-seconds-before-status-checks=5",
+            "seconds-between-status-checks=5", "latency-wait=10", "jobs=4", "retries=0"]  # fmt: skip
+    make = ["make", "-s", "slurm-profile", "PARTITION=debug", f"SLURM_SET={' '.join(site)}"]
+    subprocess.run(make, cwd=REPO, env=env, check=True)
+    return env
 
 
 def test_smoke_grid_on_local_slurm(tmp_path: Path, shared_data: Path) -> None:
@@ -27,15 +43,8 @@ def test_smoke_grid_on_local_slurm(tmp_path: Path, shared_data: Path) -> None:
         pytest.skip(reason)
     work = tmp_path / "work"
     work.mkdir()
-    with local_slurm(tmp_path / "slurm") as slurm_env:
-        env = snakemake_env({"HELM_DATA_MIRROR": str(shared_data), "HOME": str(tmp_path / "home")})
-        env.update(SLURM_CONF=slurm_env["SLURM_CONF"], PATH=f"{BIN}{os.pathsep}{slurm_env['PATH']}")
-        env.pop("XDG_CONFIG_HOME", None)
-        # this cluster has no slurmdbd (sacct fails: states from squeue) and four job slots
-        site = ["slurm-status-command=squeue", "slurm-init-seconds-before-status-checks=5",
-                "seconds-between-status-checks=5", "latency-wait=10", "jobs=4", "retries=0"]  # fmt: skip
-        make = ["make", "-s", "slurm-profile", "PARTITION=debug", f"SLURM_SET={' '.join(site)}"]
-        subprocess.run(make, cwd=REPO, env=env, check=True)
+    with local_slurm(tmp_path / "slurm") as cluster:
+        env = slurm_env(tmp_path, cluster, shared_data)
         proc = snakemake(work, "--profile", "slurm", env=env, timeout=1500)
     log = proc.stdout + proc.stderr
     runs = {"-".join(p) for p in expected_runs(load_config("config/smoke.yaml"))}
@@ -50,3 +59,43 @@ def test_smoke_grid_on_local_slurm(tmp_path: Path, shared_data: Path) -> None:
     table = pd.read_csv(work / "results" / "tables.csv")
     assert set(table[table["task"] == "pretrain"]["run"]) == runs
     assert {"XE", "HXE"} <= set(table["loss"].dropna())
+
+
+def test_two_rank_ddp_pretrain_through_slurm_equals_one_process(tmp_path: Path, shared_data: Path) -> None:
+    """resources.pretrain.tasks_per_node: 2 -> one Slurm job with two tasks, each a gloo DDP rank started by srun;
+    with the same global batch it trains exactly what one process does."""
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    run = "gpt2-mlm-tiny-xe-3mer"
+    target = f"results/pretrain/{run}/metrics.json"
+    base = load_config("config/smoke.yaml")
+    base["grids"] = {
+        "one": {"arch": ["gpt2"], "mode": ["mlm"], "size": ["tiny"], "loss": ["xe"], "tokenizer": ["3mer"]}
+    }
+    # plain SGD with a large lr: weights move by lr x gradient, so any difference in the gradient shows
+    base["pretrain"]["args"].update({"max-steps": 4, "seed": 3, "opt": "momentum", "momentum": 0, "lr": 0.5,
+                                     "checkpoint-hist": 1, "test": False})  # fmt: skip
+    configs = {}
+    for name, per_rank, ranks in (("one", 16, 1), ("two", 8, 2)):
+        cfg = yaml.safe_load(yaml.safe_dump(base))
+        cfg["pretrain"]["args"]["batch_size"] = per_rank
+        cfg["resources"]["pretrain"].update(tasks_per_node=ranks, threads=1)
+        configs[name] = tmp_path / f"{name}.yaml"
+        configs[name].write_text(yaml.safe_dump(cfg))
+    env = snakemake_env({"HELM_DATA_MIRROR": str(shared_data)})
+    local = str(REPO / "workflow/profiles/default")
+    snakemake(tmp_path / "one", "--profile", local, target, config=str(configs["one"]), env=env, timeout=900)
+    with local_slurm(tmp_path / "slurm") as cluster:
+        proc = snakemake(tmp_path / "two", "--profile", "slurm", target, config=str(configs["two"]),
+                         env=slurm_env(tmp_path, cluster, shared_data), timeout=1200)  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert re.search(r"sbatch .*--ntasks-per-node=2", log) or "rule_pretrain" in log
+    one, two = (helm_run.read_config(tmp_path / w / "results/pretrain" / run) for w in ("one", "two"))
+    assert one["derived"]["global_batch"] == two["derived"]["global_batch"] == 16
+    assert two["derived"]["world_size"] == 2 and one["derived"]["world_size"] == 1
+    train_log = (tmp_path / "two" / "results/logs/pretrain" / f"{run}.log").read_text()
+    assert "GLOBAL_RANK: 1" in train_log or "Rank 1" in train_log or train_log.count("MEMBER: ") == 2
+    a, b = (helm_run.read_metrics(tmp_path / w / "results/pretrain" / run) for w in ("one", "two"))
+    assert a["steps"] == b["steps"] == 4
+    assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)

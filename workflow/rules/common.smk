@@ -189,6 +189,13 @@ def resources(kind, key, default=None):
     return config["resources"][kind].get(key, default)
 
 
+def pretrain_ranks():
+    """(processes per node, nodes) of a pretrain job: resources.pretrain.tasks_per_node (default: its GPUs, at
+    least 1) and nodes (default 1)."""
+    per_node = resources("pretrain", "tasks_per_node") or max(resources("pretrain", "gpu") or 0, 1)
+    return per_node, resources("pretrain", "nodes") or 1
+
+
 def slurm_resources(kind):
     """The resources of one kind of job, as rules declare them (the slurm plugin reads these names)."""
     res = {
@@ -199,7 +206,25 @@ def slurm_resources(kind):
     for key in ("gpu_model", "slurm_partition", "slurm_extra"):
         if resources(kind, key):
             res[key] = resources(kind, key)
+    per_node, nodes = pretrain_ranks() if kind == "pretrain" else (1, 1)
+    if per_node * nodes > 1:
+        # one Slurm task per DDP rank: the plugin's "mpi" path runs the rule's shell once in the allocation, whose
+        # own `srun` then starts every rank (Lightning's SLURMEnvironment reads them); sbatch --ntasks-per-node
+        res["mpi"] = "srun"
+        res.update({"tasks_per_node": per_node} if per_node > 1 else {"tasks": nodes})
+        if nodes > 1:
+            res["nodes"] = nodes
+            if res["gpu"]:  # --gpus counts the whole job: per node it is a gres
+                model = res.pop("gpu_model", None)
+                res["gres"] = f"gpu:{model + ':' if model else ''}{res.pop('gpu')}"
     return res
+
+
+def launcher(wildcards):
+    """What starts `helm train`: `srun` inside a multi-rank Slurm job (one process per task), else nothing
+    (locally Lightning starts its own DDP processes)."""
+    per_node, nodes = pretrain_ranks()
+    return '$([ -n "${SLURM_JOB_ID:-}" ] && echo srun) ' if per_node * nodes > 1 else ""
 
 
 def fetch_args(wildcards):
@@ -261,6 +286,9 @@ def train_args(wildcards):
             "seed": c["pretrain_seed"],  # null (no seed axis): pretrain.args' seed or helm's default
         }
     )
+    per_node, nodes = pretrain_ranks()
+    if per_node * nodes > 1:  # DDP: batch_size stays per rank, the global batch is batch_size x ranks x accum
+        args.update({"num_devices": per_node, "num_nodes": nodes, "distributed-backend": "ddp"})
     if c["tokenizer"] in LEARNED_TOKENIZERS:
         args["vocab_size"] = config["data"].get("learned_vocab_size", 256)
     return format_args(args)
