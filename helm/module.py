@@ -160,6 +160,7 @@ class HelmModule(pl.LightningModule):
         # --compile: the compiled wrapper shares the model's parameters; kept out of the module tree (a list) so
         # state dicts and checkpoints hold the plain model's keys, loadable with or without --compile
         self._compiled: list = [torch.compile(self.model)] if config.get("compile") else []
+        self._loss_sums: dict[str, tuple] = {}  # val/test: (sum of position losses, positions) this epoch
         self._tokens: torch.Tensor | None = None  # real input tokens trained on, kept on the device (see tokens_seen)
         self._plateau_metric: float | None = None  # --sched plateau: this epoch's validation metric
 
@@ -245,7 +246,11 @@ class HelmModule(pl.LightningModule):
         logits = logits.float()
         loss = self.loss_fn(logits, batch["labels"])
         metrics.update(logits, batch["labels"])
-        self.log(f"{prefix}_loss", loss, prog_bar=True, sync_dist=True, batch_size=int((batch["labels"] != -100).sum()))
+        # the epoch's loss is the mean over every scored position of every rank: sums here, divided at epoch end
+        # (Lightning's sync_dist would average the ranks' means, which differ in their position counts)
+        count = (batch["labels"] != -100).sum()
+        total, n = self._loss_sums.get(prefix, (0.0, 0))
+        self._loss_sums[prefix] = (total + loss.detach() * count, n + count)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -256,14 +261,26 @@ class HelmModule(pl.LightningModule):
 
     def _log_metrics(self, metrics, prefix: str) -> None:
         values = metrics.compute()
+        # every rank takes part in the reduction, even one without batches (a collective must be matched)
+        total, n = (
+            torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in self._loss_sums.pop(prefix, (0, 0))
+        )
+        if self.trainer.world_size > 1:
+            total, n = (self.trainer.strategy.reduce(v, reduce_op="sum") for v in (total, n))
+        if n > 0:
+            self.log(f"{prefix}_loss", (total / n).float(), prog_bar=True, sync_dist=False)
         self.log_dict({f"{prefix}_{k}": v for k, v in values.items()}, sync_dist=False)
         metrics.reset()
 
     def on_validation_epoch_start(self) -> None:
+        self._loss_sums.pop("val", None)
         self.val_metrics.to(self.device)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self._loss_sums.pop("test", None)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics, "test")

@@ -160,7 +160,8 @@ def test_multi_gpu_runs_become_one_slurm_job_with_a_task_per_rank(tmp_path: Path
     assert resources["mpi"] == "srun" and resources["tasks_per_node"] == "4" and resources["nodes"] == "2"
     assert resources["gres"] == "gpu:a100:4" and "gpu" not in resources  # --gpus would count the whole job
     shell = proc.stdout.split("rule pretrain:")[1]
-    assert '$([ -n "${SLURM_JOB_ID:-}" ] && echo srun) helm train' in shell
+    srun = "srun --nodes=2 --ntasks-per-node=4 --ntasks=8 --cpus-per-task=16 --gres=gpu:a100:4"
+    assert f'$([ -n "${{SLURM_JOB_ID:-}}" ] && echo {srun}) helm train' in shell
     assert "--num_devices 4 --num_nodes 2 --distributed-backend ddp" in shell
     # one GPU per run (the default) keeps the command and resources of a single process
     proc = snakemake(tmp_path, "-n", "-p", "results/pretrain/gpt2-mlm-50m-xe-3mer/metrics.json", config="")

@@ -89,13 +89,15 @@ def test_two_rank_ddp_pretrain_through_slurm_equals_one_process(tmp_path: Path, 
     with local_slurm(tmp_path / "slurm") as cluster:
         proc = snakemake(tmp_path / "two", "--profile", "slurm", target, config=str(configs["two"]),
                          env=slurm_env(tmp_path, cluster, shared_data), timeout=1200)  # fmt: skip
-    log = proc.stdout + proc.stderr
-    assert re.search(r"sbatch .*--ntasks-per-node=2", log) or "rule_pretrain" in log
+    assert proc.returncode == 0
+    # the pretrain job held two CPUs, one per rank (Slurm's own job record)
+    records = (tmp_path / "slurm" / "log" / "jobcomp.txt").read_text().splitlines()
+    assert any("ProcCnt=2" in r for r in records)
     one, two = (helm_run.read_config(tmp_path / w / "results/pretrain" / run) for w in ("one", "two"))
     assert one["derived"]["global_batch"] == two["derived"]["global_batch"] == 16
     assert two["derived"]["world_size"] == 2 and one["derived"]["world_size"] == 1
-    train_log = (tmp_path / "two" / "results/logs/pretrain" / f"{run}.log").read_text()
-    assert "GLOBAL_RANK: 1" in train_log or "Rank 1" in train_log or train_log.count("MEMBER: ") == 2
     a, b = (helm_run.read_metrics(tmp_path / w / "results/pretrain" / run) for w in ("one", "two"))
     assert a["steps"] == b["steps"] == 4
+    # both ranks trained: their tokens add up to the single process's (the sum over ranks is the global count)
+    assert b["train_tokens"] == a["train_tokens"]
     assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)

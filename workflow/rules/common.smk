@@ -221,10 +221,19 @@ def slurm_resources(kind):
 
 
 def launcher(wildcards):
-    """What starts `helm train`: `srun` inside a multi-rank Slurm job (one process per task), else nothing
+    """What starts `helm train`: inside a multi-rank Slurm job an `srun` with the job's task geometry (the jobstep
+    plugin strips the SLURM_* task variables, so srun is told the tasks, CPUs and GPUs again), else nothing
     (locally Lightning starts its own DDP processes)."""
     per_node, nodes = pretrain_ranks()
-    return '$([ -n "${SLURM_JOB_ID:-}" ] && echo srun) ' if per_node * nodes > 1 else ""
+    if per_node * nodes == 1:
+        return ""
+    flags = [f"--nodes={nodes}", f"--ntasks-per-node={per_node}", f"--ntasks={per_node * nodes}",
+             f"--cpus-per-task={resources('pretrain', 'threads')}"]  # fmt: skip
+    if resources("pretrain", "gpu"):  # every rank sees the node's GPUs; Lightning picks cuda:<local rank>
+        model = resources("pretrain", "gpu_model")
+        flags.append(f"--gres=gpu:{model + ':' if model else ''}{resources('pretrain', 'gpu')}")
+    return f'$([ -n "${{SLURM_JOB_ID:-}}" ] && echo srun {" ".join(flags)}) '
+
 
 
 def fetch_args(wildcards):
