@@ -13,6 +13,7 @@ import difflib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import types
@@ -587,6 +588,9 @@ def validate(cfg: TrainConfig, explicit_model_name: bool = False, preset: str | 
     launched = any(k in cfg.distributed_backend for k in ("spawn", "fork", "notebook"))
     need(not launched, f"--distributed-backend {cfg.distributed_backend}: spawn / fork launchers are not supported; "
          "use ddp (one process per device)")  # fmt: skip
+    # inductor builds C++ kernels on the CPU: without a compiler --compile would fail at the first step
+    need(not cfg.compile or cfg.accelerator in ("gpu", "cuda") or shutil.which("g++") or shutil.which("c++"),
+         "--compile on the CPU needs a C++ compiler (g++) on PATH; install one or drop --compile")  # fmt: skip
     # timm steps the plateau schedule only per epoch (it asserts); it runs after each epoch's validation here
     need(not (cfg.sched == "plateau" and cfg.sched_on_updates), "--sched plateau steps once per epoch, after "
          "validation; drop --sched-on-updates")  # fmt: skip

@@ -253,6 +253,13 @@ def test_resolved_config_round_trips(tmp_path):
     assert isinstance(cfg, TrainConfig)
 
 
+def test_compile_without_a_compiler_is_refused_before_any_work(monkeypatch, capsys):
+    monkeypatch.setattr(train.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--compile", "--accelerator", "cpu"])
+    assert exc.value.code == 2 and "--compile on the CPU needs a C++ compiler" in capsys.readouterr().err
+
+
 def test_yaml_numbers_are_typed_like_the_command_line(tmp_path):
     file = tmp_path / "c.yaml"
     file.write_text("lr: 1e-3\nweight-decay: 5e-2\nlimit_val_batches: '0.5'\nbatch_size: '8'\n")  # YAML 1.1: strings

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -376,6 +377,7 @@ def test_second_order_optimizer_in_lookahead_trains(raw_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on the CPU needs a C++ compiler (g++)")
 def test_compile_trains_to_the_eager_losses(raw_dir, tmp_path):
     """--compile (inductor on CPU) runs the same model: same updates, same losses up to float32 reordering."""
     metrics = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -73,6 +75,7 @@ def test_batched_embeddings_equal_unpadded_single_rows(tiny_runs, mode):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on the CPU needs a C++ compiler (g++)")
 def test_compiled_embedding_equals_eager(tiny_runs):
     """--compile (inductor, dynamic shapes) gives the eager features up to float32 reordering."""
     run = load_run(tiny_runs["mlm"])
