@@ -55,7 +55,7 @@ def main() -> None:
             loss.backward()
             optims[name].step()
             optims[name].zero_grad(set_to_none=True)
-            return float(loss)
+            return float(loss.detach())
 
         warmup = {}
         for name in models:  # compiles every batch shape once (and warms the eager allocator)

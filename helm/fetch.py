@@ -123,6 +123,9 @@ def read_lock(path: str | Path) -> dict[str, str]:
         rows = list(csv.reader(fh, delimiter="\t"))
     if not rows or tuple(rows[0]) != LOCK_HEADER:
         raise FetchError(f"{path}: not a helm lock file (the header must be: {' '.join(LOCK_HEADER)})")
+    bad = next((i for i, row in enumerate(rows[1:], start=2) if row and len(row) != 2), None)
+    if bad is not None:
+        raise FetchError(f"{path}, line {bad}: expected two tab-separated fields (file, sha256)")
     return {row[0]: row[1] for row in rows[1:] if row}
 
 
@@ -131,19 +134,25 @@ def record_lock(path: str | Path, relpath: str, digest: str) -> str:
     recorded digest, and refuses when it differs (two jobs saw different bytes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".flock"), "w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)  # parallel fetch jobs: one read-modify-write at a time
+    guard = os.open(path.parent, os.O_RDONLY)  # the folder itself: no lock-of-the-lock file left beside it
+    try:
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX)  # parallel fetch jobs: one read-modify-write at a time
+        except OSError:  # a file system without flock (some NFS / Lustre mounts): the atomic replace still holds
+            pass
         known = read_lock(path)
         if relpath in known:
             if known[relpath] != digest:
                 raise FetchError(f"{relpath}: sha256 {digest} does not match {known[relpath]} recorded in {path}")
             return digest
         known[relpath] = digest
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         with open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
             writer.writerows([LOCK_HEADER, *sorted(known.items())])
         tmp.replace(path)
+    finally:
+        os.close(guard)  # releases the flock
     return digest
 
 

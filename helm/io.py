@@ -101,10 +101,10 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its end); decoding/decompression errors become DataError.
     Lines are decoded one by one so an encoding error names its own line. Line ends may be LF, CRLF or a lone CR
     (old Mac spreadsheets); a byte-order mark is dropped and UTF-16 files are decoded."""
-    encoding = text_encoding(path)
-    fh = open_bytes(path)
     lineno = 0
     try:
+        encoding = text_encoding(path)
+        fh = open_bytes(path)
         with fh:
             if encoding == "utf-16":
                 raw: Iterator[str] = io.TextIOWrapper(fh, encoding=encoding, newline="")
@@ -128,8 +128,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def csv_delimiter(path: str | Path, header: str) -> str:
-    """Tab for .tsv; otherwise comma, or semicolon when the header has semicolons and no comma (spreadsheets in
-    locales whose decimal mark is a comma write that)."""
+    """Tab for .tsv; otherwise comma, or semicolon when the header has semicolons and no comma (what spreadsheets
+    in many European locales write; numbers must still use a decimal point)."""
     if Path(path).name.removesuffix(".gz").lower().endswith(".tsv"):
         return "\t"
     return ";" if ";" in header and "," not in header else ","

@@ -250,7 +250,7 @@ class HelmModule(pl.LightningModule):
         # (Lightning's sync_dist would average the ranks' means, which differ in their position counts)
         count = (batch["labels"] != -100).sum()
         total, n = self._loss_sums.get(prefix, (0.0, 0))
-        self._loss_sums[prefix] = (total + loss.detach() * count, n + count)
+        self._loss_sums[prefix] = (total + loss.detach().double() * count, n + count)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -503,10 +503,14 @@ def prepare(
     }
     fingerprint = _fingerprint(settings, [p for p, _ in sources] + ([Path(tokenizer_file)] if tokenizer_file else []))
     exported = Path(export_txt) if export_txt else None
-    if exported is not None and (exported.resolve() == output.resolve() or output.resolve() in exported.parents):
-        raise ValueError(f"--export_txt {exported}: must lie outside --output {output} (which prepare replaces)")
-    if exported is not None and exported.is_dir():
-        raise ValueError(f"--export_txt {exported}: is a directory, not a file name")
+    if exported is not None:
+        target = exported.resolve()
+        if target == output.resolve() or output.resolve() in target.parents:
+            raise ValueError(f"--export_txt {exported}: must lie outside --output {output} (which prepare replaces)")
+        if any(target == p.resolve() for p, _ in sources):
+            raise ValueError(f"--export_txt {exported}: is one of the input files; choose another name")
+        if exported.is_dir():
+            raise ValueError(f"--export_txt {exported}: is a directory, not a file name")
     if not force and (exported is None or exported.is_file()) and (done := _up_to_date(output, fingerprint)):
         print(f"helm prepare: {output} is up to date (fingerprint {fingerprint})", file=sys.stderr)
         return done
@@ -635,9 +639,11 @@ def prepare(
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)  # an error (not a kill) leaves nothing behind
         raise
-    if exported is not None:  # out of the stage before it becomes the output
+    if exported is not None:  # out of the stage before it becomes the output; a kill never leaves half a file
         exported.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(stage / EXPORT_TMP, exported)
+        partial = exported.with_name(exported.name + ".partial")
+        shutil.move(stage / EXPORT_TMP, partial)
+        os.replace(partial, exported)
     _publish(stage, output)
     return summary
 

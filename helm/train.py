@@ -457,6 +457,8 @@ def _yaml_value(name: str, value: Any, where: str) -> Any:
 
 
 DERIVED_KEY = "derived"  # the section of a run's config.yaml holding values computed from the flags
+# where that run lives and what it did to its directory: reusing its settings must never rewrite or delete it
+RUN_LOCAL_KEYS = ("output", "overwrite", "resume")
 
 
 def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -472,8 +474,9 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError(f"--config {path}: expected a mapping of flag: value, got {type(raw).__name__}")
     values = {}
+    own_run = DERIVED_KEY in raw  # a run's resolved config.yaml: its derived values are recomputed, not inputs
     for key, value in raw.items():
-        if key == DERIVED_KEY:  # a run's own resolved config.yaml: its derived values are recomputed, not inputs
+        if key == DERIVED_KEY or (own_run and key in RUN_LOCAL_KEYS):
             continue
         name = str(key).lstrip("-").replace("-", "_")
         if name not in FIELDS:
@@ -1089,7 +1092,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         evaluate = trainer.validate if stage == "val" else trainer.test
         results = evaluate(module, dataloaders=loader(), verbose=False)
         final.update({k: float(v) for k, v in (results[0] if results else {}).items()})
-    tokens = torch.tensor(float(module.tokens_seen))
+    # on the module's device: NCCL reduces CUDA tensors only
+    tokens = torch.tensor(float(module.tokens_seen), dtype=torch.float64, device=module.device)
     if trainer.world_size > 1:
         tokens = trainer.strategy.reduce(tokens, reduce_op="sum")
     if trainer.global_rank == 0:

@@ -78,7 +78,7 @@ def test_real_oas_counts_and_content(shared_data, tmp_path):
     assert 0.02 < summary["kept"]["val"] / summary["kept_total"] < 0.09
 
 
-def test_export_txt_is_the_codonized_corpus_train_reads_back_identically(shared_data, tmp_path):
+def test_export_txt_is_the_codonized_corpus_train_reads_back_identically(shared_data, tmp_path, monkeypatch):
     src = oas_subset(shared_data, tmp_path / "oas.csv.gz", 400)
     codonized = tmp_path / "exports" / "sequences_codonized.txt"
     summary = prepare([src], tmp_path / "out", progress=False, export_txt=codonized)
@@ -97,6 +97,11 @@ def test_export_txt_is_the_codonized_corpus_train_reads_back_identically(shared_
     assert codonized.read_text().splitlines() == lines
     with pytest.raises(ValueError, match="must lie outside --output"):
         prepare([src], tmp_path / "out", progress=False, export_txt=tmp_path / "out" / "seqs.txt")
+    monkeypatch.chdir(tmp_path)  # relative names too
+    with pytest.raises(ValueError, match="must lie outside --output"):
+        prepare([src], "out", progress=False, export_txt="out/seqs.txt")
+    with pytest.raises(ValueError, match="is one of the input files"):
+        prepare([src], tmp_path / "out2", progress=False, export_txt=src)
     assert (tmp_path / "out" / "summary.json").is_file()
 
 

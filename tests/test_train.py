@@ -274,6 +274,11 @@ def test_a_runs_own_config_yaml_is_a_valid_config(tmp_path):
     cfg = parse_args(["--loss", "HXE", "--hxe-alpha", "0.6", "--opt-betas", "0.9", "0.95", "--lr", "3e-4"])
     run.write_config(tmp_path, train.to_dict(cfg) | {"derived": {"lr": 3e-4, "global_batch": 32}})
     assert parse_args(["--config", str(tmp_path / run.CONFIG_FILE)]) == cfg
+    # a run started with --overwrite: reusing its settings never points at (let alone wipes) that run
+    own = parse_args(["--loss", "HXE", "--output", str(tmp_path), "--overwrite", "--resume", "x.ckpt"])
+    run.write_config(tmp_path, train.to_dict(own) | {"derived": {"lr": 1e-3}})
+    reused = parse_args(["--config", str(tmp_path / run.CONFIG_FILE)])
+    assert reused.output is None and not reused.overwrite and reused.resume is None and reused.loss == "HXE"
 
 
 def test_help_lists_every_flag(capsys):

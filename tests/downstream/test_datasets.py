@@ -355,9 +355,9 @@ def test_a_spreadsheet_export_loads_like_the_plain_file(tmp_path):
     (tmp_path / "toy.csv").write_text(plain)
     reg = write_registry(tmp_path, {"toy": base_entry("toy.csv")})
     want = load_dataset("toy", registry=reg, mirror=tmp_path)
-    # Excel in a comma-decimal locale: byte-order mark, semicolons, CRLF, a blank after a header name
-    excel = "\ufeffSequence ;Value;Split\r\nAUGGCC;1,5;train\r\nAUGAAA;1;val\r\nAUGCCC;2;test\r\n"
-    (tmp_path / "toy.csv").write_bytes(excel.replace("1,5", "1.5").encode())
+    # Excel set to a semicolon list separator: byte-order mark, semicolons, CRLF, a blank after a header name
+    excel = "\ufeffSequence ;Value;Split\r\nAUGGCC;1.5;train\r\nAUGAAA;1;val\r\nAUGCCC;2;test\r\n"
+    (tmp_path / "toy.csv").write_bytes(excel.encode())
     got = load_dataset("toy", registry=reg, mirror=tmp_path)
     assert got.sequences == want.sequences and got.targets.tolist() == want.targets.tolist()
     assert got.split.tolist() == want.split.tolist()
