@@ -189,6 +189,11 @@ def resources(kind, key, default=None):
     return config["resources"][kind].get(key, default)
 
 
+def gres(model, count):
+    """A Slurm GPU gres (per node): gpu:<count> or gpu:<model>:<count>."""
+    return ":".join(["gpu", *([model] if model else []), str(count)])
+
+
 def pretrain_ranks():
     """(processes per node, nodes) of a pretrain job: resources.pretrain.tasks_per_node (default: its GPUs, at
     least 1) and nodes (default 1)."""
@@ -215,8 +220,7 @@ def slurm_resources(kind):
         if nodes > 1:
             res["nodes"] = nodes
             if res["gpu"]:  # --gpus counts the whole job: per node it is a gres
-                model = res.pop("gpu_model", None)
-                res["gres"] = f"gpu:{model + ':' if model else ''}{res.pop('gpu')}"
+                res["gres"] = gres(res.pop("gpu_model", None), res.pop("gpu"))
     return res
 
 
@@ -230,8 +234,7 @@ def launcher(wildcards):
     flags = [f"--nodes={nodes}", f"--ntasks-per-node={per_node}", f"--ntasks={per_node * nodes}",
              f"--cpus-per-task={resources('pretrain', 'threads')}"]  # fmt: skip
     if resources("pretrain", "gpu"):  # every rank sees the node's GPUs; Lightning picks cuda:<local rank>
-        model = resources("pretrain", "gpu_model")
-        flags.append(f"--gres=gpu:{model + ':' if model else ''}{resources('pretrain', 'gpu')}")
+        flags.append(f"--gres={gres(resources('pretrain', 'gpu_model'), resources('pretrain', 'gpu'))}")
     return f'$([ -n "${{SLURM_JOB_ID:-}}" ] && echo srun {" ".join(flags)}) '
 
 
