@@ -87,11 +87,10 @@ def open_bytes(path: str | Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
-def text_encoding(path: str | Path) -> str:
-    """``utf-8``, or ``utf-8-sig`` / ``utf-16`` when the file starts with that byte-order mark, as spreadsheet
-    programs write them (Excel's "CSV UTF-8" and "Unicode text")."""
-    with open_bytes(path) as fh:
-        head = fh.read(3)
+def _text_encoding(fh: io.BufferedIOBase) -> str:
+    """``utf-8``, or ``utf-8-sig`` / ``utf-16`` when the stream starts with that byte-order mark, as spreadsheet
+    programs write them (Excel's "CSV UTF-8" and "Unicode text"). Peeks: nothing is consumed."""
+    head = fh.peek(3)[:3]
     if head.startswith(b"\xef\xbb\xbf"):
         return "utf-8-sig"
     return "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
@@ -103,9 +102,9 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     (old Mac spreadsheets); a byte-order mark is dropped and UTF-16 files are decoded."""
     lineno = 0
     try:
-        encoding = text_encoding(path)
         fh = open_bytes(path)
         with fh:
+            encoding = _text_encoding(fh)
             if encoding == "utf-16":
                 raw: Iterator[str] = io.TextIOWrapper(fh, encoding=encoding, newline="")
             else:

@@ -277,6 +277,9 @@ def process_chunk(
     keys: list[int] = []
     trimmed: list[bool] = []
     oas = oas_cds_batch(payloads) if fmt == "oas" else None
+    codons = kmer is not None and kmer[0] % 3 == 0 and kmer[1] % 3 == 0  # the tokenizer reads whole codons
+    check_stops = codons and alphabet == "nuc" and internal_stops == "reject"
+    letters = "nuc" if alphabet == "nuc" else "aa"
     for j, payload in enumerate(payloads):
         if oas is not None:
             seq, reason, _ = oas[j]
@@ -314,11 +317,9 @@ def process_chunk(
                         # the trimmed sequence, what is trained on: two rows that differ only in the dropped tail
                         # give identical tokens, so they must count as duplicates and can never straddle splits.
                         seq, cut = seq[: k + (len(seq) - k) // stride * stride], True
-                if reason is None and internal_stops == "reject" and k % 3 == 0 and stride % 3 == 0:
-                    if alphabet == "nuc" and has_internal_stop(seq):
-                        reason, cut = "internal_stop", False
-            codons = kmer is not None and kmer[0] % 3 == 0 and kmer[1] % 3 == 0
-            if reason is None and uninformative(seq, "nuc" if alphabet == "nuc" else "aa", codons):
+                if reason is None and check_stops and has_internal_stop(seq):
+                    reason, cut = "internal_stop", False
+            if reason is None and uninformative(seq, letters, codons):
                 reason, cut = "uninformative", False  # only unknown tokens: nothing to learn or evaluate
         seqs.append(seq)
         reasons.append(reason)

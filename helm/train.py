@@ -808,12 +808,10 @@ def check_checkpoint(path: Path, vocab_tokens: list[str]) -> None:
     """Refuse a checkpoint trained on another vocabulary before any training starts."""
     from helm.run import load_checkpoint
 
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume {path}: checkpoint not found")
     try:
         ckpt = load_checkpoint(path)
-    except ValueError as e:
-        raise ValueError(f"--resume {e}") from None
+    except (FileNotFoundError, ValueError) as e:  # its messages name the file and the reason
+        raise type(e)(f"--resume {e}") from None
     hp = ckpt.get("hyper_parameters", {})
     if "vocab_tokens" not in hp:
         raise ValueError(f"--resume {path}: not a helm training checkpoint (no vocabulary in its hyper-parameters)")

@@ -116,6 +116,7 @@ def expand_runs():
 RUNS = expand_runs()
 TOKENIZERS = sorted({c["tokenizer"] for c in RUNS.values()})
 UNITS = {u["name"]: u for u in PRETRAIN_UNITS}
+UNITS_BY_FILE = {u["file"]: u for u in PRETRAIN_UNITS}
 TASKS = config["downstream"]["tasks"]
 SEEDS = config["downstream"]["seeds"]
 
@@ -168,7 +169,7 @@ for _name in tasks_of("probe"):
         raise ValueError(f"downstream.tasks.{_name}.dataset: not in config/datasets.yaml ({sorted(DATASETS)})")
 
 # raw file (relative path under the mirror / results/raw) -> its url and sha256
-RAW_FILES = {u["file"]: u for u in PRETRAIN_UNITS}
+RAW_FILES = dict(UNITS_BY_FILE)
 RAW_FILES.update(
     {DATASETS[TASKS[t]["dataset"]]["file"]: DATASETS[TASKS[t]["dataset"]] for t in tasks_of("probe")}
 )
@@ -238,11 +239,10 @@ def launcher(wildcards):
     return f'$([ -n "${{SLURM_JOB_ID:-}}" ] && echo srun {" ".join(flags)}) '
 
 
-
 def fetch_args(wildcards):
     """`helm fetch` flags of one raw file: url, sha256 (or, for a sheet's unpinned units, the lock file), mirror."""
     entry = RAW_FILES[wildcards.rawfile]
-    lock = UNITS_LOCK if not entry.get("sha256") and wildcards.rawfile in {u["file"] for u in PRETRAIN_UNITS} else None
+    lock = UNITS_LOCK if not entry.get("sha256") and wildcards.rawfile in UNITS_BY_FILE else None
     return format_args({"url": entry.get("url"), "sha256": entry.get("sha256"), "lock": lock, "mirror": MIRROR or None})
 
 
