@@ -1,6 +1,6 @@
 """Embedding extraction speed: all 1,459 mRFP sequences through a 4-layer, width-256 model on CPU.
 
-Goal (issue 5): under 20 s on 2 cores, batched with masked pads. Prints the batched time, the throughput,
+Goal: under 20 s on 2 cores, batched with masked pads. Prints the batched time, the throughput,
 and the ratio against a one-sequence-at-a-time loop (timed on a subset, extrapolated).
 
     .venv/bin/python benchmarks/bench_embed.py [--mirror ../shared/data] [--threads 2] [--batch-size 64]

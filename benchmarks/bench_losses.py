@@ -15,7 +15,7 @@ a few fused ones (XE); ``--threads 1`` shows the work ratio without that effect.
   mid-size tensors stay in the heap and blur the measure).
 - time: one subprocess per vocabulary runs the variants round-robin (so a busy shared machine slows them alike)
   and reports the minimum and the median over ``--repeats`` rounds; ratios use the minimum.
-The naive reference HXE materializes [N, depth + 1, V] one-hot membership tensors (what the issue quotes); on the
+The naive reference HXE materializes [N, depth + 1, V] one-hot membership tensors (the textbook form); on the
 6mer vocabulary it is skipped when that tensor alone would exceed --naive-limit-gb.
 """
 

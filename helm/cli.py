@@ -45,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"helm: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except SystemExit as exc:  # --help, a usage or user error (helm.args): its status, also to a caller in Python
+        if exc.code is None or isinstance(exc.code, int):
+            return int(exc.code or 0)
+        print(exc.code, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

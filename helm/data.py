@@ -57,6 +57,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from helm.codons import CLS_ID, EOS_ID, MASK_ID, PAD_ID, SPECIALS
+from helm.config import MASKING_STRATEGIES, DataArgs, RunArgs, TrainConfig
 from helm.shards import TokenShards
 from helm.tokenizers import load_tokenizer
 
@@ -72,7 +73,6 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100
-MASKING_STRATEGIES = ("single", "double", "span")
 MASK_REPLACE = ("mask", "bert")  # what a selected MLM position becomes (module docstring)
 
 
@@ -319,7 +319,15 @@ class StatefulLoader(DataLoader):
     """DataLoader whose position within the epoch can be saved and restored; Lightning calls
     ``state_dict``/``load_state_dict`` on stateful dataloaders when checkpointing / resuming."""
 
-    def __init__(self, dataset, sampler: EpochSampler, batch_size: int, num_workers: int = 0, pin_memory=False):
+    def __init__(
+        self,
+        dataset,
+        sampler: EpochSampler,
+        batch_size: int,
+        num_workers: int = 0,
+        pin_memory=False,
+        prefetch_factor: int | None = None,
+    ):
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -327,6 +335,7 @@ class StatefulLoader(DataLoader):
             num_workers=num_workers,
             collate_fn=collate,
             pin_memory=pin_memory,
+            prefetch_factor=prefetch_factor if num_workers > 0 else None,  # torch: only with workers
         )
         self._epoch, self._served = sampler.epoch, 0
 
@@ -355,24 +364,26 @@ class HelmDataModule(pl.LightningDataModule):
     ``position_ids`` is kept for the trainer's bookkeeping: batches always carry ``position_ids`` and the
     trainer passes them to the model only with ``--position_ids``.
     ``group_by_length`` batches training sequences of similar length (``LengthGroupedSampler``); off = the
-    plain shuffle of ``EpochSampler``."""
+    plain shuffle of ``EpochSampler``. ``prefetch_factor``: batches each worker loads ahead (torch's default 2).
+    Defaults are those of `helm.config.DataArgs`; `from_config` builds one from a run's typed config."""
 
     def __init__(
         self,
         prepared_dir: str | Path,
-        mode: str = "mlm",
-        max_seq_len: int = 444,
-        batch_size: int = 32,
-        masking_strategy: str = "single",
-        masking_ratio: float = 0.15,
-        mask_replace: str = "mask",
+        mode: str,
+        max_seq_len: int,
+        batch_size: int,
+        masking_strategy: str = DataArgs.masking_strategy,
+        masking_ratio: float = DataArgs.masking_ratio,
+        mask_replace: str = DataArgs.mask_replace,
         num_workers: int = 0,
-        seed: int = 42,
-        num_samples: int = -1,
+        seed: int = RunArgs.seed,
+        num_samples: int = DataArgs.num_samples,
         pin_memory: bool = False,
         position_ids: bool = False,
         eval_batch_size: int | None = None,
         group_by_length: bool = False,
+        prefetch_factor: int | None = None,
     ):
         super().__init__()
         self.dir = Path(prepared_dir)
@@ -383,7 +394,16 @@ class HelmDataModule(pl.LightningDataModule):
         self.masking_strategy, self.masking_ratio, self.mask_replace = masking_strategy, masking_ratio, mask_replace
         self.num_workers, self.seed, self.num_samples = num_workers, seed, num_samples
         self.pin_memory, self.position_ids, self.group_by_length = pin_memory, position_ids, group_by_length
+        self.prefetch_factor = prefetch_factor
         self.datasets: dict[str, FramedDataset] = {}
+
+    @classmethod
+    def from_config(cls, prepared_dir: str | Path, cfg: TrainConfig, num_workers: int) -> HelmDataModule:
+        """The data of a training run: its DataArgs, max_seq_len, seed and loader settings."""
+        d, r = cfg.data, cfg.run
+        return cls(prepared_dir, d.mode, cfg.model.max_seq_len, d.batch_size, d.masking_strategy, d.masking_ratio,
+                   d.mask_replace, num_workers, r.seed, d.num_samples, r.pin_mem, d.position_ids,
+                   group_by_length=d.group_by_length, prefetch_factor=1 if r.no_prefetcher else None)  # fmt: skip
 
     @property
     def vocab_size(self) -> int:
@@ -425,7 +445,7 @@ class HelmDataModule(pl.LightningDataModule):
             sampler = LengthGroupedSampler(ds.lengths(), size, seed=self.seed, rank=rank, world_size=world)
         else:
             sampler = EpochSampler(len(ds), seed=self.seed, shuffle=train, rank=rank, world_size=world)
-        return StatefulLoader(ds, sampler, size, self.num_workers, self.pin_memory)
+        return StatefulLoader(ds, sampler, size, self.num_workers, self.pin_memory, self.prefetch_factor)
 
     def train_dataloader(self) -> StatefulLoader:
         return self._loader("train")

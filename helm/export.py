@@ -27,7 +27,6 @@ is refused, never approximated.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import importlib.util
 import json
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from helm.args import HelmParser, command_errors, fail
 from helm.codons import CLS_ID, EOS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIALS, UNK_ID
 
 if TYPE_CHECKING:
@@ -361,12 +361,12 @@ def tokenizer_config(max_seq_len: int, split_special_tokens: bool) -> dict[str, 
 
 # ------------------------------------------------------------------------------------------------ export
 def _check_out(run_dir: Path, out: Path, overwrite: bool) -> None:
-    from helm.run import CHECKPOINT_DIR, MODEL_DIR, TB_DIR, TOKENIZER_DIR
+    from helm.run import CHECKPOINT_DIR, MODEL_DIR, PREPARED_DIR, TB_DIR, TOKENIZER_DIR
 
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a folder")
     run, target = run_dir.resolve(), out.resolve()
-    for protected in (run / MODEL_DIR, run / TOKENIZER_DIR, run / CHECKPOINT_DIR, run / TB_DIR, run / "data"):
+    for protected in (run / MODEL_DIR, run / TOKENIZER_DIR, run / CHECKPOINT_DIR, run / TB_DIR, run / PREPARED_DIR):
         if target == protected or protected in target.parents:
             raise ExportError(f"{out}: inside the run's own {protected.name}/; export to a new folder")
     if target == run or target in run.parents:
@@ -384,7 +384,7 @@ def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False) ->
 
     from helm import __version__
     from helm.downstream.embed import run_mode
-    from helm.run import TOKENIZER_DIR, load_run
+    from helm.run import CONFIG_FILE, TOKENIZER_DIR, load_run
     from helm.tokenizers import TOKENIZER_FILE
 
     run_dir, out = Path(run_dir), Path(out)
@@ -394,7 +394,7 @@ def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False) ->
     mode = run_mode(run.config)
     if (mode == "mlm") != bool(cfg.bidirectional):
         raise ExportError(
-            f"{run_dir / 'config.yaml'}: mode {mode} but the model is {'bi' if cfg.bidirectional else 'uni'}directional"
+            f"{run_dir / CONFIG_FILE}: mode {mode} but the model is {'bi' if cfg.bidirectional else 'uni'}directional"
         )
     if len(run.tokenizer) != cfg.vocab_size:
         raise ExportError(
@@ -456,10 +456,10 @@ def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False) ->
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="helm export",
-        description="Write a run directory as a Hugging Face folder: AutoTokenizer.from_pretrained(OUT), "
+def build_parser() -> HelmParser:
+    parser = HelmParser(
+        "helm export",
+        "Write a run directory as a Hugging Face folder: AutoTokenizer.from_pretrained(OUT), "
         "AutoModelForMaskedLM / AutoModelForCausalLM / AutoModel.from_pretrained(OUT, trust_remote_code=True).",
     )
     parser.add_argument("run", help="a finished run directory (model/, tokenizer/, config.yaml)")
@@ -467,12 +467,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a previous export's files in OUT (other files stay)"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        out = export_run(args.run, args.out, overwrite=args.overwrite)
-    except (ValueError, OSError) as err:  # ExportError, a missing or broken run, an unwritable OUT
-        print(f"helm export: error: {err}", file=sys.stderr)
-        return 2
+    with command_errors("helm export"):  # ExportError, a missing or broken run
+        try:
+            out = export_run(args.run, args.out, overwrite=args.overwrite)
+        except OSError as err:  # an unwritable OUT, a full disk: the user's to fix, one line too
+            fail("helm export", str(err))
     print(f"exported {args.run} -> {out}", file=sys.stderr)
     return 0
 

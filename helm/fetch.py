@@ -1,6 +1,7 @@
 """Locate a raw data file: a local mirror first (offline machines, tests), else download; sha256 checked.
 
 `helm fetch --file downstream/mRFP_Expression.csv --url URL --sha256 HEX --dest results/raw/... [--mirror DIR]`
+(``--dest`` is also spelled ``--out`` / ``--output``, as the other commands name their output)
 
 A file without a configured sha256 can be pinned by a lock file (``--lock FILE``): its digest is recorded on the
 first fetch and checked on every later one, so a changed download is an error, never silently new data. Units
@@ -10,19 +11,23 @@ format.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import fcntl
 import hashlib
+import io
 import os
 import re
 import shutil
 import urllib.request
 from pathlib import Path
 
+from helm.args import HelmParser, command_errors
+from helm.run import atomic_path, atomic_write
 
-class FetchError(RuntimeError):
-    pass
+
+class FetchError(ValueError):
+    """A file that cannot be had as asked (not in the mirror, a failed download, a wrong sha256, a bad sheet):
+    a user error, so commands end on it with one line (helm.args.command_errors)."""
 
 
 def default_mirror() -> str | None:
@@ -85,15 +90,12 @@ def locate_file(
             where = mirror or "none set: pass --mirror or set HELM_DATA_MIRROR"
             raise FetchError(f"{relpath}: not found in the data mirror ({where}) and no URL is configured")
         target = dest or cached
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".part")
         try:
-            with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:  # noqa: S310
-                shutil.copyfileobj(resp, out)
+            with atomic_path(target) as tmp, open(tmp, "wb") as out:
+                with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310
+                    shutil.copyfileobj(resp, out)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise FetchError(f"{relpath}: download from {url} failed: {exc}") from exc
-        tmp.replace(target)
         source = target
     if sha256:
         got = sha256sum(source)
@@ -103,10 +105,8 @@ def locate_file(
     elif locked:
         sha256 = record_lock(lock, relpath, sha256sum(source))
     if dest is not None and source != dest:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        shutil.copyfile(source, tmp)
-        tmp.replace(dest)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(source, tmp)
         source = dest
     return source
 
@@ -146,11 +146,9 @@ def record_lock(path: str | Path, relpath: str, digest: str) -> str:
                 raise FetchError(f"{relpath}: sha256 {digest} does not match {known[relpath]} recorded in {path}")
             return digest
         known[relpath] = digest
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-            writer.writerows([LOCK_HEADER, *sorted(known.items())])
-        tmp.replace(path)
+        text = io.StringIO()
+        csv.writer(text, delimiter="\t", lineterminator="\n").writerows([LOCK_HEADER, *sorted(known.items())])
+        atomic_write(path, text.getvalue())
     finally:
         os.close(guard)  # releases the flock
     return digest
@@ -218,15 +216,16 @@ def units_from_urls(text: str, fmt: str = "oas") -> str:
     return "\t".join(UNIT_COLUMNS) + "\n" + "".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="helm fetch", description=__doc__.splitlines()[0])
+def build_parser() -> HelmParser:
+    parser = HelmParser("helm fetch", __doc__.splitlines()[0])
     parser.add_argument("--file", help="path of the file relative to a mirror / data root")
-    parser.add_argument("--url", default=None)
-    parser.add_argument("--sha256", default=None)
+    parser.add_argument("--url", default=None, help="download from here when no mirror holds the file")
+    parser.add_argument("--sha256", default=None, help="expected digest (unset: --lock, else unchecked)")
     parser.add_argument(
         "--mirror", default=default_mirror(), help="local directory searched before downloading ($HELM_DATA_MIRROR)"
     )
-    parser.add_argument("--dest", required=True, help="where the verified copy (or, with --units-from, the sheet) goes")
+    parser.add_argument("--dest", "--out", "--output", dest="dest", required=True,
+                        help="where the verified copy (or, with --units-from, the sheet) goes")  # fmt: skip
     parser.add_argument(
         "--lock", default=None, help="without --sha256: check against (or, first time, record in) this lock file"
     )
@@ -237,24 +236,26 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of fetching: write a units sheet (data.pretrain) from a file of URLs such as OAS's "
         "bulk_download.sh",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.units_from:
-        try:
-            sheet = units_from_urls(Path(args.units_from).read_text())
-        except (OSError, FetchError) as exc:
-            parser.exit(2, f"helm fetch: error: --units-from {args.units_from}: {exc}\n")
-        if Path(args.dest).exists():  # a sheet may carry hand edits: never overwrite it
-            parser.exit(2, f"helm fetch: error: --dest {args.dest}: exists; remove it or choose another name\n")
-        Path(args.dest).write_text(sheet)
-        print(f"{args.dest}: {sheet.count(chr(10)) - 1} units")
-        return 0
-    if not args.file:
-        parser.exit(2, "helm fetch: error: --file is required (or --units-from)\n")
-    try:
-        path = locate_file(
-            args.file, url=args.url, sha256=args.sha256, mirror=args.mirror, dest=args.dest, lock=args.lock
-        )
-    except FetchError as exc:
-        parser.exit(2, f"helm fetch: error: {exc}\n")
+    if not args.units_from and not args.file:
+        parser.error("--file is required (or --units-from)")
+    with command_errors("helm fetch"):
+        if args.units_from:
+            try:
+                sheet = units_from_urls(Path(args.units_from).read_text())
+            except (OSError, FetchError) as exc:
+                raise FetchError(f"--units-from {args.units_from}: {exc}") from exc
+            if Path(args.dest).exists():  # a sheet may carry hand edits: never overwrite it
+                raise FileExistsError(f"--dest {args.dest}: exists; remove it or choose another name")
+            atomic_write(args.dest, sheet)
+            print(f"{args.dest}: {sheet.count(chr(10)) - 1} units")
+            return 0
+        path = locate_file(args.file, url=args.url, sha256=args.sha256, mirror=args.mirror, dest=args.dest,
+                           lock=args.lock)  # fmt: skip
     print(path)
     return 0

@@ -9,9 +9,9 @@ Whole-file problems (missing, unreadable, wrong compression, missing column, not
 naming the file (and line). Per-row problems are *not* raised here: ``clean_sequence`` / ``oas_cds`` /
 ``longest_orf`` return a reason string, and ``helm.prepare`` counts and writes those rows to rejects.tsv.
 
-Cleaning (DESIGN 5b): strip, upper-case, U->T, drop the gap characters '-' and '.'; what remains must be
-ACGTN. OAS rows: keep productive, in-frame, stop-free rows, choose the frame of ``sequence_alignment``
-whose translation equals ``sequence_alignment_aa``, trim the tail to whole codons.
+Cleaning (docs/ARCHITECTURE.md, "Prepared data"): strip, upper-case, U->T, drop the gap characters '-' and '.';
+what remains must be ACGTN. OAS rows: keep productive, in-frame, stop-free rows, choose the frame of
+``sequence_alignment`` whose translation equals ``sequence_alignment_aa``, trim the tail to whole codons.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Training losses: XE, HXE, soft labels, aa_loss_add, aa_loss_only (see ../shared/DESIGN.md section 2).
+"""Training losses: XE, HXE, soft labels, aa_loss_add, aa_loss_only (definitions below; contracts in
+docs/ARCHITECTURE.md, "Losses and metrics").
 
 Public API
 ----------
@@ -49,11 +50,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .codons import Tree, Vocab, aa_classes, build_tree
+from .config import LOSSES
 
 IGNORE_INDEX = -100
 DENSE_MAX_NODES = 64  # trees with at most this many inner nodes use the matmul kernel (see _DenseTreeNLL)
 
-_CANONICAL = ("XE", "HXE", "soft_labels", "aa_loss_add", "aa_loss_only")
+_CANONICAL = LOSSES
 _ALIASES = {
     "xe": "XE",
     "ce": "XE",
@@ -284,31 +286,33 @@ class _DenseTreeNLL(torch.autograd.Function):
         zc = z.to(_compute_dtype(z))
         member = plan.member.to(zc.dtype)
         m = m.to(zc.dtype)[:, None]  # the row maxima
-        lse = (torch.sub(zc, m).exp_() @ member).log_().add_(m)  # [N, I]
+        e = torch.sub(zc, m).exp_()  # [N, V], kept for the backward (saves recomputing it there)
+        s = e @ member  # [N, I]: every node's sum of exp(z - m)
+        lse = torch.log(s).add_(m)
         root = lse[:, plan.root]
         anc = plan.anc[y]  # [N, D + 1]; column 0 and padding point at the root
         log_p = lse.gather(1, anc).sub_(root[:, None])
         rows = torch.arange(z.shape[0], device=z.device)
         log_p[:, 0] = zc[rows, y] - root
         c = coef.to(zc.dtype)[y]
-        ctx.save_for_backward(z, y, c, lse, anc, m)
-        ctx.plan = plan
+        ctx.save_for_backward(y, c, e, s, anc)
+        ctx.plan, ctx.z_dtype = plan, z.dtype
         return -(c * log_p).sum(1)
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
-        z, y, c, lse, anc, m = ctx.saved_tensors
+        y, c, e, s, anc = ctx.saved_tensors
         plan: _TreePlan = ctx.plan
-        g = grad_loss.to(lse.dtype)[:, None]
-        b = torch.zeros_like(lse).scatter_add_(1, anc[:, 1:], c[:, 1:] * g)
+        g = grad_loss.to(s.dtype)[:, None]
+        b = torch.zeros_like(s).scatter_add_(1, anc[:, 1:], c[:, 1:] * g)
         b[:, plan.root] -= c.sum(1) * g[:, 0]
-        # off the path b = 0 and LSE may be -inf: keep exp(m - LSE) out of those entries
-        w = torch.where(b != 0, b * torch.exp(m - lse), 0.0)
-        grad = w @ plan.member.to(lse.dtype).t()  # [N, V]
-        grad.mul_(torch.sub(z.to(lse.dtype), m).exp_()).neg_()
-        rows = torch.arange(z.shape[0], device=z.device)
+        # w = b exp(m - LSE) = b / S; off the path b = 0 and S may be 0: keep 1 / S out of those entries
+        w = torch.where(b != 0, b / s, 0.0)
+        grad = w @ plan.member.to(s.dtype).t()  # [N, V]
+        grad.mul_(e).neg_()
+        rows = torch.arange(grad.shape[0], device=grad.device)
         grad[rows, y] -= c[:, 0] * g[:, 0]
-        return grad.to(z.dtype), None, None, None, None
+        return grad.to(ctx.z_dtype), None, None, None, None
 
 
 class _TreeLoss(nn.Module):

@@ -1,8 +1,8 @@
 """The LightningModule: backbone + loss + metrics, timm optimizer / scheduler / EMA / clipping.
 
-Everything the module needs to rebuild itself lives in its hyper-parameters (the resolved TrainConfig as a
-dict, the model config and the tokenizer's vocabulary), so a checkpoint is self-describing and a resume
-can check that it matches the current vocabulary before training starts.
+The module takes the typed `helm.config.TrainConfig`. Its checkpoint hyper-parameters hold that config as plain
+flag: value data (plus the model config and the tokenizer's vocabulary), so a checkpoint is self-describing, loads
+with ``weights_only=True`` and a resume can check the vocabulary before training starts.
 """
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ from __future__ import annotations
 import copy
 import re
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
 
 from helm.codons import Vocab
+
+if TYPE_CHECKING:
+    from helm.config import ScheduleArgs, TrainConfig
 
 
 def _layer_id(name: str, num_layers: int) -> int:
@@ -72,10 +75,12 @@ def resumable_plateau(scheduler):
     return scheduler
 
 
-def create_scheduler(optimizer, c: dict[str, Any], updates_per_epoch: int = 1) -> tuple[Any, int]:
-    """timm's create_scheduler_v2 from the resolved config: (scheduler, epochs to train). As in timm's train.py,
+def create_scheduler(
+    optimizer, s: ScheduleArgs, seed: int, mode: str = "min", updates_per_epoch: int = 1
+) -> tuple[Any, int]:
+    """timm's create_scheduler_v2 from the schedule settings: (scheduler, epochs to train). As in timm's train.py,
     the epochs to train are --epochs plus --cooldown-epochs, the further cycles of --lr-cycle-limit (cosine, tanh,
-    poly) and a --warmup-prefix: training only --epochs would never reach them."""
+    poly) and a --warmup-prefix: training only --epochs would never reach them. `mode`: the plateau direction."""
     from timm.scheduler import create_scheduler_v2  # timm is imported lazily throughout helm
 
     with warnings.catch_warnings():
@@ -83,83 +88,79 @@ def create_scheduler(optimizer, c: dict[str, Any], updates_per_epoch: int = 1) -
         warnings.filterwarnings("ignore", message="PlateauLRScheduler is deprecated", category=FutureWarning)
         return create_scheduler_v2(
             optimizer,
-            sched=c["sched"],
-            num_epochs=c["epochs"],
-            decay_epochs=c["decay_epochs"],
-            decay_milestones=c["decay_milestones"],
-            cooldown_epochs=c["cooldown_epochs"],
-            patience_epochs=c["patience_epochs"],
-            decay_rate=c["decay_rate"],
-            min_lr=c["min_lr"],
-            warmup_lr=c["warmup_lr"],
-            warmup_epochs=c["warmup_epochs"],
-            warmup_prefix=c["warmup_prefix"],
-            noise=c["lr_noise"],
-            noise_pct=c["lr_noise_pct"],
-            noise_std=c["lr_noise_std"],
-            noise_seed=c["seed"],
-            cycle_mul=c["lr_cycle_mul"],
-            cycle_decay=c["lr_cycle_decay"],
-            cycle_limit=c["lr_cycle_limit"],
-            k_decay=c["lr_k_decay"],
-            plateau_mode=c["val_metric_mode"],
-            step_on_epochs=not c["sched_on_updates"],
+            sched=s.sched,
+            num_epochs=s.epochs,
+            decay_epochs=s.decay_epochs,
+            decay_milestones=s.decay_milestones,
+            cooldown_epochs=s.cooldown_epochs,
+            patience_epochs=s.patience_epochs,
+            decay_rate=s.decay_rate,
+            min_lr=s.min_lr,
+            warmup_lr=s.warmup_lr,
+            warmup_epochs=s.warmup_epochs,
+            warmup_prefix=s.warmup_prefix,
+            noise=s.lr_noise,
+            noise_pct=s.lr_noise_pct,
+            noise_std=s.lr_noise_std,
+            noise_seed=seed,
+            cycle_mul=s.lr_cycle_mul,
+            cycle_decay=s.lr_cycle_decay,
+            cycle_limit=s.lr_cycle_limit,
+            k_decay=s.lr_k_decay,
+            plateau_mode=mode,
+            step_on_epochs=not s.sched_on_updates,
             updates_per_epoch=updates_per_epoch,
         )
 
 
-def training_epochs(c: dict[str, Any]) -> int:
-    """Epochs to train for the schedule of config `c` (see `create_scheduler`); --sched none: --epochs."""
-    if c["sched"] == "none":
-        return c["epochs"]
+def training_epochs(s: ScheduleArgs) -> int:
+    """Epochs to train for schedule `s` (see `create_scheduler`); --sched none: --epochs."""
+    if s.sched == "none":
+        return s.epochs
     probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)  # the length needs no real optimizer
-    return int(create_scheduler(probe, {**c, "sched_on_updates": False})[1])
+    epoch_schedule = copy.copy(s)  # not dataclasses.replace: a per-update warmup fraction is valid here
+    epoch_schedule.sched_on_updates = False
+    return int(create_scheduler(probe, epoch_schedule, seed=0)[1])
 
 
 class HelmModule(pl.LightningModule):
-    """`config`: resolved TrainConfig as a dict; `model_config`: helm.models.ModelConfig fields; `vocab_tokens`:
-    the tokenizer's token list (checked on resume); `updates_per_epoch`: for per-update schedules."""
+    """`config`: the run's TrainConfig; `vocab`: the tokenizer's vocabulary (checked on resume);
+    `updates_per_epoch`: optimizer updates per schedule epoch (per-update schedules and --start-epoch)."""
 
-    def __init__(
-        self,
-        config: dict[str, Any],
-        model_config: dict[str, Any],
-        vocab_kind: str,
-        vocab_tokens: list[str],
-        vocab_k: int = 1,
-        updates_per_epoch: int = 1,
-        lr: float = 1e-3,
-    ):
+    def __init__(self, config: TrainConfig, vocab: Vocab, updates_per_epoch: int = 1):
         super().__init__()
-        self.save_hyperparameters()
         from helm.losses import build_loss
         from helm.metrics import build_metrics
         from helm.models import create_model
 
         self.cfg = config
-        self.vocab = Vocab(vocab_kind, tuple(vocab_tokens), vocab_k)
-        self.model = create_model(config["model_name"], **model_config)
-        loss_kw = dict(
-            hxe_alpha=config["hxe_alpha"],
-            soft_labels_beta=config["soft_labels_beta"],
-            hierarchy=config["hierarchy"],
-            seed=config["seed"],
-            normalize=config["hxe_normalize"],
-        )
-        self.loss_fn = build_loss(config["loss"], self.vocab, **loss_kw)
-        self.val_metrics = build_metrics(self.vocab, hierarchy=config["hierarchy"], seed=config["seed"])
+        self.vocab = vocab
+        self.updates_per_epoch = updates_per_epoch
+        self.lr = config.lr
+        model_config = config.model_config(len(vocab))
+        # plain data only: checkpoints load with weights_only=True (helm.run.load_checkpoint)
+        self.save_hyperparameters({
+            "config": config.flat(), "model_config": model_config.to_dict(), "vocab_kind": vocab.kind,
+            "vocab_tokens": list(vocab.tokens), "vocab_k": vocab.k, "updates_per_epoch": updates_per_epoch,
+            "lr": self.lr,
+        })  # fmt: skip
+        self.model = create_model(config.model_name, **model_config.to_dict())
+        o = config.objective
+        self.loss_fn = build_loss(o.loss, vocab, hxe_alpha=o.hxe_alpha, soft_labels_beta=o.soft_labels_beta,
+                                  hierarchy=o.hierarchy, seed=config.run.seed, normalize=o.hxe_normalize)  # fmt: skip
+        self.val_metrics = build_metrics(vocab, hierarchy=o.hierarchy, seed=config.run.seed)
         self.test_metrics = copy.deepcopy(self.val_metrics)
         # EMA lives outside the module tree: it may stay on the CPU (--model-ema-force-cpu) and must not be
         # touched by the optimizer or DDP; its state travels in the checkpoint via on_save_checkpoint.
         self._ema: list = []
-        if config["model_ema"]:
+        if config.ema.model_ema:
             from timm.utils import ModelEmaV3
 
-            device = torch.device("cpu") if config["model_ema_force_cpu"] else None
-            self._ema.append(ModelEmaV3(self.model, decay=config["model_ema_decay"], device=device))
+            device = torch.device("cpu") if config.ema.model_ema_force_cpu else None
+            self._ema.append(ModelEmaV3(self.model, decay=config.ema.model_ema_decay, device=device))
         # --compile: the compiled wrapper shares the model's parameters; kept out of the module tree (a list) so
         # state dicts and checkpoints hold the plain model's keys, loadable with or without --compile
-        self._compiled: list = [torch.compile(self.model)] if config.get("compile") else []
+        self._compiled: list = [torch.compile(self.model)] if config.run.compile else []
         self._loss_sums: dict[str, tuple] = {}  # val/test: (sum of position losses, positions) this epoch
         self._tokens: torch.Tensor | None = None  # real input tokens trained on, kept on the device (see tokens_seen)
         self._plateau_metric: float | None = None  # --sched plateau: this epoch's validation metric
@@ -182,7 +183,7 @@ class HelmModule(pl.LightningModule):
         model = self.model if model is None else model
         if model is self.model and self._compiled:
             model = self._compiled[0]
-        position_ids = batch.get("position_ids") if self.cfg["position_ids"] else None
+        position_ids = batch.get("position_ids") if self.cfg.data.position_ids else None
         return model(batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=position_ids)
 
     # -------------------------------------------------------------------------------------------- steps
@@ -226,7 +227,7 @@ class HelmModule(pl.LightningModule):
             super().backward(loss, *args, create_graph=True, **kwargs)
 
     def on_train_start(self) -> None:
-        if self.ema is not None and not self.cfg["model_ema_force_cpu"]:
+        if self.ema is not None and not self.cfg.ema.model_ema_force_cpu:
             self.ema.module.to(self.device)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -289,69 +290,69 @@ class HelmModule(pl.LightningModule):
     def configure_optimizers(self):
         from timm.optim import create_optimizer_v2
 
-        c = self.cfg
+        o, s = self.cfg.optim, self.cfg.schedule
         kwargs: dict[str, Any] = {}
-        if c["opt_eps"] is not None:
-            kwargs["eps"] = c["opt_eps"]
-        if c["opt_betas"] is not None:
-            kwargs["betas"] = tuple(c["opt_betas"])
-        groups = param_groups(self.model, c["weight_decay"], c["layer_decay"], self.hparams.model_config["num_layers"])
+        if o.opt_eps is not None:
+            kwargs["eps"] = o.opt_eps
+        if o.opt_betas is not None:
+            kwargs["betas"] = tuple(o.opt_betas)
+        groups = param_groups(self.model, o.weight_decay, o.layer_decay, self.cfg.model.num_layers)
         optimizer = create_optimizer_v2(
-            groups, opt=c["opt"], lr=self.hparams.lr, weight_decay=c["weight_decay"], momentum=c["momentum"], **kwargs
+            groups, opt=o.opt, lr=self.lr, weight_decay=o.weight_decay, momentum=o.momentum, **kwargs
         )
-        if c["sched"] == "none":
+        if s.sched == "none":
             # timm applies the --layer-decay lr_scale of each group only through a scheduler: apply it once here
             for group in optimizer.param_groups:
-                group["lr"] = self.hparams.lr * group.get("lr_scale", 1.0)
+                group["lr"] = self.lr * group.get("lr_scale", 1.0)
             return optimizer
-        scheduler, _ = create_scheduler(optimizer, c, self.hparams.updates_per_epoch)
-        if c["sched"] == "plateau":
+        scheduler, _ = create_scheduler(optimizer, s, self.cfg.run.seed, self.cfg.metric_mode, self.updates_per_epoch)
+        if s.sched == "plateau":
             scheduler = resumable_plateau(scheduler)
-        if c["start_epoch"] and not c["sched_on_updates"]:
-            scheduler.step(c["start_epoch"])
-        elif c["start_epoch"]:  # per-update schedule: start at the first update of --start-epoch
+        if s.start_epoch and not s.sched_on_updates:
+            scheduler.step(s.start_epoch)
+        elif s.start_epoch:  # per-update schedule: start at the first update of --start-epoch
             scheduler.step_update(num_updates=self._update_offset())
-        interval = "step" if c["sched_on_updates"] else "epoch"
+        interval = "step" if s.sched_on_updates else "epoch"
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     def _schedule_epoch(self) -> float:
         # with --epoch-repeats, `repeats` Lightning epochs make one schedule epoch; a whole epoch goes as an int,
         # which timm's --lr-noise needs (it seeds its generator with noise_seed + epoch)
-        repeats = self.cfg["epoch_repeats"] or 1.0
-        epoch = (self.current_epoch + 1) / repeats + (self.cfg["start_epoch"] or 0)
+        repeats = self.cfg.schedule.epoch_repeats or 1.0
+        epoch = (self.current_epoch + 1) / repeats + (self.cfg.schedule.start_epoch or 0)
         return int(epoch) if float(epoch).is_integer() else epoch
 
     def _update_offset(self) -> int:
         """Updates before this run's first one in the schedule: --start-epoch whole schedule epochs (as timm)."""
-        return (self.cfg["start_epoch"] or 0) * self.hparams.updates_per_epoch
+        return (self.cfg.schedule.start_epoch or 0) * self.updates_per_epoch
 
     def lr_scheduler_step(self, scheduler, metric: Any) -> None:
         # timm schedulers take the epoch / update count explicitly
-        if self.cfg["sched_on_updates"]:
+        if self.cfg.schedule.sched_on_updates:
             scheduler.step_update(num_updates=self.global_step + self._update_offset())
-        elif self.cfg["sched"] != "plateau":  # plateau: stepped in on_train_epoch_end, after validation
+        elif self.cfg.schedule.sched != "plateau":  # plateau: stepped in on_train_epoch_end, after validation
             scheduler.step(epoch=self._schedule_epoch())
 
     def on_validation_end(self) -> None:
-        if self.cfg["sched"] == "plateau" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
-            metric = self.trainer.callback_metrics.get(self.cfg["eval_metric"])
+        if self.cfg.schedule.sched == "plateau" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            metric = self.trainer.callback_metrics.get(self.cfg.run.eval_metric)
             self._plateau_metric = None if metric is None else float(metric)
 
     def on_train_epoch_end(self) -> None:
         # Lightning steps epoch schedules before the epoch's validation (the metric would be an epoch late, and
         # absent after a resume) and its ReduceLROnPlateau path after the epoch-end checkpoint is saved; stepping
         # here uses this epoch's validation (if one ran) and comes before ModelCheckpoint saves on train epoch end.
-        if self.cfg["sched"] == "plateau":
+        if self.cfg.schedule.sched == "plateau":
             self.lr_schedulers().step(epoch=self._schedule_epoch(), metric=self._plateau_metric)
             self._plateau_metric = None
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         # timm's dispatch covers norm, value and agc (adaptive clipping, which Lightning lacks); gradients are
         # already unscaled here under fp16 AMP.
-        if self.cfg["clip_grad"] is not None:
+        if self.cfg.optim.clip_grad is not None:
             from timm.utils import dispatch_clip_grad
 
-            dispatch_clip_grad(self.model.parameters(), self.cfg["clip_grad"], mode=self.cfg["clip_mode"])
+            dispatch_clip_grad(self.model.parameters(), self.cfg.optim.clip_grad, mode=self.cfg.optim.clip_mode)
 
     # ------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

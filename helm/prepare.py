@@ -53,6 +53,10 @@ in an earlier part are rejected as ``duplicate``, shards are rewritten with the 
 and counts are combined. Because the split is a function of the sequence, the merged result has the same
 splits as preparing all units in one run.
 
+Settings: the fields of `PrepareSettings` (with their help text); the flags of ``helm prepare`` are generated
+from them and ``prepare(inputs, output, **settings)`` takes the same names. Contracts: docs/ARCHITECTURE.md
+("Prepared data").
+
 Threads: ``--threads N`` cleans/validates chunks in N-1 worker processes (bounded queue, results consumed
 in input order, so output does not depend on N); the main process deduplicates, encodes and writes.
 """
@@ -60,6 +64,8 @@ in input order, so output does not depend on N); the main process deduplicates, 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -67,13 +73,15 @@ import re
 import shutil
 import sys
 import time
+import typing
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from helm.args import ConfigError, HelmParser, add_dataclass, command_errors, field_docs, from_values, kind_of
 from helm.io import (
     DataError,
     clean_protein,
@@ -85,6 +93,7 @@ from helm.io import (
     translate_frame,
     uninformative,
 )
+from helm.run import atomic_write
 from helm.tokenizers import TOKENIZER_FILE, TRAIN_SAMPLES, create_tokenizer, load_tokenizer, tokenizer_alphabet
 
 SPLITS = ("train", "val", "test")
@@ -235,9 +244,7 @@ def _select(flat: np.ndarray, lengths: np.ndarray, mask: np.ndarray) -> tuple[np
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 # ------------------------------------------------------------------------------------------ chunks
@@ -245,7 +252,8 @@ def _write_json(path: Path, obj: dict) -> None:
 
 _ONLY_BASES = str.maketrans("", "", "ACGTN")  # deletes bases: what is left of a protein is not empty
 _FIRST_STOP = re.compile(r"(?:...)*?(?:TAA|TAG|TGA)", re.S)  # codon by codon from the start up to the first stop
-STOP_POLICIES = ("reject", "keep")
+StopPolicy = Literal["reject", "keep"]
+STOP_POLICIES = typing.get_args(StopPolicy)
 
 
 def has_internal_stop(seq: str) -> bool:
@@ -364,7 +372,11 @@ def _stream(chunks: Iterable[tuple], threads: int, *settings: Any) -> Iterator[t
             yield c, res.get()
 
 
-# ------------------------------------------------------------------------------------------ prepare
+# ------------------------------------------------------------------------------------------ corpus writer
+
+
+def _tsv(text: str) -> str:
+    return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
 def _fingerprint(settings: dict, files: list[Path]) -> str:
@@ -406,56 +418,227 @@ def _publish(stage: Path, output: Path) -> None:
     os.replace(stage, output)
 
 
-def _tsv(text: str) -> str:
-    return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
+class CorpusWriter:
+    """A prepared directory being written, for `prepare` and `merge` alike: the stage ``<output>.partial/`` with
+    one `ShardWriter` per split, rejects.tsv, the rejected and tail-trimmed counts and tail_trimmed.hashes;
+    `publish` adds the tokenizer and summary.json and renames the stage to ``<output>``. Used in a ``with``: an
+    error (not a kill) removes the stage. Layout and crash safety: the module docstring, docs/ARCHITECTURE.md."""
+
+    def __init__(
+        self,
+        output: Path,
+        dtype: np.dtype,
+        shard_tokens: int,
+        long_limit: int | None = None,
+        started: float | None = None,  # the run's start, for seconds and rows_per_second
+    ) -> None:
+        self.output, self.started = Path(output), time.time() if started is None else started
+        self.stage = self.output.with_name(self.output.name + ".partial")
+        if self.stage.exists():
+            shutil.rmtree(self.stage)  # a killed earlier run: restart cleanly
+        self.stage.mkdir(parents=True)
+        self.writers = [ShardWriter(self.stage / s, dtype, shard_tokens, long_limit) for s in SPLITS]
+        self.rejected: Counter = Counter()
+        self.tail_trimmed = [0] * len(SPLITS)
+        self.indexes: list[dict] = []
+        self._trimmed_keys: list[np.ndarray] = []  # 8 bytes per kept tail-trimmed sequence
+        self._rejects = open(self.stage / (REJECTS_FILE + ".tmp"), "w")
+        self._rejects.write("file\trow\treason\tsequence\n")
+
+    def __enter__(self) -> CorpusWriter:
+        return self
+
+    def __exit__(self, error: type[BaseException] | None, *_: Any) -> None:
+        self._rejects.close()
+        if error is not None:
+            shutil.rmtree(self.stage, ignore_errors=True)
+
+    def reject(self, file: str | Path, row: int, reason: str, text: str) -> None:
+        """One row that was not kept: a line of rejects.tsv, counted under its reason."""
+        self._rejects.write(f"{file}\t{row}\t{reason}\t{_tsv(text)}\n")
+        self.rejected[reason] += 1
+
+    def copy_rejects(self, path: Path, counts: dict[str, int]) -> None:
+        """Take over the rows of another rejects.tsv (a merged part's) and their counts per reason."""
+        with open(path) as fh:
+            next(fh, None)  # its header
+            shutil.copyfileobj(fh, self._rejects)
+        self.rejected.update(counts)
+
+    def add(self, split: int, flat: np.ndarray, lengths: np.ndarray, keys: np.ndarray, cut: np.ndarray) -> None:
+        """Append kept sequences of one split (flat tokens, lengths, dedup keys); ``cut``: which lost a tail."""
+        self.writers[split].add(flat, lengths, keys)
+        if cut.any():
+            self.tail_trimmed[split] += int(cut.sum())
+            self._trimmed_keys.append(keys[cut])
+
+    def close(self) -> int:
+        """Close the shards (each split's index.json); returns how many sequences were kept."""
+        self._rejects.close()
+        self.indexes = [w.close() for w in self.writers]
+        return sum(ix["sequences"] for ix in self.indexes)
+
+    def publish(self, save_tokenizer: Callable[[Path], Any], **summary: Any) -> dict:
+        """Write the tokenizer and summary.json (``summary``: its fields besides the counts kept here) and make the
+        stage the output; returns the summary."""
+        os.replace(self.stage / (REJECTS_FILE + ".tmp"), self.stage / REJECTS_FILE)
+        _write_trimmed(self.stage, self._trimmed_keys)
+        save_tokenizer(self.stage)
+        elapsed = time.time() - self.started
+        summary = {
+            "complete": True,
+            **summary,
+            "kept": {s: ix["sequences"] for s, ix in zip(SPLITS, self.indexes)},
+            "kept_total": sum(ix["sequences"] for ix in self.indexes),
+            "tail_trimmed": dict(zip(SPLITS, self.tail_trimmed)),
+            "tail_trimmed_total": sum(self.tail_trimmed),
+            "tokens": {s: ix["tokens"] for s, ix in zip(SPLITS, self.indexes)},
+            "rejected": dict(sorted(self.rejected.items())),
+            "rejected_total": sum(self.rejected.values()),
+            "seconds": round(elapsed, 3),
+            "rows_per_second": round(summary["rows_read"] / max(elapsed, 1e-9), 1),
+        }
+        _write_json(self.stage / SUMMARY_FILE, summary)
+        _publish(self.stage, self.output)
+        return summary
 
 
-def prepare(
+def _progress(enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(unit="rows", unit_scale=True, disable=not enabled, desc="prepare", file=sys.stderr, mininterval=1)
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+TokenizerName = Literal["3mer", "codon", "nuc", "6mer", "aa", "bpe", "wp", "ug"]
+
+
+@dataclasses.dataclass
+class ReadSettings:
+    """Reading and cleaning."""
+
+    fmt: Literal["auto", "txt", "csv", "fasta", "oas"] = "auto"
+    """input format; auto: from the file name (flag: --format or --file_extension)"""
+    column: str | None = None
+    """CSV column holding the sequences (flag: --column_name)"""
+    orf: Literal["none", "longest"] = "none"
+    """longest: longest ATG ORF per record"""
+    translate: bool = False
+    """inputs are nucleotide CDSs (or ORFs with --orf longest): translate them (needs --tokenizer aa)"""
+    min_length: int = 3
+    """minimum cleaned length in nucleotides"""
+    internal_stops: StopPolicy = "reject"
+    """codon tokenizers: a CDS with an in-frame stop before its last codon is rejected (internal_stop, counted in
+    rejects.tsv) or kept"""
+    dedup: bool = True
+    """reject a row whose cleaned sequence was seen before as duplicate (flag: --no_dedup keeps them all)"""
+
+
+@dataclasses.dataclass
+class TokenizerSettings:
+    """Tokenizer."""
+
+    tokenizer: TokenizerName = "3mer"
+    """aa: amino-acid inputs; bpe, wp, ug: learned on the training split (or --tokenizer_file)"""
+    overlap: int = 0
+    """k-mer window stride is k - overlap"""
+    vocab_size: int = 256
+    """learned tokenizers only"""
+    tokenizer_file: str | None = None
+    """reuse this tokenizer.json (or its directory)"""
+    tokenizer_train_samples: int | None = None
+    """training-split sequences a learned tokenizer is trained on; None: bpe and wp 50000, ug 5000"""
+
+
+@dataclasses.dataclass
+class WriteSettings:
+    """Splitting and writing."""
+
+    val_fraction: float = 0.05
+    """share of the sequences held out for validation (a function of each sequence and --seed)"""
+    test_fraction: float = 0.05
+    """share of the sequences held out for testing"""
+    seed: int = 42
+    """seed of the split"""
+    shard_tokens: int = 1 << 24
+    """upper bound of tokens per shard"""
+    chunk_rows: int = 4096
+    """records read, cleaned and encoded at a time"""
+    threads: int = 1
+    """N > 1: clean chunks in N-1 worker processes (the output does not depend on N)"""
+    max_seq_len: int | None = None
+    """count the sequences that will be truncated at this length"""
+    export_txt: str | None = None
+    """also write the kept sequences, cleaned as tokenized (OAS rows cut to their in-frame CDS), one per line:
+    the seed's sequences_codonized.txt"""
+    force: bool = False
+    """redo even if the output is up to date"""
+
+
+@dataclasses.dataclass
+class PrepareSettings(WriteSettings, TokenizerSettings, ReadSettings):
+    """Every setting of `helm prepare` (its flags are generated from these fields) and of `prepare(...)`."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # the choices the parser checks, for library callers too
+            value, choices = getattr(self, f.name), kind_of(PrepareSettings, f.name).choices
+            if choices is not None and value not in choices:
+                raise ConfigError(f.name, value, f"choose from {', '.join(choices)}")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(name, getattr(self, name), "must be >= 0 and < 1")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError("test_fraction", self.test_fraction, "val_fraction + test_fraction must be < 1")
+        for name in ("threads", "shard_tokens", "chunk_rows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, getattr(self, name), "must be >= 1")
+
+    def make_tokenizer(self) -> tuple[Any, str]:
+        """The tokenizer (``tokenizer_file``'s or a new one) and the alphabet `process_chunk` cleans to."""
+        if self.tokenizer_file:
+            tok = load_tokenizer(self.tokenizer_file)
+        else:
+            tok = create_tokenizer(self.tokenizer, self.overlap, vocab_size=self.vocab_size)
+        protein = tokenizer_alphabet(tok) == "aa"
+        if self.translate and not protein:
+            raise ValueError(f"translating (--translate) turns nucleotide inputs into proteins: use the aa "
+                             f"tokenizer, not {tok.name}")  # fmt: skip
+        if protein and self.orf != "none" and not self.translate:
+            raise ValueError("--orf longest searches nucleotide inputs: with the aa tokenizer add --translate")
+        return tok, "translate" if self.translate else ("aa" if protein else "nuc")
+
+    def record(self, tok: Any, alphabet: str, sources: list[tuple[Path, int]]) -> dict:
+        """The settings as summary.json keeps them and the fingerprint hashes them: a changed key or value redoes
+        every prepared directory. threads, chunk_rows and force do not change the output, so they are left out."""
+        samples = self.tokenizer_train_samples
+        return {
+            **{name: getattr(self, name) for name in _RECORDED},
+            "tokenizer": tok.name if self.tokenizer_file is None else f"file:{Path(self.tokenizer_file).resolve()}",
+            "alphabet": alphabet,
+            "explicit_splits": sources[0][1] >= 0,
+            "sources": [[str(p), s] for p, s in sources],
+            "tokenizer_train_samples": TRAIN_SAMPLES.get(tok.name, 50_000) if samples is None else samples,
+            "export_txt": str(Path(self.export_txt).resolve()) if self.export_txt else None,
+        }
+
+
+_RECORDED = ("overlap", "fmt", "column", "val_fraction", "test_fraction", "seed", "orf", "internal_stops",
+             "min_length", "dedup", "max_seq_len", "shard_tokens", "vocab_size")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ prepare
+
+
+def sources_of(
     inputs: Sequence[str | Path] = (),
-    output: str | Path = "prepared",
-    tokenizer: str = "3mer",
-    overlap: int = 0,
-    fmt: str = "auto",
-    column: str | None = None,
-    val_fraction: float = 0.05,
-    test_fraction: float = 0.05,
-    seed: int = 42,
     train_files: Sequence[str | Path] = (),
     val_files: Sequence[str | Path] = (),
     test_files: Sequence[str | Path] = (),
-    orf: str = "none",
-    translate: bool = False,
-    min_length: int = 3,
-    dedup: bool = True,
-    max_seq_len: int | None = None,
-    threads: int = 1,
-    shard_tokens: int = 1 << 24,
-    chunk_rows: int = 4096,
-    vocab_size: int = 256,
-    tokenizer_file: str | Path | None = None,
-    tokenizer_train_samples: int | None = None,
-    progress: bool = True,
-    force: bool = False,
-    internal_stops: str = "reject",
-    export_txt: str | Path | None = None,
-) -> dict:
-    """Prepare ``inputs`` (or explicit train/val/test files) into ``output``; returns the summary dict.
-    Raises ``DataError`` for whole-file problems and for an empty corpus after filtering.
-
-    ``export_txt``: also write every kept sequence, cleaned as it is tokenized (the CDS cut from an OAS row, in
-    frame, deduplicated, k-mer tail trimmed), one per line in input order: the seed's ``sequences_codonized.txt``."""
-    t0 = time.time()
-    output = Path(output)
-    if orf not in ("none", "longest"):
-        raise ValueError(f"orf must be 'none' or 'longest', got {orf!r}")
-    if internal_stops not in STOP_POLICIES:
-        raise ValueError(f"internal_stops must be one of {', '.join(STOP_POLICIES)}, got {internal_stops!r}")
-    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
-        raise ValueError("val_fraction and test_fraction must be >= 0 and sum to less than 1")
-    if min(threads, shard_tokens, chunk_rows) < 1:
-        raise ValueError("threads, shard_tokens and chunk_rows must be >= 1")
-    explicit = bool(val_files or test_files)
-    if explicit:
+) -> list[tuple[Path, int]]:
+    """(file, split) in reading order: split -1 (by key) for every file, or, when val or test files are given, each
+    file's own split, read test, val, train (a sequence shared with a held-out file leaves training)."""
+    if val_files or test_files:
         sources = [(Path(p), 2) for p in test_files] + [(Path(p), 1) for p in val_files]
         sources += [(Path(p), 0) for p in list(train_files) + list(inputs)]
     else:
@@ -465,194 +648,156 @@ def prepare(
     for path, _ in sources:  # fail fast on missing files, before any work
         if not path.is_file():
             raise DataError(path, "file not found" if not path.exists() else "not a regular file")
+    return sources
 
-    tok = (
-        load_tokenizer(tokenizer_file)
-        if tokenizer_file
-        else create_tokenizer(tokenizer, overlap, vocab_size=vocab_size)
-    )
-    kmer = (tok.k, tok.stride) if hasattr(tok, "stride") else None
-    protein = tokenizer_alphabet(tok) == "aa"
-    if translate and not protein:
-        raise ValueError(f"translating (--translate) turns nucleotide inputs into proteins: use the aa tokenizer, "
-                         f"not {tok.name}")  # fmt: skip
-    alphabet = "translate" if translate else ("aa" if protein else "nuc")
-    if protein and orf != "none" and not translate:
-        raise ValueError("--orf longest searches nucleotide inputs: with the aa tokenizer add --translate")
-    if tokenizer_train_samples is None:
-        tokenizer_train_samples = TRAIN_SAMPLES.get(tok.name, 50_000)
-    settings = {
-        "tokenizer": tok.name if tokenizer_file is None else f"file:{Path(tokenizer_file).resolve()}",
-        "overlap": overlap,
-        "fmt": fmt,
-        "column": column,
-        "val_fraction": val_fraction,
-        "test_fraction": test_fraction,
-        "seed": seed,
-        "explicit_splits": explicit,
-        "orf": orf,
-        "internal_stops": internal_stops,
-        "alphabet": alphabet,
-        "min_length": min_length,
-        "dedup": dedup,
-        "max_seq_len": max_seq_len,
-        "shard_tokens": shard_tokens,
-        "vocab_size": vocab_size,
-        "tokenizer_train_samples": tokenizer_train_samples,
-        "sources": [[str(p), s] for p, s in sources],
-        "export_txt": str(Path(export_txt).resolve()) if export_txt else None,
-    }
-    fingerprint = _fingerprint(settings, [p for p, _ in sources] + ([Path(tokenizer_file)] if tokenizer_file else []))
-    exported = Path(export_txt) if export_txt else None
+
+def _check_export(exported: Path, output: Path, sources: list[tuple[Path, int]]) -> None:
+    target = exported.resolve()
+    if target == output.resolve() or output.resolve() in target.parents:  # prepare replaces the whole output
+        raise ValueError(f"--export_txt {exported}: must lie outside --output {output} (which prepare replaces)")
+    if any(target == p.resolve() for p, _ in sources):
+        raise ValueError(f"--export_txt {exported}: is one of the input files; choose another name")
+    if exported.is_dir():
+        raise ValueError(f"--export_txt {exported}: is a directory, not a file name")
+
+
+def _move_export(staged: Path, exported: Path) -> None:
+    """Out of the stage before it becomes the output, through a ``.partial`` name: a kill never leaves half a file."""
+    exported.parent.mkdir(parents=True, exist_ok=True)
+    partial = exported.with_name(exported.name + ".partial")
+    shutil.move(staged, partial)
+    os.replace(partial, exported)
+
+
+def _names(sources: list[tuple[Path, int]]) -> str:
+    return ", ".join(str(p) for p, _ in sources)
+
+
+def _train_tokenizer(tok: Any, processed: Iterable[tuple], s: PrepareSettings, samples: int, names: str) -> None:
+    """A learned tokenizer is trained on the first `samples` distinct training-split sequences (a first pass)."""
+    sample, seen = [], SeenKeys()
+    for (_, split, _, _, _), (seqs, reasons, keys, _) in processed:
+        ok = [i for i, r in enumerate(reasons) if r is None]
+        karr = np.array([keys[i] for i in ok], dtype=np.uint64)
+        fresh = seen.add(karr)
+        splits = np.full(len(ok), split) if split >= 0 else split_of(karr, s.seed, s.val_fraction, s.test_fraction)
+        sample += [seqs[i] for i, f, sp in zip(ok, fresh, splits) if f and sp == 0]
+        if len(sample) >= samples:
+            break
+    if not sample:
+        raise DataError(names, "no training sequences to train the tokenizer on")
+    tok.train(sample[:samples])
+
+
+def _encode(corpus: CorpusWriter, processed: Iterable[tuple], s: PrepareSettings, tok: Any, export, bar) -> tuple:
+    """The main pass: deduplicate, reject, split and encode every processed chunk into `corpus` (and `export`);
+    returns the rows read and the counts per file."""
+    seen, per_file, rows_read = SeenKeys(), {}, 0
+    for (path, split, _, rows, _), (seqs, reasons, keys, trimmed) in processed:
+        counts = per_file.setdefault(str(path), Counter())
+        karr = np.array(keys, dtype=np.uint64)
+        ok = np.array([r is None for r in reasons], dtype=bool)
+        if s.dedup:
+            fresh = np.zeros(len(rows), dtype=bool)
+            fresh[ok] = seen.add(karr[ok])
+            for i in np.nonzero(ok & ~fresh)[0]:
+                reasons[i] = "duplicate"
+            ok &= fresh
+        for i in np.nonzero(~ok)[0]:
+            corpus.reject(path, rows[i], reasons[i], seqs[i])
+            counts["rejected"] += 1
+        idx = np.nonzero(ok)[0]
+        counts["read"] += len(rows)
+        counts["kept"] += len(idx)
+        rows_read += len(rows)
+        if export is not None:
+            export.writelines(seqs[i] + "\n" for i in idx)
+        if len(idx):
+            kept_keys = karr[idx]
+            flat, bounds = tok.encode_flat([seqs[i] for i in idx])
+            lengths = np.diff(bounds)
+            if split >= 0:
+                splits = np.full(len(idx), split, dtype=np.int8)
+            else:
+                splits = split_of(kept_keys, s.seed, s.val_fraction, s.test_fraction)
+            cut = np.array([trimmed[i] for i in idx], dtype=bool)
+            for j in range(len(SPLITS)):
+                sel = splits == j
+                corpus.add(j, *_select(flat, lengths, sel), kept_keys[sel], cut[sel])
+        bar.update(len(rows))
+    return rows_read, per_file
+
+
+def _nothing_left(names: str, rejected: Counter, rows_read: int) -> DataError:
+    detail = ", ".join(f"{r}: {n}" for r, n in rejected.most_common()) or "no rows"
+    hint = "; nucleotide inputs need --translate" if "looks_like_nucleotides" in rejected else ""
+    return DataError(names, f"no sequences left after filtering ({rows_read} rows read; rejected {detail}){hint}")
+
+
+def prepare_files(
+    s: PrepareSettings, sources: list[tuple[Path, int]], output: str | Path, progress: bool = True
+) -> dict:
+    """Prepare `sources` (from `sources_of`) into ``output`` under settings `s`; returns the summary dict.
+    Raises ``DataError`` for whole-file problems and for an empty corpus after filtering."""
+    t0, output = time.time(), Path(output)
+    tok, alphabet = s.make_tokenizer()
+    record = s.record(tok, alphabet, sources)
+    fingerprint = _fingerprint(record, [p for p, _ in sources] + ([Path(s.tokenizer_file)] if s.tokenizer_file else []))
+    exported = Path(s.export_txt) if s.export_txt else None
     if exported is not None:
-        target = exported.resolve()
-        if target == output.resolve() or output.resolve() in target.parents:
-            raise ValueError(f"--export_txt {exported}: must lie outside --output {output} (which prepare replaces)")
-        if any(target == p.resolve() for p, _ in sources):
-            raise ValueError(f"--export_txt {exported}: is one of the input files; choose another name")
-        if exported.is_dir():
-            raise ValueError(f"--export_txt {exported}: is a directory, not a file name")
-    if not force and (exported is None or exported.is_file()) and (done := _up_to_date(output, fingerprint)):
+        _check_export(exported, output, sources)
+    if not s.force and (exported is None or exported.is_file()) and (done := _up_to_date(output, fingerprint)):
         print(f"helm prepare: {output} is up to date (fingerprint {fingerprint})", file=sys.stderr)
         return done
+    kmer = (tok.k, tok.stride) if hasattr(tok, "stride") else None
 
-    stage = output.with_name(output.name + ".partial")
-    if stage.exists():
-        shutil.rmtree(stage)  # a killed earlier run: restart cleanly
-    stage.mkdir(parents=True)
+    def processed() -> Iterator[tuple]:
+        chunks = _chunks(sources, s.fmt, s.column, s.chunk_rows)
+        return _stream(chunks, s.threads, s.orf, s.min_length, kmer, alphabet, s.internal_stops)
 
-    def build() -> dict:
-        def stream():
-            chunks = _chunks(sources, fmt, column, chunk_rows)
-            return _stream(chunks, threads, orf, min_length, kmer, alphabet, internal_stops)
-
-        # learned tokenizers: a first pass collects (deduplicated) training-split sequences to train on
-        if getattr(tok, "vocab", None) is None:
-            sample, seen = [], SeenKeys()
-            for (_, split, _, _, _), (seqs, reasons, keys, _) in stream():
-                ok = [i for i, r in enumerate(reasons) if r is None]
-                karr = np.array([keys[i] for i in ok], dtype=np.uint64)
-                fresh = seen.add(karr)
-                splits = np.full(len(ok), split) if split >= 0 else split_of(karr, seed, val_fraction, test_fraction)
-                sample += [seqs[i] for i, f, s in zip(ok, fresh, splits) if f and s == 0]
-                if len(sample) >= tokenizer_train_samples:
-                    break
-            if not sample:
-                raise DataError(
-                    ", ".join(str(p) for p, _ in sources), "no training sequences to train the tokenizer on"
-                )
-            tok.train(sample[:tokenizer_train_samples])
-            del sample, seen
-
-        long_limit = max_seq_len - 2 if max_seq_len else None
-        writers = [ShardWriter(stage / s, tok.dtype, shard_tokens, long_limit) for s in SPLITS]
-        seen = SeenKeys()
-        rejected: Counter = Counter()
-        per_file: dict[str, Counter] = {}
-        rows_read = 0
-        tail_trimmed = [0] * len(SPLITS)
-        trimmed_keys: list[np.ndarray] = []  # 8 bytes per kept tail-trimmed sequence
-        bar = _progress(progress)
-        export = open(stage / EXPORT_TMP, "w") if exported is not None else None
-        with open(stage / (REJECTS_FILE + ".tmp"), "w") as rej:
-            rej.write("file\trow\treason\tsequence\n")
-            for (path, split, _, rows, _), (seqs, reasons, keys, trimmed) in stream():
-                counts = per_file.setdefault(str(path), Counter())
-                karr = np.array(keys, dtype=np.uint64)
-                ok = np.array([r is None for r in reasons], dtype=bool)
-                if dedup:
-                    fresh = np.zeros(len(rows), dtype=bool)
-                    fresh[ok] = seen.add(karr[ok])
-                    for i in np.nonzero(ok & ~fresh)[0]:
-                        reasons[i] = "duplicate"
-                    ok &= fresh
-                for i in np.nonzero(~ok)[0]:
-                    rej.write(f"{path}\t{rows[i]}\t{reasons[i]}\t{_tsv(seqs[i])}\n")
-                    rejected[reasons[i]] += 1
-                    counts["rejected"] += 1
-                idx = np.nonzero(ok)[0]
-                counts["read"] += len(rows)
-                counts["kept"] += len(idx)
-                rows_read += len(rows)
-                if export is not None:
-                    export.writelines(seqs[i] + "\n" for i in idx)
-                if len(idx):
-                    kept_keys = karr[idx]
-                    flat, bounds = tok.encode_flat([seqs[i] for i in idx])
-                    lengths = np.diff(bounds)
-                    splits = (
-                        np.full(len(idx), split, dtype=np.int8)
-                        if split >= 0
-                        else split_of(kept_keys, seed, val_fraction, test_fraction)
-                    )
-                    for s, writer in enumerate(writers):
-                        sel = splits == s
-                        writer.add(*_select(flat, lengths, sel), kept_keys[sel])
-                    cut = np.array([trimmed[i] for i in idx], dtype=bool)
-                    if cut.any():
-                        tail_trimmed = [n + int((cut & (splits == s)).sum()) for s, n in enumerate(tail_trimmed)]
-                        trimmed_keys.append(kept_keys[cut])
-                bar.update(len(rows))
-        bar.close()
-        if export is not None:
-            export.close()
-        indexes = [w.close() for w in writers]
-        kept_total = sum(ix["sequences"] for ix in indexes)
-        names = ", ".join(str(p) for p, _ in sources)
-        if kept_total == 0:
-            shutil.rmtree(stage)
-            detail = ", ".join(f"{r}: {n}" for r, n in rejected.most_common()) or "no rows"
-            hint = "; nucleotide inputs need --translate" if "looks_like_nucleotides" in rejected else ""
-            raise DataError(
-                names, f"no sequences left after filtering ({rows_read} rows read; rejected {detail}){hint}"
-            )
-        os.replace(stage / (REJECTS_FILE + ".tmp"), stage / REJECTS_FILE)
-        _write_trimmed(stage, trimmed_keys)
-        tok.save(stage)
-        elapsed = time.time() - t0
-        summary = {
-            "complete": True,
-            "fingerprint": fingerprint,
-            "settings": settings,
-            "tokenizer": tok.name,
-            "vocab_size": len(tok),
-            "rows_read": rows_read,
-            "kept": {s: ix["sequences"] for s, ix in zip(SPLITS, indexes)},
-            "kept_total": kept_total,
-            "tail_trimmed": dict(zip(SPLITS, tail_trimmed)),
-            "tail_trimmed_total": sum(tail_trimmed),
-            "tokens": {s: ix["tokens"] for s, ix in zip(SPLITS, indexes)},
-            "rejected": dict(sorted(rejected.items())),
-            "rejected_total": sum(rejected.values()),
-            "per_file": {f: dict(c) for f, c in per_file.items()},
-            "seconds": round(elapsed, 3),
-            "rows_per_second": round(rows_read / max(elapsed, 1e-9), 1),
-        }
-        if max_seq_len:
-            summary["longer_than_max_seq_len"] = {s: w.longer for s, w in zip(SPLITS, writers)}
+    if getattr(tok, "vocab", None) is None:  # a learned tokenizer, not trained yet
+        _train_tokenizer(tok, processed(), s, record["tokenizer_train_samples"], _names(sources))
+    long_limit = s.max_seq_len - 2 if s.max_seq_len else None  # room for the special tokens around a sequence
+    with CorpusWriter(output, tok.dtype, s.shard_tokens, long_limit, started=t0) as corpus:
+        staged = corpus.stage / EXPORT_TMP
+        with _progress(progress) as bar, open(staged, "w") if exported else contextlib.nullcontext() as export:
+            rows_read, per_file = _encode(corpus, processed(), s, tok, export, bar)
+        if corpus.close() == 0:
+            raise _nothing_left(_names(sources), corpus.rejected, rows_read)
+        extra: dict[str, Any] = {}
+        if s.max_seq_len:
+            extra["longer_than_max_seq_len"] = {split: w.longer for split, w in zip(SPLITS, corpus.writers)}
         if exported is not None:
-            summary["exported"] = str(exported)
-        _write_json(stage / SUMMARY_FILE, summary)
-        return summary
-
-    try:
-        summary = build()
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)  # an error (not a kill) leaves nothing behind
-        raise
-    if exported is not None:  # out of the stage before it becomes the output; a kill never leaves half a file
-        exported.parent.mkdir(parents=True, exist_ok=True)
-        partial = exported.with_name(exported.name + ".partial")
-        shutil.move(stage / EXPORT_TMP, partial)
-        os.replace(partial, exported)
-    _publish(stage, output)
-    return summary
+            _move_export(staged, exported)
+            extra["exported"] = str(exported)
+        return corpus.publish(
+            tok.save,
+            fingerprint=fingerprint,
+            settings=record,
+            tokenizer=tok.name,
+            vocab_size=len(tok),
+            rows_read=rows_read,
+            per_file={f: dict(c) for f, c in per_file.items()},
+            **extra,
+        )
 
 
-def _progress(enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(unit="rows", unit_scale=True, disable=not enabled, desc="prepare", file=sys.stderr, mininterval=1)
+def prepare(
+    inputs: Sequence[str | Path] = (),
+    output: str | Path = "prepared",
+    *,
+    train_files: Sequence[str | Path] = (),
+    val_files: Sequence[str | Path] = (),
+    test_files: Sequence[str | Path] = (),
+    progress: bool = True,
+    **settings: Any,
+) -> dict:
+    """Prepare ``inputs`` (or explicit train/val/test files) into ``output``; returns the summary dict.
+    ``settings``: fields of `PrepareSettings` (``tokenizer="6mer"``, ``val_fraction=0``, ``export_txt=...``).
+    Raises ``DataError`` for whole-file problems and for an empty corpus after filtering, `ConfigError` for a bad
+    setting."""
+    s = PrepareSettings(**settings)
+    return prepare_files(s, sources_of(inputs, train_files, val_files, test_files), output, progress)
 
 
 def format_summary(output: str | Path, summary: dict) -> str:
@@ -670,11 +815,8 @@ def format_summary(output: str | Path, summary: dict) -> str:
 # ------------------------------------------------------------------------------------------ merge
 
 
-def merge(parts: Sequence[str | Path], output: str | Path, shard_tokens: int = 1 << 24, progress: bool = True) -> dict:
-    """Merge prepared directories (fan-out parts) into one; see the module docstring."""
-    t0 = time.time()
-    parts = sorted(Path(p) for p in parts)
-    output = Path(output)
+def _read_parts(parts: list[Path]) -> list[dict]:
+    """The parts' summaries, once each part is known to be finished and all share one tokenizer and split."""
     if not parts:
         raise ValueError("--merge needs at least one prepared directory")
     summaries = []
@@ -693,189 +835,112 @@ def merge(parts: Sequence[str | Path], output: str | Path, shard_tokens: int = 1
             raise DataError(part, f"tokenizer differs from {parts[0]}'s; parts must share one tokenizer")
         if any(summary["settings"].get(k) != summaries[0]["settings"].get(k) for k in keys):
             raise DataError(part, f"split settings ({', '.join(keys)}) differ from {parts[0]}'s")
+    return summaries
+
+
+def _merge_splits(corpus: CorpusWriter, parts: list[Path], tok: Any, bar) -> None:
+    """Every part's splits into `corpus`, in part order; a sequence an earlier part holds is a duplicate."""
+    from helm.shards import TokenShards
+
+    # a part's trimmed sequence may be dropped here as a cross-part duplicate: count the kept ones, per part
+    trimmed = [_read_trimmed(part) for part in parts]
+    for j, split in enumerate(SPLITS):
+        seen = SeenKeys()  # a sequence's split is fixed, so dedup per split is global dedup
+        for part, part_trimmed in zip(parts, trimmed):
+            for lo, flat, lengths, keys in TokenShards(part / split).blocks():
+                fresh = seen.add(keys)
+                ends = np.cumsum(lengths)
+                for i in np.nonzero(~fresh)[0]:
+                    seq = tok.decode(flat[ends[i] - lengths[i] : ends[i]])
+                    corpus.reject(f"{part}/{split}", lo + i + 1, "duplicate", seq)
+                kept = keys[fresh]
+                corpus.add(j, *_select(flat, lengths, fresh), kept, np.isin(kept, part_trimmed))
+                bar.update(len(lengths))
+
+
+def merge(
+    parts: Sequence[str | Path],
+    output: str | Path,
+    shard_tokens: int = WriteSettings.shard_tokens,
+    progress: bool = True,
+) -> dict:
+    """Merge prepared directories (fan-out parts) into one; see the module docstring."""
+    t0 = time.time()
+    parts = sorted(Path(p) for p in parts)
+    output = Path(output)
+    summaries = _read_parts(parts)
     tok = load_tokenizer(parts[0])
     fingerprint = _fingerprint(
         {"merge": [str(p.resolve()) for p in parts], "shard_tokens": shard_tokens}, [p / SUMMARY_FILE for p in parts]
     )
     if done := _up_to_date(output, fingerprint):
         return done
-    stage = output.with_name(output.name + ".partial")
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    from helm.shards import TokenShards
-
-    rejected: Counter = Counter()
-    for s in summaries:
-        rejected.update(s["rejected"])
-    writers = []
-    # a part's trimmed sequence may be dropped here as a cross-part duplicate: count the kept ones, per part
-    trimmed = [_read_trimmed(part) for part in parts]
-    tail_trimmed, trimmed_keys = [], []
-    bar = _progress(progress)
-    with open(stage / (REJECTS_FILE + ".tmp"), "w") as rej:
-        rej.write("file\trow\treason\tsequence\n")
-        for part in parts:
-            with open(part / REJECTS_FILE) as fh:
-                next(fh, None)
-                shutil.copyfileobj(fh, rej)
-        for split in SPLITS:
-            seen = SeenKeys()  # a sequence's split is fixed, so dedup per split is global dedup
-            writer = ShardWriter(stage / split, tok.dtype, shard_tokens)
-            tail_trimmed.append(0)
-            for part, part_trimmed in zip(parts, trimmed):
-                for lo, flat, lengths, keys in TokenShards(part / split).blocks():
-                    fresh = seen.add(keys)
-                    cut = fresh & np.isin(keys, part_trimmed)
-                    tail_trimmed[-1] += int(cut.sum())
-                    trimmed_keys.append(keys[cut])
-                    ends = np.cumsum(lengths)
-                    for i in np.nonzero(~fresh)[0]:
-                        seq = tok.decode(flat[ends[i] - lengths[i] : ends[i]])
-                        rej.write(f"{part}/{split}\t{lo + i + 1}\tduplicate\t{seq}\n")
-                        rejected["duplicate"] += 1
-                    writer.add(*_select(flat, lengths, fresh), keys[fresh])
-                    bar.update(len(lengths))
-            writers.append(writer)
-    bar.close()
-    indexes = [w.close() for w in writers]
-    os.replace(stage / (REJECTS_FILE + ".tmp"), stage / REJECTS_FILE)
-    _write_trimmed(stage, trimmed_keys)
-    (stage / TOKENIZER_FILE).write_bytes(tok_bytes)
-    per_file: dict = {}
-    for s in summaries:
-        per_file.update(s["per_file"])
-    rows_read = sum(s["rows_read"] for s in summaries)
-    elapsed = time.time() - t0
-    summary = {
-        "complete": True,
-        "fingerprint": fingerprint,
-        "settings": {**summaries[0]["settings"], "merged_parts": [str(p) for p in parts], "shard_tokens": shard_tokens},
-        "tokenizer": summaries[0]["tokenizer"],
-        "vocab_size": summaries[0]["vocab_size"],
-        "rows_read": rows_read,
-        "kept": {s: ix["sequences"] for s, ix in zip(SPLITS, indexes)},
-        "kept_total": sum(ix["sequences"] for ix in indexes),
-        "tail_trimmed": dict(zip(SPLITS, tail_trimmed)),
-        "tail_trimmed_total": sum(tail_trimmed),
-        "tokens": {s: ix["tokens"] for s, ix in zip(SPLITS, indexes)},
-        "rejected": dict(sorted(rejected.items())),
-        "rejected_total": sum(rejected.values()),
-        "per_file": per_file,
-        "seconds": round(elapsed, 3),
-        "rows_per_second": round(rows_read / max(elapsed, 1e-9), 1),
-    }
-    _write_json(stage / SUMMARY_FILE, summary)
-    _publish(stage, output)
-    return summary
+    with CorpusWriter(output, tok.dtype, shard_tokens, started=t0) as corpus:
+        for part, summary in zip(parts, summaries):
+            corpus.copy_rejects(part / REJECTS_FILE, summary["rejected"])
+        with _progress(progress) as bar:
+            _merge_splits(corpus, parts, tok, bar)
+        corpus.close()
+        tok_bytes = (parts[0] / TOKENIZER_FILE).read_bytes()
+        first = summaries[0]
+        return corpus.publish(
+            lambda stage: (stage / TOKENIZER_FILE).write_bytes(tok_bytes),
+            fingerprint=fingerprint,
+            settings={**first["settings"], "merged_parts": [str(p) for p in parts], "shard_tokens": shard_tokens},
+            tokenizer=first["tokenizer"],
+            vocab_size=first["vocab_size"],
+            rows_read=sum(s["rows_read"] for s in summaries),
+            per_file={name: counts for s in summaries for name, counts in s["per_file"].items()},
+        )
 
 
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="helm prepare", description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", "--inputs", nargs="+", default=[], help="sequence files (txt, csv, fasta, OAS .csv.gz)")
-    p.add_argument("--data_dir", "--data-dir", default=None, help="directory the file names are relative to")
-    p.add_argument("--train_file", "--train-file", nargs="+", default=[])
-    p.add_argument("--val_file", "--val-file", nargs="+", default=[])
-    p.add_argument("--test_file", "--test-file", nargs="+", default=[])
-    p.add_argument("--output", "-o", required=True, help="prepared directory to write")
-    p.add_argument("--merge", nargs="+", default=None, metavar="PART", help="merge prepared directories")
-    p.add_argument(
-        "--format", "--file_extension", dest="fmt", default="auto", choices=["auto", "txt", "csv", "fasta", "oas"]
-    )
-    p.add_argument("--column_name", "--column-name", default=None, help="CSV column holding the sequences")
-    p.add_argument("--tokenizer", default="3mer", help="3mer|codon|nuc|6mer|aa|bpe|wp|ug (aa: amino-acid inputs)")
-    p.add_argument("--overlap", type=int, default=0, help="k-mer window stride is k - overlap")
-    p.add_argument("--vocab_size", "--vocab-size", type=int, default=256, help="learned tokenizers only")
-    p.add_argument("--tokenizer_file", "--tokenizer-file", default=None, help="reuse this tokenizer.json (or dir)")
-    p.add_argument(
-        "--tokenizer_train_samples",
-        type=int,
-        default=None,
-        help="training-split sequences a learned tokenizer is trained on (default: bpe/wp 50000, ug 5000)",
-    )
-    p.add_argument("--val_fraction", type=float, default=0.05)
-    p.add_argument("--test_fraction", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--orf", choices=["none", "longest"], default="none", help="longest: longest ATG ORF per record")
-    p.add_argument(
-        "--internal_stops",
-        "--internal-stops",
-        choices=STOP_POLICIES,
-        default="reject",
-        help="codon tokenizers: a CDS with an in-frame stop before its last codon is rejected (internal_stop, "
-        "counted in rejects.tsv) or kept",
-    )
-    p.add_argument(
-        "--translate",
-        action="store_true",
-        help="inputs are nucleotide CDSs (or ORFs with --orf longest): translate them (needs --tokenizer aa)",
-    )
-    p.add_argument("--min_length", type=int, default=3, help="minimum cleaned length in nucleotides")
-    p.add_argument("--no_dedup", "--no-dedup", action="store_true")
-    p.add_argument(
-        "--max_seq_len", "--max-seq-len", type=int, default=None, help="count sequences that will be truncated"
-    )
-    p.add_argument(
-        "--export_txt",
-        "--export-txt",
-        default=None,
-        metavar="FILE",
-        help="also write the kept sequences, cleaned as tokenized (OAS rows cut to their in-frame CDS), one per line: "
-        "the seed's sequences_codonized.txt",
-    )
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--shard_tokens", type=int, default=1 << 24, help="upper bound of tokens per shard")
-    p.add_argument("--chunk_rows", type=int, default=4096)
-    p.add_argument("--force", action="store_true", help="redo even if the output is up to date")
-    p.add_argument("--no_progress", "--no-progress", action="store_true")
+def _flag(group: Any, name: str, *flags: str, **kw: Any) -> None:
+    """A `PrepareSettings` field under the flags `helm prepare` has always used for it (not ``--<field>``)."""
+    field = next(f for f in dataclasses.fields(PrepareSettings) if f.name == name)
+    choices = kind_of(PrepareSettings, name).choices
+    if choices is not None:
+        kw.update(choices=choices, metavar="{" + ",".join(choices) + "}")
+    kw.setdefault("default", field.default)
+    group.add_argument(*flags, dest=name, help=field_docs(PrepareSettings)[name], **kw)
+
+
+def build_parser() -> HelmParser:
+    """Every flag in both spellings (``--a_b``, ``--a-b``); the settings' flags come from `PrepareSettings`."""
+    p = HelmParser(prog="helm prepare", description=__doc__.split("\n\n")[0])
+    files = p.add_argument_group("Files")
+    files.add_argument("--input", "--inputs", "--data", dest="inputs", nargs="+", default=[], metavar="FILE",
+                       help="sequence files (txt, csv, fasta, OAS .csv.gz)")  # fmt: skip
+    files.add_argument("--data_dir", default=None, help="directory the file names are relative to")
+    for split in SPLITS:
+        files.add_argument(f"--{split}_file", dest=f"{split}_files", nargs="+", default=[], metavar="FILE",
+                           help=f"the {split} split, as is (instead of a split of --input)")  # fmt: skip
+    files.add_argument("--output", "--out", "-o", required=True, default=argparse.SUPPRESS, help="prepared directory")
+    files.add_argument("--merge", nargs="+", default=None, metavar="PART", help="merge prepared directories")
+    files.add_argument("--no_progress", action="store_true", help="no progress bar")
+    read = add_dataclass(p, ReadSettings, skip=("fmt", "column", "dedup"))
+    _flag(read, "fmt", "--format", "--file_extension")
+    _flag(read, "column", "--column_name")
+    _flag(read, "dedup", "--no_dedup", action="store_false", default=argparse.SUPPRESS)  # the field's default
+    add_dataclass(p, TokenizerSettings)
+    add_dataclass(p, WriteSettings)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-
-    def resolve(files: list[str]) -> list[str]:
-        return [str(Path(args.data_dir) / f) if args.data_dir else f for f in files]
-
-    try:
+    with command_errors("helm prepare"):
+        settings = from_values(PrepareSettings, vars(args))
         if args.merge:
-            summary = merge(args.merge, args.output, shard_tokens=args.shard_tokens, progress=not args.no_progress)
+            summary = merge(args.merge, args.output, shard_tokens=settings.shard_tokens, progress=not args.no_progress)
         else:
-            summary = prepare(
-                resolve(args.input),
-                args.output,
-                tokenizer=args.tokenizer,
-                overlap=args.overlap,
-                fmt=args.fmt,
-                column=args.column_name,
-                val_fraction=args.val_fraction,
-                test_fraction=args.test_fraction,
-                seed=args.seed,
-                train_files=resolve(args.train_file),
-                val_files=resolve(args.val_file),
-                test_files=resolve(args.test_file),
-                orf=args.orf,
-                translate=args.translate,
-                min_length=args.min_length,
-                dedup=not args.no_dedup,
-                max_seq_len=args.max_seq_len,
-                threads=args.threads,
-                shard_tokens=args.shard_tokens,
-                chunk_rows=args.chunk_rows,
-                vocab_size=args.vocab_size,
-                tokenizer_file=args.tokenizer_file,
-                tokenizer_train_samples=args.tokenizer_train_samples,
-                progress=not args.no_progress,
-                force=args.force,
-                internal_stops=args.internal_stops,
-                export_txt=args.export_txt,
-            )
-    except (DataError, ValueError, FileNotFoundError) as err:
-        print(f"helm prepare: error: {err}", file=sys.stderr)
-        return 2
+            files = [
+                [str(Path(args.data_dir) / f) if args.data_dir else f for f in getattr(args, name)]
+                for name in ("inputs", "train_files", "val_files", "test_files")
+            ]
+            summary = prepare_files(settings, sources_of(*files), args.output, progress=not args.no_progress)
     print(format_summary(args.output, summary))
     return 0
 

@@ -8,15 +8,21 @@ Layout of ``<output>/`` (written by ``helm.train``)::
     model/             config.json + model.safetensors of the selected (best or EMA) weights
     metrics.json       final val/test metrics, parameter count, tokens/s, steps, wall time
     tb/                TensorBoard logs
+    data/              the prepared corpus, when ``helm train`` prepared raw files itself
+
+The names above are defined once here (``CONFIG_FILE`` ... ``PREPARED_DIR``); every module uses these constants.
+`atomic_write` is the project's one atomic file writer (`atomic_path` for files written by other code).
 
 Heavy imports (torch, the model registry) happen inside functions so this module imports instantly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,9 @@ TOKENIZER_DIR = "tokenizer"
 CHECKPOINT_DIR = "checkpoints"
 TB_DIR = "tb"
 LAST_CKPT = "last.ckpt"
+PREPARED_DIR = "data"  # raw files given to `helm train` are prepared here (kept: a rerun reuses them)
+# what a run writes into its directory (`clear_run` removes exactly these; anything else there is the user's)
+RUN_ENTRIES = (CONFIG_FILE, TOKENIZER_DIR, CHECKPOINT_DIR, MODEL_DIR, METRICS_FILE, TB_DIR)
 
 
 @dataclass
@@ -102,7 +111,7 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def write_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
     """Write the resolved config atomically (a crash never leaves half a file)."""
-    return _atomic_write(Path(run_dir) / CONFIG_FILE, yaml.safe_dump(_plain(config), sort_keys=True))
+    return atomic_write(Path(run_dir) / CONFIG_FILE, yaml.safe_dump(_plain(config), sort_keys=True))
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -112,7 +121,12 @@ def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def write_metrics(run_dir: str | os.PathLike, metrics: dict[str, Any]) -> Path:
     """Write metrics.json; its presence marks the run as finished (see `is_finished`)."""
-    return _atomic_write(Path(run_dir) / METRICS_FILE, json.dumps(_plain(metrics), indent=2, sort_keys=True) + "\n")
+    return write_json(Path(run_dir) / METRICS_FILE, metrics)
+
+
+def write_json(file: str | os.PathLike, payload: Any) -> Path:
+    """``payload`` as indented JSON with sorted keys, written atomically (tensors / numpy to builtins, NaN -> null)."""
+    return atomic_write(file, json.dumps(_plain(payload), indent=2, sort_keys=True) + "\n")
 
 
 def is_finished(run_dir: str | os.PathLike) -> bool:
@@ -120,18 +134,44 @@ def is_finished(run_dir: str | os.PathLike) -> bool:
     return (path / METRICS_FILE).exists() and (path / MODEL_DIR).exists()
 
 
+def clear_run(run_dir: str | os.PathLike, keep: str | os.PathLike | None = None) -> None:
+    """Remove what an earlier run wrote into `run_dir` (`RUN_ENTRIES`, nothing else). `keep`: a checkpoint to
+    resume from inside this run (extending a finished run in place): it and the checkpoints beside it stay."""
+    import shutil
+
+    out = Path(run_dir)
+    source = Path(keep).resolve() if keep else None
+    for entry in RUN_ENTRIES:
+        target = out / entry
+        if source is not None and (source == target.resolve() or target.resolve() in source.parents):
+            continue
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+
+
 def last_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     ckpt = Path(run_dir) / CHECKPOINT_DIR / LAST_CKPT
     return ckpt if ckpt.exists() else None
 
 
-def _atomic_write(file: Path, content: str | bytes) -> Path:
-    """Write to a temporary name beside ``file``, then rename: a killed job never leaves half a file."""
+@contextlib.contextmanager
+def atomic_path(file: str | os.PathLike) -> Iterator[Path]:
+    """A temporary name beside ``file`` to write (by any means: a stream, a copy, a library's ``save``); renamed
+    onto ``file`` when the block ends, removed if it raises. A killed job never leaves half a file."""
+    file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(f".{file.name}.tmp{os.getpid()}")
-    tmp.write_bytes(content) if isinstance(content, bytes) else tmp.write_text(content)
-    os.replace(tmp, file)
-    return file
+    try:
+        yield tmp
+        os.replace(tmp, file)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(file: str | os.PathLike, content: str | bytes) -> Path:
+    """Write ``content`` (text or bytes) to ``file`` atomically: all of it or, after a crash, nothing new."""
+    with atomic_path(file) as tmp:
+        tmp.write_bytes(content) if isinstance(content, bytes) else tmp.write_text(content)
+    return Path(file)
 
 
 def _plain(obj: Any) -> Any:

@@ -31,13 +31,17 @@ import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 import yaml
 
-from helm import stats
+from helm.args import HelmParser, command_errors
+from helm.run import CONFIG_FILE, METRICS_FILE, TB_DIR, atomic_write
+
+if TYPE_CHECKING:  # numpy / pandas load when tables are made (`helm tables --help` is instant)
+    import pandas as pd
+
+    from helm import stats
 
 COORDS = ("grid", "arch", "mode", "size", "preset", "loss_id", "loss", "hxe_alpha", "soft_labels_beta", "hierarchy",
           "tokenizer", "pretrain_seed", "model")  # fmt: skip
@@ -72,6 +76,8 @@ def flatten(metrics: Any, prefix: str = "") -> dict[str, float]:
 
 def read_benchmark(path: Path) -> tuple[float | None, float | None]:
     """(wall seconds, max RSS in MB) of a Snakemake benchmark TSV; the last repeat wins; (None, None) if absent."""
+    import pandas as pd
+
     if not path.is_file():
         return None, None
     table = pd.read_csv(path, sep="\t")
@@ -87,9 +93,15 @@ def read_benchmark(path: Path) -> tuple[float | None, float | None]:
 
 
 def run_dir_of(path: str | Path) -> Path:
-    """A run directory from itself or a file inside it (metrics.json, grid.json)."""
+    """A run directory from itself or a file inside it (metrics.json, grid.json); a path that holds no run is an
+    error naming it (a table silently missing a run would be wrong, not short)."""
     path = Path(path)
-    return path if path.is_dir() else path.parent
+    if not path.exists():
+        raise FileNotFoundError(f"--runs {path}: not found")
+    run_dir = path if path.is_dir() else path.parent
+    if not any((run_dir / name).is_file() for name in (CONFIG_FILE, METRICS_FILE, "grid.json")):
+        raise FileNotFoundError(f"--runs {path}: not a run directory (no {CONFIG_FILE}, {METRICS_FILE} or grid.json)")
+    return run_dir
 
 
 def read_run(run_dir: Path, run_id: str | None = None) -> dict[str, Any]:
@@ -97,16 +109,16 @@ def read_run(run_dir: Path, run_id: str | None = None) -> dict[str, Any]:
     names itself in grid.json; any other run gets its coordinates from its resolved config.yaml and is called
     ``run_id`` (see ``run_ids``), never only by its folder's name."""
     config = {}
-    if (run_dir / "config.yaml").is_file():
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    if (run_dir / CONFIG_FILE).is_file():
+        config = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
     seed = config.get("seed")
     if (run_dir / "grid.json").is_file():
         coords = json.loads((run_dir / "grid.json").read_text())
     else:
         coords = {**coords_from_config(config), "run": run_id or run_dir.name}
     metrics = {}
-    if (run_dir / "metrics.json").is_file():
-        metrics = flatten(json.loads((run_dir / "metrics.json").read_text()))
+    if (run_dir / METRICS_FILE).is_file():
+        metrics = flatten(json.loads((run_dir / METRICS_FILE).read_text()))
     run = coords.get("run", run_id or run_dir.name)
     coords = {**coords, "pretrain_seed": coords.get("pretrain_seed", seed), "model": model_of(run, coords)}
     return {"run": run, "coords": coords, "seed": seed, "metrics": metrics}
@@ -184,6 +196,8 @@ def head_of(record: dict[str, Any]) -> str | None:
 
 def gather(results: str | Path, runs: Iterable[str | Path], evals: Iterable[str | Path]) -> pd.DataFrame:
     """The long table: one row per (run, task, seed, metric) with coordinates and benchmark columns."""
+    import pandas as pd
+
     results = Path(results)
     rows: list[dict[str, Any]] = []
     coords_of: dict[str, dict[str, Any]] = {}
@@ -222,6 +236,8 @@ def read_predictions(
     results: str | Path, evals: Iterable[str | Path], runs: Sequence[str | Path] = ()
 ) -> dict[tuple[str, str, int], dict]:
     """(task id, run, seed) -> {"index", "y", "pred"} (test rows) of the evaluations that saved predictions."""
+    import numpy as np
+
     out = {}
     ids = run_ids([run_dir_of(p) for p in runs])
     for path in evals:
@@ -277,6 +293,10 @@ def run_info(table: pd.DataFrame) -> pd.DataFrame:
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """One row per run: each task's headline metric as 'mean ± sd' over downstream seeds, then the intrinsic
     metrics; numeric `<task> mean/sd/n` columns follow for machines."""
+    import pandas as pd
+
+    from helm import stats
+
     heads = headlines(table)
     info = run_info(table)
     out = pd.DataFrame(index=info.index)
@@ -304,6 +324,10 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def intrinsic(table: pd.DataFrame) -> pd.DataFrame:
     """Per model (pretraining seeds pooled): mean ± sd of the intrinsic metrics and of synonymous clustering."""
+    import pandas as pd
+
+    from helm import stats
+
     pre = table[(table["task"] == "pretrain") & table["metric"].isin(list(INTRINSIC))]
     clustering = table[table["metric"] == "silhouette_cosine"]
     rows = []
@@ -344,6 +368,8 @@ def delta_vs_xe(
 ) -> pd.DataFrame:
     """Each loss minus XE per task (headline metric), with a 95 % interval (helm.stats), and the XE
     seed-vs-seed difference as a yardstick of pretraining variance."""
+    import pandas as pd
+
     heads = headlines(table)
     info = run_info(table)
 
@@ -382,6 +408,8 @@ def delta_vs_xe(
 
 def _seed(value: Any) -> str:
     """A pretraining seed as written in a run id (the column is float when baselines leave it empty)."""
+    import pandas as pd
+
     return str(int(value)) if value is not None and not pd.isna(value) else "?"
 
 
@@ -396,6 +424,10 @@ def _verdict(delta: float, low: float, high: float) -> str:
 
 def _difference(sub, predictions, task, a_runs, b_runs, seeds, replicates) -> stats.Difference:
     """Bootstrap when every evaluation saved its test predictions on the same rows, else a t interval."""
+    import numpy as np
+
+    from helm import stats
+
     per_seed = {}
     for seed in seeds:
         got = [predictions.get((task, run, seed)) for run in (*a_runs, *b_runs)]
@@ -416,6 +448,9 @@ def _difference(sub, predictions, task, a_runs, b_runs, seeds, replicates) -> st
 
 def win_counts(delta: pd.DataFrame) -> pd.DataFrame:
     """Per loss: on how many tasks its mean beats XE, and on how many the 95 % interval says so."""
+    import numpy as np
+    import pandas as pd
+
     rows = []
     for loss, sub in delta.groupby("loss", sort=False):
         orient = np.where(sub["metric"].str.startswith(LOWER_IS_BETTER), -1, 1)
@@ -428,6 +463,8 @@ def win_counts(delta: pd.DataFrame) -> pd.DataFrame:
 
 def pretrain_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per pretrain run: coordinates, pretraining metrics (raw losses included) and the job's benchmark."""
+    import pandas as pd
+
     pre = table[table["task"] == "pretrain"]
     if pre.empty:
         return pd.DataFrame(columns=["run", *COORDS, "pretrain_s", "pretrain_max_rss_mb"])
@@ -438,6 +475,8 @@ def pretrain_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def truncation(table: pd.DataFrame) -> pd.DataFrame:
     """Per run and task: sequences cut at the model's max_seq_len (first seed; the count does not vary)."""
+    import pandas as pd
+
     cut = table[table["metric"] == "n_truncated"]
     # the rows a probe embeds: every row of the dataset as loaded (--max-train subsamples only the head's train)
     sizes = table[table["metric"].isin(["n_train_full", "n_train", "n_val", "n_test"])]
@@ -535,6 +574,11 @@ def learning_curves_figure(curves: dict[str, dict[str, list[tuple[int, float]]]]
 def task_scores_figure(table: pd.DataFrame, published: list[dict[str, Any]], stem: Path):
     """Per task: each model's headline score (mean ± sd over all its seeds), baselines as dashed lines and
     published values as stars (their protocol differs: labelled in the legend)."""
+    import numpy as np
+    import pandas as pd
+
+    from helm import stats
+
     plt = _pyplot()
     heads = headlines(table)
     tasks = sorted(heads)
@@ -608,6 +652,9 @@ def delta_figure(delta: pd.DataFrame, stem: Path):
 def intrinsic_figure(table: pd.DataFrame, stem: Path):
     """Intrinsic metrics per model on held-out sequences (true tree): mean ± sd over pretraining seeds, and each
     seed as a small dot (points, not bars: the differences are small next to the values)."""
+    import numpy as np
+    import pandas as pd
+
     plt = _pyplot()
     frame = intrinsic(table)
     pre = table[table["task"] == "pretrain"]
@@ -644,11 +691,10 @@ def intrinsic_figure(table: pd.DataFrame, stem: Path):
 # ------------------------------------------------------------------------------------------------- CLI
 def write_table(frame: pd.DataFrame, stem: Path, title: str = "", note: str = "") -> None:
     """CSV (every column) and Markdown (the human columns: numeric helper columns are left out)."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(stem.with_suffix(".csv"), index=False)
+    atomic_write(stem.with_suffix(".csv"), frame.to_csv(index=False))
     human = frame[[c for c in frame.columns if not re.search(r" (mean|sd|n)$", str(c))]]
     text = (f"# {title}\n\n" if title else "") + _markdown(human) + (f"\n{note}\n" if note else "")
-    stem.with_suffix(".md").write_text(text)
+    atomic_write(stem.with_suffix(".md"), text)
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -674,8 +720,7 @@ def read_published(path: str | Path | None) -> list[dict[str, Any]]:
 
 def write_outputs(args: argparse.Namespace) -> pd.DataFrame:
     table = gather(args.results, args.runs, args.evals)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+    atomic_write(args.out, table.to_csv(index=False))
     if args.tables_dir:
         tdir = Path(args.tables_dir)
         predictions = read_predictions(args.results, args.evals, args.runs)
@@ -692,7 +737,7 @@ def write_outputs(args: argparse.Namespace) -> pd.DataFrame:
         dirs = [run_dir_of(p) for p in args.runs]
         ids = run_ids(dirs)
         info = {read_run(d, ids[str(d.resolve())])["run"]: d for d in dirs}
-        curves = {run: read_scalars(path / "tb") for run, path in info.items()}
+        curves = {run: read_scalars(path / TB_DIR) for run, path in info.items()}
         loss_of = {run: read_run(path, run)["coords"].get("loss_id") for run, path in info.items()}
         learning_curves_figure(curves, loss_of, pdir / "learning_curves")
         task_scores_figure(table, read_published(args.published), pdir / "task_scores")
@@ -710,6 +755,8 @@ STAGES = {"data": "prepare + merge", "pretrain": "pretraining", "embed": "frozen
 def stage_times(results: Path) -> pd.DataFrame:
     """Per stage (benchmarks/<stage>/...): jobs, summed job seconds, wall span (first start to last end, from
     each benchmark file's time of writing minus its seconds) and the largest peak memory."""
+    import pandas as pd
+
     rows = []
     for stage, label in STAGES.items():
         files = sorted((results / "benchmarks" / stage).rglob("*.tsv"))
@@ -780,19 +827,20 @@ def collect_artifact(results: str | Path, artifact: str | Path, workflow_config:
     for src, dst in (("tables", "tables"), ("plots", "figures")):
         if (results / src).is_dir():
             shutil.copytree(results / src, artifact / dst, dirs_exist_ok=True)
-    (artifact / "config.yaml").write_text(yaml.safe_dump(workflow_config or {}, sort_keys=False))
-    (artifact / "versions.txt").write_text(versions())
-    (artifact / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n")
-    stage_times(results).to_csv(artifact / "stage_times.csv", index=False)
+    # the workflow's resolved config (the artifact's own file, not a run's CONFIG_FILE)
+    atomic_write(artifact / "config.yaml", yaml.safe_dump(workflow_config or {}, sort_keys=False))
+    atomic_write(artifact / "versions.txt", versions())
+    atomic_write(artifact / "machine.json", json.dumps(machine(), indent=2) + "\n")
+    atomic_write(artifact / "stage_times.csv", stage_times(results).to_csv(index=False))
     return artifact
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="helm tables", description=__doc__.splitlines()[0])
+    p = HelmParser("helm tables", __doc__.splitlines()[0])
     p.add_argument("--results", default="results", help="results root (benchmarks/ and downstream/ below it)")
     p.add_argument("--runs", nargs="*", default=[], help="pretrain run directories (or a file inside each)")
     p.add_argument("--evals", nargs="*", default=[], help="downstream evaluation JSONs")
-    p.add_argument("--out", help="the long table (tables.csv)")
+    p.add_argument("--out", "--output", dest="out", default=None, help="the long table (tables.csv)")
     p.add_argument("--tables-dir", default=None, help="summary, delta_vs_xe, intrinsic, pretrain, truncation tables")
     p.add_argument("--plots-dir", default=None, help="figures (PNG + SVG)")
     p.add_argument("--published", default=None, help="published values to mark on the task plots (YAML)")
@@ -806,14 +854,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.artifact:
-        config = json.loads(args.workflow_config) if args.workflow_config else None
-        out = collect_artifact(args.results, args.artifact, config)
-        print(f"helm tables: artifact -> {out}")
-        return 0
-    if not args.out:
+    if not args.artifact and not args.out:
         parser.error("--out is required (or --artifact)")
-    table = write_outputs(args)
+    with command_errors("helm tables"):
+        if args.artifact:
+            try:
+                config = json.loads(args.workflow_config) if args.workflow_config else None
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--workflow-config: not JSON ({e})") from None
+            out = collect_artifact(args.results, args.artifact, config)
+            print(f"helm tables: artifact -> {out}")
+            return 0
+        table = write_outputs(args)
     n_runs, n_evals = table["run"].nunique(), len(args.evals)
     print(f"helm tables: {len(table)} rows ({n_runs} runs, {n_evals} evaluations) -> {args.out}")
     return 0

@@ -45,16 +45,22 @@ def test_download_goes_to_dest_or_the_cache(tmp_path: Path, monkeypatch: pytest.
     assert locate_file("sub/data.txt", url=url, sha256=digest) == cached
     dest = tmp_path / "out" / "copy.txt"
     assert locate_file("sub/data.txt", url=url, sha256=digest, mirror=tmp_path / "cache", dest=dest) == dest
-    assert dest.read_text() == "ACGT\n" and not dest.with_name("copy.txt.part").exists()
+    assert dest.read_text() == "ACGT\n" and [p.name for p in dest.parent.iterdir()] == ["copy.txt"]  # no temporaries
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["data.txt"]
 
 
 def test_cli_copies_into_dest_and_reports_errors(shared_data: Path, tmp_path: Path, capsys) -> None:
     dest = tmp_path / "raw" / "mrfp.csv"
     assert main(["--file", MRFP, "--sha256", MRFP_SHA, "--mirror", str(shared_data), "--dest", str(dest)]) == 0
     assert sha256sum(dest) == MRFP_SHA
+    out = tmp_path / "raw" / "again.csv"  # --out / --output: the output's name in every command
+    assert main(["--file", MRFP, "--sha256", MRFP_SHA, "--mirror", str(shared_data), "--output", str(out)]) == 0
+    assert sha256sum(out) == MRFP_SHA
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         main(["--file", "missing.csv", "--mirror", str(tmp_path / "empty"), "--dest", str(tmp_path / "x")])
-    assert exc.value.code == 2 and "helm fetch: error: missing.csv" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("helm fetch: error: missing.csv") and len(err.splitlines()) == 1
 
 
 def test_a_lock_file_pins_a_unit_without_sha256(tmp_path: Path) -> None:

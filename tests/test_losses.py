@@ -1,4 +1,4 @@
-"""Losses against brute-force implementations of their definitions (DESIGN.md section 2), in float64."""
+"""Losses against brute-force implementations of their definitions (helm/losses.py), in float64."""
 
 from __future__ import annotations
 

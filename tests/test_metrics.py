@@ -54,7 +54,7 @@ def _brute(batches, vocab, lca) -> dict[str, float]:
 
 
 def _biological_path(token: str) -> list[str]:
-    """The true tree written out from the genetic code (DESIGN: root -> codons -> start/coding/stop ...)."""
+    """The true tree written out from the genetic code (root -> codons -> start/coding/stop ...)."""
     if token in SPECIALS:
         return [token, f"special:{token}", "root"]
     if token == "ATG":

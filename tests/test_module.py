@@ -12,17 +12,15 @@ import torch
 
 from helm.codons import codon_vocab
 from helm.module import HelmModule, param_groups
-from helm.train import model_config, parse_args, to_dict
+from helm.train import parse_args
 
 TINY = ["--num_layers", "2", "--hidden_size", "32", "--num_heads", "2", "--intermediate_size", "64",
-        "--max_seq_len", "32"]  # fmt: skip
+        "--max_seq_len", "32", "--lr", "1e-3"]  # fmt: skip
 
 
 def make_module(*argv: str) -> HelmModule:
     cfg = parse_args([*TINY, *argv])
-    config = to_dict(cfg) | {"val_metric_mode": "min"}
-    vocab = codon_vocab()
-    return HelmModule(config, model_config(cfg, len(vocab)), vocab.kind, list(vocab.tokens), vocab.k, 10, 1e-3)
+    return HelmModule(cfg, codon_vocab(), updates_per_epoch=10)
 
 
 def test_param_groups_cover_every_parameter_once_with_the_right_decay():

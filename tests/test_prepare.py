@@ -559,3 +559,32 @@ def test_jaffe_fasta_longest_orf(shared_data, tmp_path):
     for seq in decoded(tmp_path / "out", "train"):
         assert seq.startswith("ATG") and len(seq) % 3 == 0 and len(seq) > 300
         assert "*" not in translate(seq)[:-1]
+
+
+def test_cli_takes_both_flag_spellings_and_names_a_bad_value(tmp_path, capsys):
+    """Every flag as ``--a_b`` and ``--a-b`` (and --data/--out for --input/--output); a bad setting is one line on
+    stderr naming its flag, exit 2."""
+    from helm.prepare import main
+
+    src = tmp_path / "d.csv"
+    src.write_text("id,Sequence\n1,ATGAAACCC\n2,ATGAAACCC\n3,ATGCCCGGGTTT\n4,ATG\n")
+    flags = ["--column_name", "Sequence", "--val_fraction", "0.5", "--test_fraction", "0", "--min_length", "6",
+             "--no_dedup", "--no_progress"]  # fmt: skip
+    underscores = ["--input", str(src), "--output", str(tmp_path / "a"), *flags]
+    hyphens = ["--data", str(src), "--out", str(tmp_path / "b"), *(f.replace("_", "-") for f in flags)]
+    assert main(underscores) == 0 and main(hyphens) == 0
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in "ab")
+    assert a["settings"] == b["settings"] and a["kept_total"] == 3 and a["rejected"] == {"too_short": 1}
+    assert a["settings"]["column"] == "Sequence" and a["settings"]["val_fraction"] == 0.5
+    assert a["settings"]["dedup"] is False and a["settings"]["min_length"] == 6
+    assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
+    capsys.readouterr()
+    for flag, value in (("--val_fraction", "2"), ("--val-fraction", "2"), ("--threads", "0"), ("--tokenizer", "7mer")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--input", str(src), "--output", str(tmp_path / "bad"), flag, value])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(lines) == 1, lines
+        assert lines[0].startswith("helm prepare: error:") and flag.replace("-", "_")[2:] in lines[0], lines[0]
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
+    with pytest.raises(ValueError, match="val_fraction"):  # the library checks the same values
+        prepare([src], tmp_path / "bad", val_fraction=2)

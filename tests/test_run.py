@@ -60,3 +60,16 @@ def test_load_run_gives_the_saved_model_and_tokenizer(tmp_path):
 def test_load_run_names_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="model is missing"):
         run.load_run(tmp_path)
+
+
+def test_atomic_write_and_atomic_path(tmp_path):
+    """The project's one atomic writer: text or bytes land whole; a failed write leaves the old file and no
+    temporary behind."""
+    target = tmp_path / "sub" / "f.bin"
+    assert run.atomic_write(target, b"\x00\x01") == target and target.read_bytes() == b"\x00\x01"
+    run.atomic_write(target, "text\n")
+    assert target.read_text() == "text\n"
+    with pytest.raises(RuntimeError), run.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "text\n" and [p.name for p in target.parent.iterdir()] == ["f.bin"]

@@ -3,6 +3,7 @@ reproduction commands, and the derived values (lr scaling, precision)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import shlex
@@ -12,8 +13,12 @@ import pytest
 import torch
 import yaml
 
-from helm import train
-from helm.train import FIELDS, TrainConfig, build_parser, parse_args
+from helm import config, train
+from helm.args import default_of, kind_of
+from helm.config import TrainConfig
+from helm.train import FLAGS, build_parser, parse_args
+
+FIELDS = {f.name: f for klass in set(FLAGS.values()) for f in dataclasses.fields(klass) if f.name in FLAGS}
 
 SEED_README = Path(__file__).resolve().parents[2] / "shared" / "seed" / "HELM-README.txt"
 
@@ -36,9 +41,8 @@ def option_actions() -> dict[str, object]:
 
 def sample_value(name: str) -> list[str]:
     """Command-line words that set field `name` to a non-default value of its own type."""
-    kind, is_list = train._kind(name)
-    default = FIELDS[name].default
-    choices = FIELDS[name].metadata["choices"]
+    k = kind_of(FLAGS[name], name)
+    kind, is_list, choices, default = k.scalar, k.is_list, k.choices, default_of(FIELDS[name])
     if kind is bool:
         return []
     if choices:
@@ -59,7 +63,7 @@ def sample_value(name: str) -> list[str]:
         return ["2"]
     if is_list:
         return ["3", "5"] if kind is int else ["0.3", "0.5"]
-    if kind is int:
+    if kind is int or kind == (int, float):
         return ["7"]
     if kind is float:
         return ["0.3"]
@@ -76,20 +80,26 @@ def test_every_seed_flag_has_both_spellings(readme):
         assert actions[underscore] is actions[hyphen], f"{underscore} and {hyphen} differ"
 
 
+# flags whose sample value is valid only together with another flag
+NEEDS = {"pos_embedding_apply": ["--pos_embedding_dim", "16"], "pos_embedding_dim": ["--pos_embedding_apply", "concat"]}
+
+
 @pytest.mark.parametrize("name", sorted(FIELDS))
 def test_every_flag_changes_the_config(name):
     """Each flag, in both spellings, moves its own field (and only it) away from the default."""
     base = parse_args([])
     words = sample_value(name)
     for spelling in {name, name.replace("_", "-")}:
-        if train._kind(name)[0] is bool:
+        if kind_of(FLAGS[name], name).scalar is bool:
             flag = f"--{spelling}" if not FIELDS[name].default else f"--no-{spelling}"
             cfg = parse_args([flag])
         else:
-            cfg = parse_args([f"--{spelling}", *words])
-        changed = {k for k in FIELDS if getattr(cfg, k) != getattr(base, k)}
+            cfg = parse_args([f"--{spelling}", *words, *NEEDS.get(name, [])])
+        changed = {k for k, v in cfg.flat().items() if v != base.flat()[k]}
         if name == "preset":  # a preset sets the size flags too
             assert "preset" in changed and "num_layers" in changed
+        elif name in NEEDS:
+            assert changed == {name, NEEDS[name][0][2:]}, f"--{spelling} changed {changed}"
         else:
             assert changed == {name}, f"--{spelling} changed {changed}"
 
@@ -100,8 +110,8 @@ def test_config_yaml_is_default_and_command_line_wins(tmp_path):
         yaml.safe_dump({"hxe-alpha": 0.4, "loss": "HXE", "lr": 0.01, "opt_betas": [0.9, 0.95], "amp": True})
     )
     cfg = parse_args(["--config", str(file), "--hxe_alpha", "0.6", "--no-amp"])
-    assert (cfg.loss, cfg.lr, cfg.opt_betas) == ("HXE", 0.01, [0.9, 0.95])
-    assert cfg.hxe_alpha == 0.6 and cfg.amp is False
+    assert (cfg.objective.loss, cfg.schedule.lr, cfg.optim.opt_betas) == ("HXE", 0.01, [0.9, 0.95])
+    assert cfg.objective.hxe_alpha == 0.6 and cfg.run.amp is False
 
 
 def test_preset_then_yaml_then_command_line(tmp_path):
@@ -111,8 +121,8 @@ def test_preset_then_yaml_then_command_line(tmp_path):
     file = tmp_path / "c.yaml"
     file.write_text("hidden_size: 96\n")
     cfg = parse_args(["--preset", "gpt2-tiny", "--config", str(file), "--num_layers", "3"])
-    assert cfg.num_layers == 3 and cfg.hidden_size == 96
-    assert cfg.intermediate_size == preset["intermediate_size"] and cfg.num_heads == preset["num_heads"]
+    assert cfg.model.num_layers == 3 and cfg.model.hidden_size == 96
+    assert cfg.model.intermediate_size == preset["intermediate_size"] and cfg.model.num_heads == preset["num_heads"]
     assert cfg.model_name == preset["model"]
 
 
@@ -123,8 +133,8 @@ def test_preset_then_yaml_then_command_line(tmp_path):
         ("batch_size: abc\n", "batch_size: expected int, got 'abc'"),
         ("batch_size: 1.5\n", "batch_size: expected int"),
         ("loss: focal\n", "loss: invalid choice 'focal'"),
-        ("amp: 1\n", "amp: expected bool"),
-        ("lr: [1, 2]\n", "lr expects a single float"),
+        ("amp: 1\n", "amp: expected true or false"),
+        ("lr: [1, 2]\n", "lr: expects one value"),
         ("- just\n- a list\n", "expected a mapping"),
         ("a: [unclosed\n", "not valid YAML"),
     ],
@@ -143,25 +153,25 @@ def test_bad_yaml_is_a_clear_error(tmp_path, capsys, content, message):
     "argv, message",
     [
         (["--max_seq_len", "2"], "--max_seq_len 2: must be >= 3"),
-        (["--model_name", "lstm"], "--model_name 'lstm': unknown model"),
+        (["--model_name", "lstm"], "--model_name lstm: unknown model"),
         (["--masking_ratio", "1.5"], "--masking_ratio 1.5"),
         (["--batch_size", "1.5"], "expected int, got '1.5'"),
         (["--loss", "focal"], "invalid choice: 'focal'"),
-        (["--mode", "clm", "--bidirectional"], "--bidirectional with --mode clm"),
+        (["--mode", "clm", "--bidirectional"], "--bidirectional: with --mode clm"),
         (["--data-type", "codon", "--tokenizer", "bpe"], "--data-type codon means the 3mer tokenizer"),
         (["--data-type", "aa", "--tokenizer", "3mer"], "--data-type aa means the aa tokenizer"),
-        (["--data-type", "aa", "--loss", "HXE"], "--loss HXE needs the codon hierarchy"),
-        (["--tokenizer", "aa"], "--tokenizer aa reads amino acids: add --data-type aa"),
+        (["--data-type", "aa", "--loss", "HXE"], "--loss HXE: needs the codon hierarchy"),
+        (["--tokenizer", "aa"], "--tokenizer aa: reads amino acids: add --data-type aa"),
         (["--distributed-backend", "horovod"], "removed in Lightning 2"),
-        (["--lr-noise", "0.5", "--epoch-repeats", "2"], "--lr-noise with --epoch-repeats 2.0"),
+        (["--lr-noise", "0.5", "--epoch-repeats", "2"], "--lr_noise 0.5: with --epoch-repeats 2.0"),
         (["--opt", "adamx_nonexistent"], "unknown timm optimizer"),
         (["--opt", "fusedadam", "--accelerator", "cpu"], "--opt fusedadam: needs CUDA and the apex package"),
         (["--opt", "bnbadam", "--accelerator", "cpu"], "--opt bnbadam: needs CUDA and the bitsandbytes package"),
         (["--opt", "adahessian", "--model_name", "mamba"], "which mamba's selective scan cannot"),
-        (["--sched", "plateau", "--sched-on-updates"], "--sched plateau steps once per epoch"),
-        (["--warmup-epochs", "0.05"], "--warmup-epochs 0.05: a fraction of an epoch needs --sched-on-updates"),
-        (["--distributed-backend", "ddp_spawn"], "--distributed-backend ddp_spawn: spawn / fork launchers are not"),
-        (["--distributed-backend", "ddp_fork"], "--distributed-backend ddp_fork: spawn / fork launchers are not"),
+        (["--sched", "plateau", "--sched-on-updates"], "--sched plateau: steps once per epoch"),
+        (["--warmup-epochs", "0.05"], "--warmup_epochs 0.05: a fraction of an epoch needs --sched-on-updates"),
+        (["--distributed-backend", "ddp_spawn"], "--distributed_backend ddp_spawn: spawn / fork launchers are not"),
+        (["--distributed-backend", "ddp_fork"], "--distributed_backend ddp_fork: spawn / fork launchers are not"),
         (["--preset", "gpt2-huge"], "unknown model preset"),
         (["--preset", "gpt2-tiny", "--model_name", "bert"], "is a gpt2 preset but --model_name is bert"),
         (["--config", "/nonexistent/c.yaml"], "file not found"),
@@ -176,8 +186,8 @@ def test_invalid_values_are_clear_errors(capsys, argv, message):
 
 def test_timm_lookahead_optimizers_are_accepted():
     """timm's create_optimizer_v2 wraps `lookahead_<name>` in Lookahead; the seed's --opt took it."""
-    assert parse_args(["--opt", "lookahead_adamw"]).opt == "lookahead_adamw"
-    assert parse_args(["--opt", "lookahead_adahessian"]).opt == "lookahead_adahessian"
+    assert parse_args(["--opt", "lookahead_adamw"]).optim.opt == "lookahead_adamw"
+    assert parse_args(["--opt", "lookahead_adahessian"]).optim.opt == "lookahead_adahessian"
 
 
 def reproduction_commands(text: str) -> list[list[str]]:
@@ -199,35 +209,36 @@ def test_seed_reproduction_commands_parse_and_build(readme):
     for argv in commands:
         cfg = parse_args(argv)
         flags = dict(zip(argv, argv[1:]))
-        assert cfg.model_name == flags["--model_name"] and cfg.mode == flags["--mode"]
-        assert cfg.num_layers == int(flags["--num_layers"]) and cfg.hidden_size == int(flags["--hidden_size"])
-        assert cfg.num_devices == 8 and cfg.amp and cfg.data_type == "codon" and cfg.vocab_size == 70
-        assert train.tokenizer_name(cfg) == "3mer"
-        values = train.model_config(cfg, vocab_size=70)
-        assert values["bidirectional"] == (cfg.mode == "mlm")
+        assert cfg.model_name == flags["--model_name"] and cfg.data.mode == flags["--mode"]
+        assert cfg.model.num_layers == int(flags["--num_layers"])
+        assert cfg.model.hidden_size == int(flags["--hidden_size"])
+        assert cfg.run.num_devices == 8 and cfg.run.amp and cfg.data.data_type == "codon" and cfg.data.vocab_size == 70
+        assert cfg.data.tokenizer_name == "3mer"
+        values = cfg.model_config(vocab_size=70).to_dict()
+        assert values["bidirectional"] == (cfg.data.mode == "mlm")
         with torch.device("meta"):  # full-size models: shapes only, no memory
             model = create_model(cfg.model_name, **values)
         n = model.num_parameters()
         assert 5e6 < n < 1.5e8, f"{cfg.model_name} {cfg.mode}: {n:,} parameters"
-        assert model.config.num_layers == cfg.num_layers and model.config.vocab_size == 70
+        assert model.config.num_layers == cfg.model.num_layers and model.config.vocab_size == 70
 
 
 def test_lr_base_scaling_matches_timm_rule():
     # global batch = 32 per device x 4 devices x 2 accumulation = 256 ... x 2 nodes = 512
     cfg = parse_args(["--batch_size", "32", "--num_devices", "4", "--num_nodes", "2", "--grad-accum-steps", "2"])
-    assert train.global_batch(cfg) == 512
-    assert cfg.lr is None and train.resolved_lr(cfg) == pytest.approx(1e-3 * math.sqrt(2))  # adamw: sqrt
+    assert cfg.global_batch == 512
+    assert cfg.schedule.lr is None and cfg.lr == pytest.approx(1e-3 * math.sqrt(2))  # adamw: sqrt
     sgd = parse_args(["--opt", "sgd", "--lr-base", "0.1", "--batch_size", "64"])
-    assert train.resolved_lr(sgd) == pytest.approx(0.1 * 64 / 256)  # linear
+    assert sgd.lr == pytest.approx(0.1 * 64 / 256)  # linear
     forced = parse_args(["--lr-base-scale", "linear", "--batch_size", "512"])
-    assert train.resolved_lr(forced) == pytest.approx(2e-3)
-    assert train.resolved_lr(parse_args(["--lr", "0.5"])) == 0.5
+    assert forced.lr == pytest.approx(2e-3)
+    assert parse_args(["--lr", "0.5"]).lr == 0.5
 
 
 def test_precision_from_amp():
-    assert train.precision(parse_args([])) == "32-true"
-    assert train.precision(parse_args(["--amp", "--accelerator", "cpu"])) == "bf16-mixed"
-    assert train.precision(parse_args(["--amp", "--precision", "16-mixed"])) == "16-mixed"
+    assert parse_args([]).precision() == "32-true"
+    assert parse_args(["--amp", "--accelerator", "cpu"]).precision() == "bf16-mixed"
+    assert parse_args(["--amp", "--precision", "16-mixed"]).precision() == "16-mixed"
 
 
 def test_vocab_size_is_checked_against_the_tokenizer(tmp_path):
@@ -248,37 +259,39 @@ def test_resolved_config_round_trips(tmp_path):
     from helm import run
 
     cfg = parse_args(["--loss", "HXE", "--opt-betas", "0.9", "0.95", "--lr-noise", "0.4", "0.8"])
-    run.write_config(tmp_path, train.to_dict(cfg) | {"derived": {"lr": 1e-3}})
-    assert train.from_dict(run.read_config(tmp_path)) == cfg
+    run.write_config(tmp_path, cfg.flat() | {"derived": {"lr": 1e-3}})
+    assert TrainConfig.from_flat(run.read_config(tmp_path)) == cfg
     assert isinstance(cfg, TrainConfig)
 
 
 def test_compile_without_a_compiler_is_refused_before_any_work(monkeypatch, capsys):
-    monkeypatch.setattr(train.shutil, "which", lambda name: None)
+    monkeypatch.setattr(config.shutil, "which", lambda name: None)
     with pytest.raises(SystemExit) as exc:
         parse_args(["--compile", "--accelerator", "cpu"])
-    assert exc.value.code == 2 and "--compile on the CPU needs a C++ compiler" in capsys.readouterr().err
+    assert exc.value.code == 2 and "--compile: on the CPU needs a C++ compiler" in capsys.readouterr().err
 
 
 def test_yaml_numbers_are_typed_like_the_command_line(tmp_path):
     file = tmp_path / "c.yaml"
     file.write_text("lr: 1e-3\nweight-decay: 5e-2\nlimit_val_batches: '0.5'\nbatch_size: '8'\n")  # YAML 1.1: strings
     cfg = parse_args(["--config", str(file)])
-    assert cfg.lr == 0.001 and cfg.weight_decay == 0.05 and cfg.limit_val_batches == 0.5 and cfg.batch_size == 8
-    assert isinstance(cfg.lr, float) and isinstance(cfg.batch_size, int)
+    flat = cfg.flat()
+    assert flat["lr"] == 0.001 and flat["weight_decay"] == 0.05 and flat["limit_val_batches"] == 0.5
+    assert flat["batch_size"] == 8 and isinstance(flat["lr"], float) and isinstance(flat["batch_size"], int)
 
 
 def test_a_runs_own_config_yaml_is_a_valid_config(tmp_path):
     from helm import run
 
     cfg = parse_args(["--loss", "HXE", "--hxe-alpha", "0.6", "--opt-betas", "0.9", "0.95", "--lr", "3e-4"])
-    run.write_config(tmp_path, train.to_dict(cfg) | {"derived": {"lr": 3e-4, "global_batch": 32}})
+    run.write_config(tmp_path, cfg.flat() | {"derived": {"lr": 3e-4, "global_batch": 32}})
     assert parse_args(["--config", str(tmp_path / run.CONFIG_FILE)]) == cfg
     # a run started with --overwrite: reusing its settings never points at (let alone wipes) that run
     own = parse_args(["--loss", "HXE", "--output", str(tmp_path), "--overwrite", "--resume", "x.ckpt"])
-    run.write_config(tmp_path, train.to_dict(own) | {"derived": {"lr": 1e-3}})
+    run.write_config(tmp_path, own.flat() | {"derived": {"lr": 1e-3}})
     reused = parse_args(["--config", str(tmp_path / run.CONFIG_FILE)])
-    assert reused.output is None and not reused.overwrite and reused.resume is None and reused.loss == "HXE"
+    assert reused.run.output is None and not reused.run.overwrite and reused.run.resume is None
+    assert reused.objective.loss == "HXE"
 
 
 def test_help_lists_every_flag(capsys):
@@ -295,7 +308,7 @@ def test_prepare_run_auto_resumes_only_the_same_settings(tmp_path):
     out = tmp_path / "run"
     base = parse_args(["--output", str(out), "--loss", "HXE"])
     assert train.prepare_run(base) == (out, None)  # nothing there yet: a fresh start
-    run.write_config(out, train.to_dict(base) | {"derived": {"lr": 1e-3}})
+    run.write_config(out, base.flat() | {"derived": {"lr": 1e-3}})
     (out / "checkpoints").mkdir()
     (out / "checkpoints" / "last.ckpt").write_bytes(b"x")
     assert train.prepare_run(base) == (out, str(out / "checkpoints" / "last.ckpt"))
@@ -344,7 +357,9 @@ def test_the_training_clock_leaves_validation_out():
     training neither)."""
     import time
 
-    clock = train._clock()
+    from helm.callbacks import Clock
+
+    clock = Clock()
     clock.on_validation_start(None, None)  # the sanity check, before training starts
     time.sleep(0.05)
     clock.on_validation_end(None, None)

@@ -14,7 +14,7 @@ import torch
 from train_utils import tiny_args, write_oas_txt
 
 from helm import run
-from helm.train import main
+from helm.train import main, parse_args
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,9 @@ def test_tiny_run_writes_a_complete_run_directory(raw_dir, tmp_path, capsys):
 
     config = run.read_config(out)
     assert config["loss"] == "HXE" and config["hxe_alpha"] == 0.4 and config["derived"]["vocab_size"] == 70
+    # the run's own config.yaml is a valid --config: the same resolved settings (bar where the run itself lives)
+    again = parse_args(["--config", str(out / "config.yaml")])
+    assert again.flat() == parse_args(argv).flat() | {"output": None, "overwrite": False, "resume": None}
     assert config["derived"]["num_parameters"] == metrics["num_parameters"]
 
     # the lr each update used: timm cosine per update, warmup over the first epoch (t = update index)
@@ -184,7 +187,7 @@ def test_eval_metric_must_exist_for_the_vocabulary(raw_dir, tmp_path, capsys):
     out = tmp_path / "run"
     argv = tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--tokenizer", "nuc", "--eval-metric", "val_aa_acc")
     assert main(argv) == 2
-    assert "--eval-metric val_aa_acc: not measured for the nuc vocabulary" in capsys.readouterr().err
+    assert "--eval_metric val_aa_acc: not measured for the nuc tokenizer" in capsys.readouterr().err
     assert not (out / "checkpoints").exists()
 
 
@@ -203,7 +206,7 @@ def test_many_flags_together(raw_dir, tmp_path):
     )  # fmt: skip
     assert main(argv) == 0
     config = run.read_config(out)
-    assert config["derived"]["precision"] == "bf16-mixed" and config["val_metric_mode"] == "max"
+    assert config["derived"]["precision"] == "bf16-mixed" and config["derived"]["val_metric_mode"] == "max"
     # 4 batches / 2 accumulated = 2 updates per pass; 2 epochs x 2 repeats = 4 passes
     assert run.read_metrics(out)["steps"] == 8
     assert list((out / "checkpoints").glob("*val_acc=*.ckpt"))

@@ -1,4 +1,4 @@
-"""`helm annotate`: antibody region annotation (FWR/CDR per codon) from frozen embeddings (DESIGN 5).
+"""`helm annotate`: antibody region annotation (FWR/CDR per codon) from frozen embeddings.
 
     helm annotate --run RUN_DIR --out FILE.json [--corpus PREPARED_DIR | none] [--data OAS_FILE | --mirror DIR]
         [--num-rows 2000] [--epochs 30] [--patience 5] [--lr 1e-3] [--batch-size 32] [--hidden 0] [--seed 0]
@@ -33,15 +33,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from torch import nn
+from helm.args import HelmParser
+from helm.downstream.common import InputError, run_json_command
+from helm.io import OAS_FIELDS, OAS_REGIONS, OasRow  # numpy, no torch: --help stays instant
+from helm.prepare import SUMMARY_FILE
 
-from helm.downstream.embed import InputError, check_compatible, embed_tokens, encode, run_mode
-from helm.downstream.heads import TokenHead
-from helm.io import OAS_FIELDS, OAS_REGIONS, OasRow
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 DEFAULT_FILE = "pretrain/oas_parameswaran2013_heavy_100k.csv.gz"
 DEFAULT_SHA256 = "e8392df2b4a0ffe65cde3d34d645d73a8b5d9da23153ef27571e8c18245eaa2d"  # data/MANIFEST.md
@@ -52,6 +53,8 @@ CORPUS_SPLITS = ("train", "val", "test")
 
 def keys_in_split(split_dir: Path, keys: np.ndarray) -> np.ndarray:
     """Mask of ``keys`` present in a prepared split's ``shard-*.hashes`` (streamed: memory holds one block)."""
+    import numpy as np
+
     found = np.zeros(len(keys), dtype=bool)
     index_path = split_dir / "index.json"
     if not len(keys) or not index_path.is_file():
@@ -76,7 +79,7 @@ class HeldOutFilter:
 
         self.path = Path(corpus)
         try:
-            summary = json.loads((self.path / "summary.json").read_text())
+            summary = json.loads((self.path / SUMMARY_FILE).read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"{self.path}: not a prepared corpus (summary.json unreadable: {exc})") from exc
         if not summary.get("complete"):
@@ -95,6 +98,8 @@ class HeldOutFilter:
     def in_train(self, rows: list[OasRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per row: (key as prepare computes it, 0 if prepare would reject the row; in the training split by
         prepare's rule or found in train/*.hashes; found in train/*.hashes)."""
+        import numpy as np
+
         from helm.prepare import process_chunk, split_of
 
         processed = process_chunk("oas", rows, *self.chunk_args)  # (seqs, reasons, keys, ...)
@@ -110,6 +115,8 @@ class HeldOutFilter:
     def where(self, keys: np.ndarray) -> dict[str, int]:
         """How many of ``keys`` lie in the corpus's train (0 for held-out rows), val and test shards, and how many
         in none of its splits (a data file that was not among the corpus's inputs)."""
+        import numpy as np
+
         out = {}
         rest = np.ones(len(keys), dtype=bool)
         for split in CORPUS_SPLITS:
@@ -156,6 +163,8 @@ def read_oas_regions(path: str | Path, num_rows: int, heldout: HeldOutFilter | N
     """The first ``num_rows`` usable rows of an OAS unit, outside ``heldout``'s training split when given.
 
     Rows are read with the parser ``helm prepare`` uses (``helm.io``), so ``lines`` match its rejects.tsv."""
+    import numpy as np
+
     from helm.io import _csv_values, oas_cds_batch, oas_codon_regions
     from helm.prepare import sequence_key
 
@@ -232,7 +241,7 @@ def resolve_corpus(arg: str | None, run) -> HeldOutFilter | None:
         if not recorded:
             raise InputError(f"{run.path}: config.yaml records no pretraining corpus (derived.prepared_data); {hint}")
         corpus, found_by = Path(recorded), "run config.yaml derived.prepared_data"
-        if not (corpus / "summary.json").is_file():
+        if not (corpus / SUMMARY_FILE).is_file():
             raise InputError(f"{run.path}: the run's corpus {corpus} (derived.prepared_data) is not there; {hint}")
     heldout = HeldOutFilter(corpus, found_by)
     if heldout.tokenizer != run.tokenizer.name:
@@ -245,6 +254,9 @@ def resolve_corpus(arg: str | None, run) -> HeldOutFilter | None:
 
 def token_labels(labels: list[list[str]], tokenizer, width: int, mode: str) -> torch.Tensor:
     """[N, width] class ids aligned with the framed tokens (``<cls>`` first); -100 on specials, pads, cut tail."""
+    import numpy as np
+    import torch
+
     name = getattr(tokenizer, "name", "")
     if name == "3mer":
         repeat = 1
@@ -275,6 +287,12 @@ def classification_report(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def annotate(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from helm.downstream.embed import check_compatible, embed_tokens, encode, run_mode
+    from helm.downstream.heads import TokenHead
     from helm.fetch import locate_file
     from helm.run import load_run
 
@@ -380,30 +398,32 @@ def annotate(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    from helm.downstream.probe import run_json_command
-    from helm.fetch import FetchError
-    from helm.io import DataError
-
-    parser = argparse.ArgumentParser(prog="helm annotate", description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--data", default=None, help="OAS unit (CSV, optionally gzipped); default: found in --mirror")
-    parser.add_argument("--mirror", default=None)
+def build_parser() -> HelmParser:
+    parser = HelmParser("helm annotate", __doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="run directory (model/, tokenizer/, config.yaml)")
+    parser.add_argument("--out", "--output", dest="out", required=True, help="output JSON file")
+    parser.add_argument("--data", default=None, help=f"OAS unit (CSV, optionally gzipped); unset: {DEFAULT_FILE} "
+                        "found in --mirror (sha256-checked)")  # fmt: skip
+    parser.add_argument("--mirror", default=None, help="local data mirror (unset: $HELM_DATA_MIRROR)")
     parser.add_argument(
         "--corpus",
         default=None,
-        help="the run's prepared pretraining corpus (default: config.yaml derived.prepared_data); rows in its "
+        help="the run's prepared pretraining corpus (unset: config.yaml derived.prepared_data); rows in its "
         "training split are skipped; 'none' = no check (rows may overlap pretraining)",
     )
     parser.add_argument("--num-rows", type=int, default=2000, help="held-out rows to use (the paper: 2,000)")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--patience", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=30, help="most epochs of the token classifier")
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs, validation macro F1)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="classifier learning rate (Adam)")
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per training step")
     parser.add_argument("--hidden", type=int, default=0, help="0 = linear head, else MLP width")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the 8/1/1 split and the classifier")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     return run_json_command(
         "helm annotate",
@@ -413,7 +433,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{p['run']}: region annotation accuracy {p['metrics']['accuracy']:.3f}, "
             f"macro F1 {p['metrics']['macro_f1']:.3f}"
         ),
-        (InputError, FileNotFoundError, FetchError, DataError),
     )
 
 

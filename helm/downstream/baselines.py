@@ -1,7 +1,7 @@
 """`helm baseline`: simple baselines through the same splits and selection rule as `helm probe`.
 
     helm baseline --kind onehot-textcnn|kmer-ridge|tfidf-ridge --dataset NAME --seed S --out FILE.json \
-        [--registry ...] [--mirror DIR] [--max-train N]
+        [--registry ...] [--mirror DIR | --data-file F] [--max-train N]
         onehot-textcnn: [--tokenizer 3mer|nuc] [--max-len 1024] [--epochs ...] [--batch-sizes ...] [--lrs ...]
         kmer-ridge:     [--ks 3 4 5] [--alphas ...]      nucleotide k-mer frequencies (overlapping) + ridge
         tfidf-ridge:    [--ngrams 1 2] [--alphas ...]    TF-IDF over codon words (1..n-grams) + ridge
@@ -14,49 +14,29 @@ with ``run = "baseline-<kind>"``.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from helm.downstream.datasets import DownstreamData
-from helm.downstream.embed import encode
-from helm.downstream.metrics import regression_metrics
-from helm.downstream.probe import add_fit_args, load_data, run_regression_command, splits_of, test_predictions
+from helm.args import HelmParser
+from helm.downstream.common import (
+    add_fit_args,
+    load_data,
+    ridge_select,
+    run_regression_command,
+    set_threads,
+    splits_of,
+    test_predictions,
+)
+
+if TYPE_CHECKING:
+    from helm.downstream.datasets import DownstreamData
 
 KINDS = ("onehot-textcnn", "kmer-ridge", "tfidf-ridge")
-DEFAULT_ALPHAS = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]
 
 
 def codon_words(seq: str, frame: int = 0) -> str:
     return " ".join(seq[i : i + 3] for i in range(frame, len(seq) - 2, 3))
-
-
-def ridge_select(features: dict[str, Any], y: dict[str, Any], alphas: list[float]) -> dict[str, Any]:
-    """Ridge regression over feature options x penalties, selected on validation Spearman; test scored once.
-
-    ``features``: option label -> callable() -> {"train"|"val"|"test": matrix}; ``y``: part -> targets."""
-    from sklearn.linear_model import Ridge
-
-    grid, best = [], None
-    for label, build in features.items():
-        mats = build()
-        for alpha in alphas:
-            model = Ridge(alpha=alpha).fit(mats["train"], y["train"])
-            val = regression_metrics(y["val"], model.predict(mats["val"]))
-            score = val["spearman"] if math.isfinite(val["spearman"]) else -math.inf
-            grid.append({"features": label, "alpha": alpha, "val_spearman": val["spearman"]})
-            if best is None or score > best[0]:
-                best = (score, label, alpha, model, mats, val)
-    _, label, alpha, model, mats, val = best
-    pred = model.predict(mats["test"])
-    test = regression_metrics(y["test"], pred)
-    return {
-        "metrics": {**test, **{f"val_{k}": v for k, v in val.items()}},
-        "selected": {"features": label, "alpha": alpha},
-        "grid": grid,
-        "test_pred": pred,
-    }
 
 
 def _parts(data: DownstreamData) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -103,6 +83,7 @@ def tfidf_ridge(data: DownstreamData, ngrams: list[int], alphas: list[float]) ->
 def onehot_textcnn(data: DownstreamData, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from helm.downstream.embed import encode
     from helm.downstream.harness import FitConfig, OneHotEncoder, sweep
     from helm.tokenizers import create_tokenizer
 
@@ -179,19 +160,21 @@ def baseline(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="helm baseline", description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=KINDS, required=True)
+def build_parser() -> HelmParser:
+    parser = HelmParser("helm baseline", __doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=KINDS, required=True, help="which baseline (see above)")
     add_fit_args(parser)
     parser.add_argument("--tokenizer", choices=("3mer", "nuc"), default="3mer", help="one-hot alphabet")
     parser.add_argument("--max-len", type=int, default=1024, help="one-hot TextCNN token cap (specials included)")
     parser.add_argument("--ks", type=int, nargs="+", default=[3, 4, 5], help="k-mer sizes tried (kmer-ridge)")
     parser.add_argument("--ngrams", type=int, nargs="+", default=[1, 2], help="codon n-gram ranges tried (tfidf)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        import torch
+    return parser
 
-        torch.set_num_threads(args.threads)
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
     return run_regression_command("helm baseline", baseline, args)
 
 

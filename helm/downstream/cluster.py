@@ -1,4 +1,4 @@
-"""`helm cluster`: do a run's embeddings group synonymous variants of the same protein? (DESIGN 5)
+"""`helm cluster`: do a run's embeddings group synonymous variants of the same protein?
 
     helm cluster (--run RUN_DIR | --hf HF_DIR [--hf-* ...]) --reference PREPARED_DIR_or_FILE --out FILE.json \
         [--num-proteins 20] [--variants 10] [--max-len N] [--seed 0]
@@ -12,33 +12,49 @@ protein as the cluster label (euclidean and cosine). 1 = variants of a protein s
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from helm.codons import CODONS, GENETIC_CODE, translate
-from helm.downstream.embed import InputError, embed_pooled
+from helm.args import HelmParser
+from helm.downstream.common import InputError, run_json_command
 from helm.downstream.source import add_source_args, load_source, source_error
 
-SYNONYMS: dict[str, list[str]] = {}
-for _codon in CODONS:
-    SYNONYMS.setdefault(GENETIC_CODE[_codon], []).append(_codon)
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@functools.cache
+def synonyms() -> dict[str, list[str]]:
+    """Amino acid (``*`` for stop) -> its codons."""
+    from helm.codons import CODONS, GENETIC_CODE
+
+    out: dict[str, list[str]] = {}
+    for codon in CODONS:
+        out.setdefault(GENETIC_CODE[codon], []).append(codon)
+    return out
 
 
 def synonymous_variant(cds: str, rng: np.random.Generator) -> str:
     """Same protein, every codon redrawn uniformly among its synonyms; codons with N are kept as they are."""
+    from helm.codons import GENETIC_CODE
+
+    table = synonyms()
     out = []
     for i in range(0, len(cds) - len(cds) % 3, 3):
         codon = cds[i : i + 3]
-        options = SYNONYMS.get(GENETIC_CODE.get(codon, ""), [codon])
+        options = table.get(GENETIC_CODE.get(codon, ""), [codon])
         out.append(options[rng.integers(len(options))])
     return "".join(out)
 
 
 def variant_sets(cds_list: list[str], num_proteins: int, variants: int, seed: int) -> tuple[list[str], np.ndarray]:
     """(sequences, protein label per sequence): the original plus ``variants - 1`` resampled copies each."""
+    import numpy as np
+
+    from helm.codons import translate
+
     rng = np.random.default_rng(seed)
     seen, seqs, labels = set(), [], []
     for cds in cds_list:
@@ -58,6 +74,7 @@ def variant_sets(cds_list: list[str], num_proteins: int, variants: int, seed: in
 def cluster(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.metrics import silhouette_score
 
+    from helm.downstream.embed import embed_pooled
     from helm.downstream.generate import read_reference
 
     t0 = time.time()
@@ -93,22 +110,30 @@ def cluster(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    from helm.downstream.probe import run_json_command
-
-    parser = argparse.ArgumentParser(prog="helm cluster", description=__doc__.splitlines()[0])
+def build_parser() -> HelmParser:
+    parser = HelmParser("helm cluster", __doc__.splitlines()[0])
     add_source_args(parser)
-    parser.add_argument("--reference", required=True, help="prepared directory (test split) or sequence file")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--num-proteins", type=int, default=20)
+    parser.add_argument(
+        "--reference",
+        "--data",
+        dest="reference",
+        required=True,
+        help="held-out sequences: a prepared directory (its test split) or a sequence file",
+    )
+    parser.add_argument("--out", "--output", dest="out", required=True, help="output JSON file")
+    parser.add_argument("--num-proteins", type=int, default=20, help="distinct proteins (clusters)")
     parser.add_argument("--variants", type=int, default=10, help="sequences per protein, the original included")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-len", type=int, default=None, help="token cap (default: the model's limit)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass")
+    parser.add_argument("--max-len", type=int, default=None, help="token cap (unset: the model's limit)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synonymous resampling")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if err := source_error(args):
-        print(f"helm cluster: error: {err}", file=sys.stderr)
-        return 2
+        parser.error(err)
     return run_json_command(
         "helm cluster",
         cluster,
@@ -117,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{p['run']}: silhouette {p['metrics']['silhouette_euclidean']:.3f} "
             f"(cosine {p['metrics']['silhouette_cosine']:.3f}) over {p['metrics']['num_proteins']} proteins"
         ),
-        (InputError, FileNotFoundError),
     )
 
 

@@ -17,11 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from helm.codons import CLS_ID, EOS_ID, PAD_ID
+from helm.downstream.common import InputError  # defined with the commands' helpers (no torch), used here too
 from helm.tokenizers import tokenizer_alphabet
-
-
-class InputError(ValueError):
-    """Sequences or a checkpoint that cannot be evaluated as asked."""
 
 
 @dataclass

@@ -22,13 +22,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from helm.downstream.datasets import DatasetError, DownstreamData, RegistryError, load_dataset
-from helm.downstream.embed import InputError, embed_tokens
+from helm.args import HelmParser, command_errors
+from helm.downstream.common import InputError, add_data_args, set_threads
 from helm.downstream.source import add_source_args, load_source, source_error
+
+if TYPE_CHECKING:
+    import torch
+
+    from helm.downstream.datasets import DownstreamData
 
 
 @dataclass
@@ -51,10 +54,10 @@ def save_features(path: str | Path, feats: Features) -> Path:
     """Write the features atomically (a killed job leaves no half file for the next rule to read)."""
     from safetensors.torch import save
 
-    from helm.run import _atomic_write
+    from helm.run import atomic_write
 
     tensors = {"features": feats.x.contiguous(), "mask": feats.mask.contiguous()}
-    return _atomic_write(Path(path), save(tensors, metadata={k: json.dumps(v) for k, v in feats.meta.items()}))
+    return atomic_write(path, save(tensors, metadata={k: json.dumps(v) for k, v in feats.meta.items()}))
 
 
 def load_features(path: str | Path) -> Features:
@@ -84,9 +87,13 @@ def check_features(feats: Features, data: DownstreamData, where: str) -> None:
 
 
 def embed_dataset(args: argparse.Namespace) -> tuple[Features, dict[str, Any]]:
+    import torch
+
+    from helm.downstream.datasets import load_dataset
+    from helm.downstream.embed import embed_tokens
+
     t0 = time.time()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     src = load_source(args)
     data = load_dataset(args.dataset, registry=args.registry, mirror=args.mirror, path=args.data_file,
                         max_rows=args.max_rows)  # fmt: skip
@@ -110,39 +117,29 @@ def add_embed_args(parser: argparse.ArgumentParser) -> None:
     """Flags of the embedding step, shared by `helm embed` and `helm probe`."""
     parser.add_argument("--max-len", type=int, default=None,
                         help="token cap (default and upper bound: max_seq_len; --hf: max positions)")  # fmt: skip
-    parser.add_argument("--embed-batch-size", type=int, default=64)
+    parser.add_argument("--embed-batch-size", type=int, default=64, help="sequences per forward pass when embedding")
     parser.add_argument("--bf16", action="store_true", help="extract frozen embeddings under bfloat16 autocast")
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the backbone for embedding (compiles once: large sets)"
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="helm embed", description=__doc__.splitlines()[0])
+def build_parser() -> HelmParser:
+    parser = HelmParser("helm embed", __doc__.splitlines()[0])
     add_source_args(parser)
-    parser.add_argument("--dataset", required=True, help="registry name (config/datasets.yaml)")
-    parser.add_argument("--out", required=True, help="output features file (.safetensors)")
-    parser.add_argument("--registry", default=None, help="dataset registry YAML (default: config/datasets.yaml)")
-    parser.add_argument("--mirror", default=None, help="local data mirror searched before the URL")
-    parser.add_argument("--data-file", default=None, help="read the dataset from this file instead (no sha256 check)")
-    parser.add_argument("--max-rows", type=int, default=None, help="a fixed random subset of rows (large sets)")
-    parser.add_argument("--overlong", choices=("truncate", "error"), default="truncate",
-                        help="sequences longer than the model's max_seq_len: cut (counted) or refuse")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_data_args(parser, out_help="output features file (.safetensors)")
     add_embed_args(parser)
-    args = parser.parse_args(argv)
-    from helm.fetch import FetchError
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if err := source_error(args):
-        print(f"helm embed: error: {err}", file=sys.stderr)
-        return 2
-    try:
+        parser.error(err)
+    with command_errors("helm embed"):
         feats, meta = embed_dataset(args)
-    except (DatasetError, RegistryError, InputError, FileNotFoundError, FetchError) as exc:
-        print(f"helm embed: error: {exc}", file=sys.stderr)
-        return 1
-    save_features(args.out, feats)
+        save_features(args.out, feats)
     shape = "x".join(map(str, feats.x.shape))
     print(f"{meta['run']} {meta['dataset']}: {shape} features, {meta['n_truncated']} cut, "
           f"{meta['seconds']:.1f} s -> {args.out}")  # fmt: skip

@@ -1,4 +1,4 @@
-"""`helm generate`: sample sequences from a CLM run and score them against held-out data (DESIGN 5).
+"""`helm generate`: sample sequences from a CLM run and score them against held-out data.
 
     helm generate --run RUN_DIR --out FILE.json --num-samples 64 --reference PREPARED_DIR_or_FILE \
         [--prompt none|codons|cdr3] [--prompt-codons 30] [--temperature 1.0] [--top-k 10] [--top-p 0.95]
@@ -27,37 +27,20 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from helm.args import HelmParser
+from helm.downstream.common import InputError, run_json_command
 
-from helm.codons import CLS_ID, EOS_ID, SPECIALS, translate
-from helm.downstream.embed import (
-    InputError,
-    check_alphabet,
-    check_compatible,
-    embed_pooled,
-    encode,
-    mean_pool,
-    run_mode,
-)
-from helm.downstream.metrics import (
-    codon_usage_distance,
-    frechet_distance,
-    gc_content,
-    has_internal_stop,
-    internal_diversity,
-    is_valid_orf,
-    neighbour_precision_recall,
-    pca_project,
-)
-from helm.tokenizers import tokenizer_alphabet
+if TYPE_CHECKING:  # torch, numpy and scipy load when a command runs (`helm generate --help` is instant)
+    import numpy as np
+    import torch
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Set to -inf everything outside the top-k and outside the smallest set with cumulative prob >= top_p."""
+    import torch
+
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -71,7 +54,6 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
-@torch.no_grad()
 def sample(
     model,
     prompts: list[np.ndarray],
@@ -87,6 +69,19 @@ def sample(
     Rows are right-padded; with causal attention a row never sees the pads after it, so each step takes the
     logits at the row's own last position. Returns the prompt + generated tokens, without specials.
     """
+    import torch
+
+    with torch.no_grad():
+        return _sample(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, batch_size)
+
+
+def _sample(model, prompts, max_new_tokens, temperature, top_k, top_p, seed, batch_size) -> list[np.ndarray]:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from helm.codons import CLS_ID, EOS_ID, SPECIALS
+
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     allowed = torch.zeros(model.config.vocab_size, dtype=torch.bool)
@@ -192,6 +187,8 @@ def _oas_metadata_rows(path: Path) -> list[int]:
 
 
 def make_prompts(tokenizer, refs: list[str], ref_rows, how: str, n_codons: int, num: int) -> list[np.ndarray]:
+    import numpy as np
+
     empty = np.zeros(0, dtype=np.int64)
     if how == "none":
         return [empty] * num
@@ -217,6 +214,8 @@ def make_prompts(tokenizer, refs: list[str], ref_rows, how: str, n_codons: int, 
 
 def to_protein(cds: str) -> str:
     """The protein a sampled or reference CDS encodes: its codons from the first base up to the first stop."""
+    from helm.codons import translate
+
     return translate(cds).split("*", 1)[0]
 
 
@@ -234,11 +233,16 @@ class RunEmbedder:
     ``name`` (``run:<run id>``) is the embedding space's label in metric names."""
 
     def __init__(self, run) -> None:
+        from helm.downstream.embed import run_mode
+        from helm.tokenizers import tokenizer_alphabet
+
         self.model, self.tokenizer, self.mode = run.model, run.tokenizer, run_mode(run.config)
         self.alphabet = tokenizer_alphabet(run.tokenizer)
         self.name = f"run:{run.run_id}"
 
     def __call__(self, seqs: list[str]) -> np.ndarray:
+        from helm.downstream.embed import embed_pooled, encode
+
         enc = encode(self.tokenizer, seqs, int(self.model.config.max_seq_len), mode=self.mode, alphabet=self.alphabet)
         return embed_pooled(self.model, enc).numpy()
 
@@ -261,20 +265,25 @@ class EsmEmbedder:
         self.model = EsmModel.from_pretrained(path, add_pooling_layer=False).eval()
         self.batch_size = batch_size
 
-    @torch.inference_mode()
     def __call__(self, seqs: list[str]) -> np.ndarray:
+        import numpy as np
+        import torch
+
+        from helm.downstream.embed import mean_pool
+
         out = []
         limit = int(self.model.config.max_position_embeddings) - 2  # room for <cls> and <eos>
-        for start in range(0, len(seqs), self.batch_size):
-            batch = self.tokenizer(
-                [s[:limit] for s in seqs[start : start + self.batch_size]],
-                padding=True,
-                return_tensors="pt",
-                return_special_tokens_mask=True,
-            )
-            residues = batch.pop("special_tokens_mask") == 0  # mean over residues only, as ESM users do
-            hidden = self.model(**batch).last_hidden_state
-            out.append(mean_pool(hidden.float(), residues & batch["attention_mask"].bool()).numpy())
+        with torch.inference_mode():
+            for start in range(0, len(seqs), self.batch_size):
+                batch = self.tokenizer(
+                    [s[:limit] for s in seqs[start : start + self.batch_size]],
+                    padding=True,
+                    return_tensors="pt",
+                    return_special_tokens_mask=True,
+                )
+                residues = batch.pop("special_tokens_mask") == 0  # mean over residues only, as ESM users do
+                hidden = self.model(**batch).last_hidden_state
+                out.append(mean_pool(hidden.float(), residues & batch["attention_mask"].bool()).numpy())
         return np.concatenate(out)
 
 
@@ -285,6 +294,8 @@ def is_in_frame(seq: str) -> bool:
     """A coding fragment read in frame 0: at least one codon, length a multiple of 3, and no stop codon
     before the last codon (a final stop is allowed). OAS V(D)J sequences are such fragments without an ATG,
     which is why ``valid_orf_frac`` (ATG start too) is ~0 even for the reference set."""
+    from helm.downstream.metrics import has_internal_stop
+
     return len(seq) >= 3 and len(seq) % 3 == 0 and not has_internal_stop(seq)
 
 
@@ -301,6 +312,10 @@ SEQUENCE_METRICS = (
 
 def sequence_metrics(seqs: list[str]) -> dict[str, float]:
     """The SEQUENCE_METRICS of one set: fractions over every sequence, GC and diversity over non-empty ones."""
+    import numpy as np
+
+    from helm.downstream.metrics import gc_content, has_internal_stop, internal_diversity, is_valid_orf
+
     nonempty = [s for s in seqs if s]
 
     def mean(values: list) -> float:
@@ -322,6 +337,8 @@ def score(
     """Sequence statistics of the samples beside the reference's own (``ref_<metric>``), and the distance
     between their embedding clouds (``embedder``: sequences -> [N, H], labelled by ``embedder.name``; with
     ``alphabet == 'aa'`` both sets are translated to protein first, the paper's protocol)."""
+    from helm.downstream.metrics import codon_usage_distance, frechet_distance, neighbour_precision_recall, pca_project
+
     gen_ok = [s for s in generated if s]
     m: dict[str, float] = {"num_samples": len(generated), "num_empty": len(generated) - len(gen_ok)}
     gen_stats, ref_stats = sequence_metrics(generated), sequence_metrics(reference)
@@ -346,7 +363,10 @@ def score(
 
 
 def generate(args: argparse.Namespace) -> dict[str, Any]:
-    from helm.run import load_run
+    import torch
+
+    from helm.downstream.embed import check_alphabet, check_compatible, run_mode
+    from helm.run import atomic_write, load_run
 
     t0 = time.time()
     run = load_run(args.run)
@@ -377,10 +397,8 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
         embedder = RunEmbedder(run)
     metrics = score(generated, refs, embedder, args.pca_components, args.nn_threshold)
     samples = Path(args.samples) if args.samples else Path(args.out).with_suffix(".fasta")
-    samples.parent.mkdir(parents=True, exist_ok=True)
-    samples.write_text(
-        "".join(f">sample_{i} prompt_tokens={len(p)}\n{s}\n" for i, (p, s) in enumerate(zip(prompts, generated)))
-    )
+    fasta = "".join(f">sample_{i} prompt_tokens={len(p)}\n{s}\n" for i, (p, s) in enumerate(zip(prompts, generated)))
+    atomic_write(samples, fasta)
     return {
         "run": run.run_id,
         "task": "generation",
@@ -408,37 +426,51 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    from helm.downstream.probe import run_json_command
-
-    parser = argparse.ArgumentParser(prog="helm generate", description=__doc__.splitlines()[0])
+def build_parser() -> HelmParser:
+    parser = HelmParser("helm generate", __doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="CLM run directory")
-    parser.add_argument("--out", required=True, help="output JSON")
-    parser.add_argument("--num-samples", type=int, default=64)
-    parser.add_argument("--reference", required=True, help="prepared directory (test split) or sequence file")
+    parser.add_argument("--out", "--output", dest="out", required=True, help="output JSON file")
+    parser.add_argument("--num-samples", type=int, default=64, help="sequences to sample")
+    parser.add_argument(
+        "--reference",
+        "--data",
+        dest="reference",
+        required=True,
+        help="held-out sequences: a prepared directory (its test split) or a sequence file",
+    )
     parser.add_argument("--num-reference", type=int, default=200, help="held-out sequences read")
-    parser.add_argument("--prompt", choices=("none", "codons", "cdr3"), default="none")
+    parser.add_argument(
+        "--prompt",
+        choices=("none", "codons", "cdr3"),
+        default="none",
+        help="none: from <cls>; codons: a reference's first codons; cdr3: an OAS reference up to its CDR3",
+    )
     parser.add_argument("--prompt-codons", type=int, default=30, help="prompt length for --prompt codons")
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature")
     parser.add_argument("--top-k", type=int, default=10, help="0 = off")
     parser.add_argument("--top-p", type=float, default=0.95, help="1.0 = off")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: up to the model's max_seq_len")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="unset: up to the model's max_seq_len")
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences sampled at once")
     embedders = parser.add_mutually_exclusive_group()
     embedders.add_argument(
         "--embed-run",
         default=None,
-        help="run whose encoder embeds for the Fréchet distance (default: --run); an aa run embeds the proteins",
+        help="run whose encoder embeds for the Fréchet distance (unset: --run); an aa run embeds the proteins",
     )
     embedders.add_argument(
         "--esm",
         default=None,
         help="Hugging Face ESM checkpoint directory: embed the translated proteins with it (the paper: ESM-2 35M)",
     )
-    parser.add_argument("--pca-components", type=int, default=8)
+    parser.add_argument("--pca-components", type=int, default=8, help="PCA dimensions for the Fréchet distance")
     parser.add_argument("--nn-threshold", type=float, default=0.05, help="cosine distance for precision/recall")
-    parser.add_argument("--samples", default=None, help="FASTA of the samples (default: OUT with .fasta)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", default=None, help="FASTA of the samples (unset: OUT with .fasta)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     return run_json_command(
         "helm generate",
@@ -450,7 +482,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{p['metrics'].get('frechet_distance@' + p['config']['embedder_name'], float('nan')):.3f} "
             f"in {p['config']['embedder_name']}"
         ),
-        (InputError, FileNotFoundError),
     )
 
 

@@ -1,4 +1,4 @@
-"""The property-prediction protocol shared by `helm probe` and `helm baseline` (DESIGN 5).
+"""The property-prediction protocol shared by `helm probe` and `helm baseline`.
 
 Inputs are either precomputed frozen embeddings ``[N, L, D]`` (``Features``) or token ids that a trainable
 encoder turns into embeddings on the fly (``Tokens``: fine-tuning, or the one-hot baseline). A head is

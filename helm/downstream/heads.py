@@ -1,6 +1,6 @@
 """Prediction heads on per-token embeddings ``x [B, L, D]`` with a real-token mask ``mask [B, L]``.
 
-``TextCNN`` is the paper's head (DESIGN 5): per-token linear d -> 2d, 1-D convolutions with kernels 3, 4, 5
+``TextCNN`` is the paper's head (docs/PROTOCOL.md): per-token linear d -> 2d, 1-D convolutions with kernels 3, 4, 5
 (100 channels each), ReLU, global max-pool over the *real* positions (pads masked), concat (300), dropout 0.2,
 linear. ``LinearProbe`` / ``MLPProbe`` mean-pool the real tokens first. ``TokenHead`` classifies every token.
 """
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HEADS = ("textcnn", "linear", "mlp")
+from helm.downstream.common import HEADS  # the names `build_head` takes (--head: common.PROBE_HEADS)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

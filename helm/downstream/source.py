@@ -20,19 +20,22 @@ model's last layer (``last_hidden_state``). Conventions (docs/PROTOCOL.md "Forei
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from torch import nn
+from helm.downstream.common import InputError
 
-from helm.downstream.embed import Encoded, InputError, check_compatible, encode, run_mode
+if TYPE_CHECKING:  # torch, numpy and transformers load only when a model does (`helm <command> --help` is instant)
+    import numpy as np
+    from torch import nn
+
+    from helm.downstream.embed import Encoded
 
 HF_FLAGS = ("hf_name", "trust_remote_code", "hf_alphabet", "hf_words", "hf_sep")
 SANE_MAX_LEN = 1_000_000  # tokenizers without a limit report int(1e30)
@@ -111,6 +114,7 @@ def load_source(args: argparse.Namespace) -> Source:
 
 
 def load_native(run_dir: str | Path) -> Source:
+    from helm.downstream.embed import check_compatible, encode, run_mode
     from helm.run import load_run
 
     run = load_run(run_dir)
@@ -124,18 +128,29 @@ def load_native(run_dir: str | Path) -> Source:
     return Source(run.run_id, str(run_dir), run.model, int(run.model.config.max_seq_len), meta, encoder)
 
 
-class HFEncoder(nn.Module):
-    """A transformers model behind our backbones' ``embed(ids, mask)``: the last layer's hidden states."""
+@functools.cache
+def _hf_encoder_class() -> type:
+    from torch import nn
 
-    def __init__(self, model: nn.Module, hidden_size: int, max_seq_len: int | None) -> None:
-        super().__init__()
-        self.hf = model
-        self.config = SimpleNamespace(hidden_size=hidden_size, max_seq_len=max_seq_len)
+    class HFEncoder(nn.Module):
+        """A transformers model behind our backbones' ``embed(ids, mask)``: the last layer's hidden states."""
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, position_ids=None):
-        mask = None if attention_mask is None else attention_mask.long()
-        out = self.hf(input_ids=input_ids, attention_mask=mask)
-        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        def __init__(self, model: nn.Module, hidden_size: int, max_seq_len: int | None) -> None:
+            super().__init__()
+            self.hf = model
+            self.config = SimpleNamespace(hidden_size=hidden_size, max_seq_len=max_seq_len)
+
+        def embed(self, input_ids, attention_mask=None, position_ids=None):
+            mask = None if attention_mask is None else attention_mask.long()
+            out = self.hf(input_ids=input_ids, attention_mask=mask)
+            return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    return HFEncoder
+
+
+def hf_encoder(model: nn.Module, hidden_size: int, max_seq_len: int | None) -> nn.Module:
+    """``HFEncoder(model, hidden_size, max_seq_len)``: the class is made on first use (it needs torch)."""
+    return _hf_encoder_class()(model, hidden_size, max_seq_len)
 
 
 def checkpoint_name(path: str | Path) -> str:
@@ -175,6 +190,11 @@ def encode_hf(tokenizer, texts: list[str], max_len: int, overlong: str = "trunca
               where: str = "sequences") -> tuple[Encoded, np.ndarray]:  # fmt: skip
     """Tokenize with the checkpoint's own specials, cut rows longer than ``max_len`` (counted), pad on the right.
     Returns the encoding (mask = attention mask: specials in, pads out) and the special-token mask."""
+    import numpy as np
+    import torch
+
+    from helm.downstream.embed import Encoded
+
     kw = {"add_special_tokens": True, "return_special_tokens_mask": True, "return_attention_mask": True,
           "verbose": False}  # fmt: skip
     full = tokenizer(texts, **kw)
@@ -252,7 +272,7 @@ def load_hf(path: str | Path, name: str | None = None, trust_remote_code: bool =
         return enc
 
     meta = {"mode": None, "tokenizer": f"hf:{type(tokenizer).__name__}", "hf": hf}
-    return Source(f"hf:{name}", str(path), HFEncoder(model, int(hidden), limit), limit, meta, encoder)
+    return Source(f"hf:{name}", str(path), hf_encoder(model, int(hidden), limit), limit, meta, encoder)
 
 
 def _first_line(exc: BaseException) -> str:

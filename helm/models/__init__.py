@@ -8,26 +8,47 @@ model.save_pretrained("run/model"); same = load_pretrained("run/model")
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from helm.models.base import CONFIG_NAME, WEIGHTS_NAME, HelmLM
-from helm.models.bert import BertLM
 from helm.models.config import PRESETS, ModelConfig
-from helm.models.gpt2 import GPT2LM
-from helm.models.hyena import HyenaLM
-from helm.models.mamba import HAS_MAMBA_SSM, MambaLM
 
-MODELS: dict[str, type[HelmLM]] = {cls.arch: cls for cls in (GPT2LM, BertLM, MambaLM, HyenaLM)}
+if TYPE_CHECKING:
+    import torch
+
+    from helm.models.base import HelmLM
+
+ARCHS = ("gpt2", "bert", "mamba", "hyena")  # the registry's names, known without importing torch
+
+
+@functools.cache
+def _registry() -> dict[str, type[HelmLM]]:
+    """name -> backbone class; the backbones (and torch) are imported on first use, so `helm --help` is instant."""
+    from helm.models.bert import BertLM
+    from helm.models.gpt2 import GPT2LM
+    from helm.models.hyena import HyenaLM
+    from helm.models.mamba import MambaLM
+
+    registry = {cls.arch: cls for cls in (GPT2LM, BertLM, MambaLM, HyenaLM)}
+    assert tuple(registry) == ARCHS, tuple(registry)
+    return registry
+
+
+def __getattr__(name: str) -> Any:  # `from helm.models import MODELS / HelmLM` still works (PEP 562)
+    if name == "MODELS":
+        return _registry()
+    if name == "HelmLM":
+        from helm.models.base import HelmLM
+
+        return HelmLM
+    raise AttributeError(f"module 'helm.models' has no attribute {name!r}")
 
 
 def list_models() -> list[str]:
-    return list(MODELS)
+    return list(ARCHS)
 
 
 def list_presets(model: str | None = None) -> list[str]:
@@ -62,8 +83,8 @@ def build_config(name: str, preset: str | None = None, **config: Any) -> tuple[s
         if name not in (arch, preset):
             raise ValueError(f"preset {preset!r} is a {arch} preset, not {name!r}")
         name = arch
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; valid models: {list(MODELS)} (presets: {list(PRESETS)})")
+    if name not in ARCHS:
+        raise KeyError(f"unknown model {name!r}; valid models: {list(ARCHS)} (presets: {list(PRESETS)})")
     values.update({k: v for k, v in config.items() if v is not None})
     return name, ModelConfig.from_dict(values, where=f"create_model({name!r})")
 
@@ -72,12 +93,14 @@ def create_model(name: str, preset: str | None = None, **config: Any) -> HelmLM:
     """Build a backbone + LM head. ``name`` is a backbone (``list_models()``) or a preset name; ``config``
     holds ModelConfig fields (the seed's flag names); unknown names raise listing the valid ones."""
     arch, cfg = build_config(name, preset, **config)
-    return MODELS[arch](cfg)
+    return _registry()[arch](cfg)
 
 
 def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> HelmLM:
     """Rebuild a model written by ``save_pretrained`` (config.json + model.safetensors), in eval mode."""
     from safetensors.torch import load_model
+
+    from helm.models.base import CONFIG_NAME, WEIGHTS_NAME
 
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
@@ -89,53 +112,51 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
     except json.JSONDecodeError as err:
         raise ValueError(f"{config_path}: not valid JSON ({err})") from err
     arch = values.pop("model_type", None)
-    if arch not in MODELS:
-        raise ValueError(f"{config_path}: model_type {arch!r} is not one of {list(MODELS)}")
-    model = MODELS[arch](ModelConfig.from_dict(values, where=str(config_path)))
+    if arch not in ARCHS:
+        raise ValueError(f"{config_path}: model_type {arch!r} is not one of {list(ARCHS)}")
+    model = _registry()[arch](ModelConfig.from_dict(values, where=str(config_path)))
     load_model(model, str(weights_path), strict=True, device=str(map_location))
     return model.eval()
 
 
 def count_parameters(name: str, **config: Any) -> int:
     """Parameter count without allocating weights (built on the meta device)."""
+    import torch
+
     with torch.device("meta"):
         return create_model(name, **config).num_parameters()
 
 
-def _optional_list(module: str, func: str) -> list[str] | str:
-    """Names from another helm module, or why they are unavailable (that module may not exist yet)."""
-    import importlib
-
-    try:
-        return list(getattr(importlib.import_module(module), func)())
-    except (ImportError, AttributeError) as err:
-        return f"unavailable ({err})"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="helm models", description="List backbones, size presets (with parameter counts), losses, tokenizers."
-    )
-    parser.add_argument("--vocab_size", "--vocab-size", type=int, default=70, help="vocabulary for the counts")
+    """`helm models`: backbones, presets (shapes and the size their name promises), losses, tokenizers; instant.
+    ``--params`` adds each preset's exact parameter count (builds every model on the meta device: seconds)."""
+    import importlib.util
+
+    from helm.args import HelmParser
+    from helm.config import LOSSES, TOKENIZERS
+
+    parser = HelmParser("helm models", "List backbones, size presets, losses and tokenizers.")
+    parser.add_argument("--params", action="store_true", help="count each preset's parameters (a few seconds)")
+    parser.add_argument("--vocab_size", type=int, default=70, help="vocabulary for --params")
     args = parser.parse_args(argv)
     print("backbones: " + ", ".join(list_models()))
-    print(f"mamba_ssm CUDA kernels importable: {HAS_MAMBA_SSM}")
-    print(f"\npresets (parameter counts for vocab_size={args.vocab_size}):")
-    print(f"  {'preset':<16} {'model':<6} {'layers':>6} {'hidden':>6} {'inter':>6} {'params':>14} {'vs name':>8}")
+    print(f"mamba_ssm (CUDA kernels) installed: {importlib.util.find_spec('mamba_ssm') is not None}")
+    counted = f" and parameter counts for vocab_size={args.vocab_size}" if args.params else " (--params counts them)"
+    print(f"\npresets: shapes{counted}")
+    print(f"  {'preset':<16} {'model':<6} {'layers':>6} {'hidden':>6} {'inter':>6} {'size':>6}"
+          + (f" {'params':>14} {'vs size':>8}" if args.params else ""))  # fmt: skip
     for name in list_presets():
         p = get_preset(name)
-        n = count_parameters(name, vocab_size=args.vocab_size)
         size = nominal_size(name)
-        off = f"{100 * (n / size - 1):+.1f}%" if size else "-"
         row = f"{name:<16} {p['model']:<6} {p['num_layers']:>6} {p['hidden_size']:>6} {p['intermediate_size']:>6}"
+        row += f" {f'{size / 1e6:g}M' if size else '-':>6}"
+        if args.params:
+            n = count_parameters(name, vocab_size=args.vocab_size)
+            row += f" {n:>14,} {f'{100 * (n / size - 1):+.1f}%' if size else '-':>8}"
         layout = f"bidirectional, bimamba={p['bimamba']}" if "bimamba" in p else "bidirectional"
-        print(f"  {row} {n:>14,} {off:>8}" + (f"  ({layout})" if p.get("bidirectional") else ""))
-    for label, module, func in (
-        ("losses", "helm.losses", "list_losses"),
-        ("tokenizers", "helm.tokenizers", "list_tokenizers"),
-    ):
-        names = _optional_list(module, func)
-        print(f"\n{label}: " + (", ".join(names) if isinstance(names, list) else names))
+        print(f"  {row}" + (f"  ({layout})" if p.get("bidirectional") else ""))
+    print("\nlosses: " + ", ".join(LOSSES))
+    print("tokenizers: " + ", ".join(TOKENIZERS))
     return 0
 
 

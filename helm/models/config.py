@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
-from transformers.activations import ACT2FN
-
+from helm.args import ConfigError
 from helm.codons import PAD_ID
 
 POS_EMBEDDINGS = ("none", "absolute", "rotary")
@@ -22,38 +21,69 @@ BIMAMBA_LAYOUTS = ("add", "concat")
 
 @dataclass
 class ModelConfig:
+    """Model: backbone size and layout (shared by every backbone; the seed's flag names and defaults)."""
+
     vocab_size: int = 70
+    """token rows of the embedding and LM head (a trainer sets it from the tokenizer)"""
     hidden_size: int = 256
+    """model width"""
     num_layers: int = 4
+    """number of layers"""
     num_heads: int = 4
-    intermediate_size: int = 1024  # MLP width (gpt2/bert/hyena; mamba: gated MLP after each mixer, 0 = none)
-    max_seq_len: int = 444  # positions of the absolute embedding; every token counts, specials included
+    """attention heads"""
+    intermediate_size: int = 1024
+    """MLP width (gpt2/bert/hyena; mamba: gated MLP after each mixer, 0 = none)"""
+    max_seq_len: int = 444
+    """maximum tokens per sequence, specials included (longer ones are cut); also the positions of the absolute
+    embedding. 444 = the paper's runs (the seed's train.py defaulted to 256 but every paper command passes 444;
+    docs/PROTOCOL.md)"""
     dropout: float = 0.0
+    """dropout"""
     attn_dropout: float = 0.0
-    activation: str = "gelu"  # any transformers ACT2FN name
-    pos_embedding: str = "absolute"  # none | absolute | rotary (rotary: attention backbones only)
-    pos_embedding_apply: str = "add"  # add | concat (concat: last pos_embedding_dim channels are positional)
-    pos_embedding_dim: int | None = None  # concat: positional channels; rotary: rotated dims per head
+    """attention dropout"""
+    activation: str = "gelu"
+    """activation (any transformers ACT2FN name)"""
+    pos_embedding: Literal["none", "absolute", "rotary"] = "absolute"
+    """position embedding: none, absolute, rotary (rotary: attention backbones only)"""
+    pos_embedding_apply: Literal["add", "concat"] = "add"
+    """add the absolute position embedding or concat it (concat: the last pos_embedding_dim channels are
+    positional)"""
+    pos_embedding_dim: int | None = None
+    """channels of a concatenated position embedding / rotary dims per head"""
     tie_embeddings: bool = False
+    """tie input embedding and LM head"""
     pad_vocab_size_multiple: int = 1
-    bidirectional: bool = False  # True = no causal mask (MLM); the trainer decides
-    ssm_layer: str = "Mamba"  # mamba only: Mamba | Mamba2
-    # mamba with bidirectional only: add = two mixers summed before one MLP per layer; concat = a forward and a
-    # backward block (mixer + MLP each) projected from their concatenation, the paper's Bi-Mamba (docs/ARCHITECTURE.md)
-    bimamba: str = "add"
+    """pad the embedding/LM-head rows to a multiple of this (speed)"""
+    bidirectional: bool = False
+    """non-causal backbone; implied by --mode mlm, an error with --mode clm"""
+    ssm_layer: Literal["Mamba", "Mamba2"] = "Mamba"
+    """mamba block type"""
+    bimamba: Literal["add", "concat"] = "add"
+    """bidirectional mamba layer: add (a reversed mixer summed with the forward one before one MLP) or concat (a
+    forward and a backward block, each with its MLP, projected from their concatenation: the paper's Bi-Mamba, set
+    by the mamba-<size>-mlm presets; docs/ARCHITECTURE.md) [beyond the seed]"""
     pad_token_id: int = PAD_ID
-    # SSM / Hyena details (not seed flags; defaults of mamba_ssm and the Hyena paper)
+    """id of the pad token (helm.codons)"""
     d_state: int = 16
+    """mamba: SSM state size (mamba_ssm's default) [beyond the seed]"""
     d_conv: int = 4
+    """mamba: causal convolution width [beyond the seed]"""
     expand: int = 2
-    headdim: int = 64  # Mamba2 head size
-    chunk_size: int = 64  # Mamba2 SSD chunk length
-    filter_order: int = 64  # Hyena implicit filter MLP width
-    filter_emb_dim: int = 33  # Hyena positional features (1 + 2 * bands)
+    """mamba: inner width / hidden size [beyond the seed]"""
+    headdim: int = 64
+    """Mamba2: head size [beyond the seed]"""
+    chunk_size: int = 64
+    """Mamba2: SSD chunk length [beyond the seed]"""
+    filter_order: int = 64
+    """hyena: implicit filter MLP width [beyond the seed]"""
+    filter_emb_dim: int = 33
+    """hyena: positional features of the implicit filter (1 + 2 x bands) [beyond the seed]"""
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> ValueError:
-            return ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: {why}")
+        from transformers.activations import ACT2FN  # here, not at import: `helm train --help` stays instant
+
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(name, getattr(self, name), why, owner="ModelConfig")
 
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_seq_len", "pad_vocab_size_multiple"):
             if int(getattr(self, name)) < 1:

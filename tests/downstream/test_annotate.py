@@ -205,7 +205,9 @@ def test_without_corpus_warns_or_refuses(oas_corpora, tmp_path, capsys):
     cfg = json.loads(out.read_text())["config"]
     assert cfg["heldout_source"] == "none" and cfg["rows_in_pretraining_train"] is None
     assert sorted(line for part in cfg["rows_used"].values() for line in part) == list(range(2, 22))
-    assert main([*map(str, common), "--out", str(tmp_path / "b.json")]) == 1
+    with pytest.raises(SystemExit) as exc:
+        main([*map(str, common), "--out", str(tmp_path / "b.json")])
+    assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("helm annotate: error:") and "--corpus" in err[0]
     assert not (tmp_path / "b.json").exists()

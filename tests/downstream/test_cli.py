@@ -76,7 +76,7 @@ def test_embed_once_then_probe_every_head_from_the_features(tiny_runs, shared_da
     # features of other rows are refused, naming the fix
     res = helm("probe", "--features", feats, "--out", tmp_path / "x.json", "--dataset", "mrfp", "--mirror",
                shared_data, "--max-rows", 500, *FAST)  # fmt: skip
-    assert res.returncode == 1 and "embed other rows" in res.stderr and "--max-rows" in res.stderr
+    assert res.returncode == 2 and "embed other rows" in res.stderr and "--max-rows" in res.stderr
 
 
 @pytest.mark.parametrize("finetune, head", [("none", "textcnn"), ("lora", "linear")])
@@ -155,7 +155,7 @@ def test_probe_counts_truncation_or_refuses(tmp_path, shared_data):
         "error",
         *FAST,
     )
-    assert res.returncode == 1 and "1459 sequence(s) exceed the model's 64 tokens" in res.stderr
+    assert res.returncode == 2 and "1459 sequence(s) exceed the model's 64 tokens" in res.stderr
 
 
 def test_probe_bad_inputs_give_clear_errors(tiny_runs, shared_data, tmp_path):
@@ -170,7 +170,7 @@ def test_probe_bad_inputs_give_clear_errors(tiny_runs, shared_data, tmp_path):
     create_tokenizer("nuc").save(bad_run / "tokenizer")
     (bad_run / "config.yaml").write_text("mode: mlm\n")
     res = helm("probe", "--run", bad_run, "--dataset", "mrfp", "--out", tmp_path / "x.json", "--mirror", shared_data)
-    assert res.returncode == 1 and "checkpoint/tokenizer mismatch" in res.stderr
+    assert res.returncode == 2 and "checkpoint/tokenizer mismatch" in res.stderr
     # a registry entry pointing at a column that does not exist
     reg = yaml.safe_load(DEFAULT_REGISTRY.read_text())
     reg["datasets"]["mrfp"]["target_column"] = "Expression"
@@ -188,7 +188,7 @@ def test_probe_bad_inputs_give_clear_errors(tiny_runs, shared_data, tmp_path):
         "--registry",
         tmp_path / "reg.yaml",
     )
-    assert res.returncode == 1 and "mRFP_Expression.csv: target_column 'Expression'" in res.stderr
+    assert res.returncode == 2 and "mRFP_Expression.csv: target_column 'Expression'" in res.stderr
     assert not (tmp_path / "x.json").exists()
 
 

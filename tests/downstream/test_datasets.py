@@ -305,7 +305,7 @@ def test_cli_without_mmseqs_is_a_one_line_error(shared_data, tmp_path):
         "baseline", "--kind", "kmer-ridge", "--dataset", "mlos", "--seed", 0, "--out", out, "--mirror", shared_data,
         env=env,
     )  # fmt: skip
-    assert res.returncode == 1 and not out.exists()
+    assert res.returncode == 2 and not out.exists()
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("helm baseline: error: ") and "apt-get install mmseqs2" in lines[0]
 

@@ -69,11 +69,12 @@ def test_generate_refuses_mlm_run(tiny_runs, shared_data, tmp_path, capsys):
     from helm.downstream.generate import main
 
     out = tmp_path / "g.json"
-    rc = main(
-        ["--run", str(tiny_runs["mlm"]), "--out", str(out), "--num-samples", "2", "--reference", str(shared_data / OAS)]
-    )
+    with pytest.raises(SystemExit) as exc:
+        main(
+            ["--run", str(tiny_runs["mlm"]), "--out", str(out), "--num-samples", "2", "--data", str(shared_data / OAS)]
+        )
     err = capsys.readouterr().err
-    assert rc == 1 and not out.exists()
+    assert exc.value.code == 2 and not out.exists() and len(err.splitlines()) == 1
     assert "needs a CLM (causal) run" in err and "mode='mlm'" in err
 
 
@@ -247,7 +248,7 @@ def test_generate_cli_with_esm_embedder(tiny_runs, tiny_esm, shared_data, tmp_pa
     res = run_cli(*args, "--embed-run", str(tiny_runs["mlm"]))
     assert res.returncode == 2 and "not allowed with argument" in res.stderr
     res = run_cli(*args[:-1], str(tmp_path))
-    assert res.returncode == 1 and "not a Hugging Face model directory" in res.stderr
+    assert res.returncode == 2 and "not a Hugging Face model directory" in res.stderr
 
 
 # ------------------------------------------------------------------------------ metric names and reference values

@@ -144,10 +144,10 @@ def paper_grid_points() -> list[tuple[str, str, str]]:
 def test_grid_models_as_trained_are_within_10_percent_of_their_size(mode, size, preset):
     """The model `helm train --preset P --mode M` really builds (mlm turns bidirectional on, which adds weights to
     mamba and hyena) has the size of its run id's size tag, within 10%."""
-    from helm.train import model_config, parse_args
+    from helm.train import parse_args
 
     cfg = parse_args(["--preset", preset, "--mode", mode])
-    got, want = count_parameters(cfg.model_name, **model_config(cfg, vocab_size=70)), nominal_size(f"x-{size}")
+    got, want = count_parameters(cfg.model_name, **cfg.model_config(vocab_size=70).to_dict()), nominal_size(f"x-{size}")
     assert abs(got / want - 1) <= 0.10, f"{preset} --mode {mode}: {got:,} parameters for size {size}"
 
 
@@ -237,6 +237,9 @@ def test_load_pretrained_errors_name_the_file(tmp_path):
 
 def test_main_lists_models_presets_and_counts(capsys):
     assert main([]) == 0
+    plain = capsys.readouterr().out
+    assert "mamba-50m-mlm" in plain and "50M" in plain and f"{count_parameters('gpt2-50m'):,}" not in plain
+    assert main(["--params"]) == 0
     out = capsys.readouterr().out
     assert "backbones: gpt2, bert, mamba, hyena" in out
     assert f"{count_parameters('gpt2-50m'):,}" in out and "mamba-50m-clm" in out
@@ -247,7 +250,8 @@ def test_main_lists_models_presets_and_counts(capsys):
 
 @pytest.mark.slow
 def test_helm_models_subcommand_runs():
-    out = subprocess.run([sys.executable, "-m", "helm.cli", "models"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "helm.cli", "models", "--params"], capture_output=True, text=True,
+                         check=True)  # fmt: skip
     assert "hyena-50m" in out.stdout and f"{count_parameters('hyena-50m'):,}" in out.stdout
 
 

@@ -1,0 +1,105 @@
+"""Lightning pieces of a training run: the step clock, the checkpoint callbacks and the atomic checkpoint I/O.
+
+`helm.train.fit` wires them; each is small and documented here so the trainer setup reads as one screen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from helm import run
+
+if TYPE_CHECKING:
+    from helm.config import TrainConfig
+
+
+class Clock(pl.Callback):
+    """Times the training steps themselves (for tokens/s): start-up, the validations during training and the final
+    evaluation are left out."""
+
+    def __init__(self) -> None:
+        self.start = self.seconds = self.validating = 0.0
+        self.val_start: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_validation_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self.val_start is not None and self.start:  # validations inside the training loop only
+            self.validating += time.perf_counter() - self.val_start
+        self.val_start = None
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self.start - self.validating
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary name and renamed: a run killed mid-save (SIGKILL, a Slurm preemption)
+    keeps its previous, complete last.ckpt instead of a truncated one that resume cannot read."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        with run.atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+def callbacks(cfg: TrainConfig, out: Path) -> tuple[ModelCheckpoint, Clock, list[pl.Callback]]:
+    """(the best-checkpoint callback, the clock, every callback of the run)."""
+    r = cfg.run
+    ckpt_dir = out / run.CHECKPOINT_DIR
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="{epoch}-{step}-{" + r.eval_metric + ":.4f}",
+        monitor=r.eval_metric,
+        mode=cfg.metric_mode,
+        save_top_k=r.checkpoint_hist,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    clock = Clock()
+    out_list: list[pl.Callback] = [best, clock]
+    if r.checkpoint_every_n_steps:  # last.ckpt between validations, so a killed run loses at most N updates
+        every = r.checkpoint_every_n_steps
+        out_list.append(ModelCheckpoint(ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,
+                                        enable_version_counter=False))  # fmt: skip
+    if cfg.schedule.early_stop:
+        patience = cfg.schedule.patience_epochs
+        out_list.append(EarlyStopping(monitor=r.eval_metric, mode=cfg.metric_mode, patience=patience))
+    if r.progress_bar:
+        out_list.append(TQDMProgressBar(refresh_rate=max(1, r.log_interval)))
+    return best, clock, out_list
+
+
+def plugins() -> list[Any]:
+    """Atomic checkpoints; inside a Slurm job, Lightning's Slurm environment with requeue on preemption."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    out: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        out.append(SLURMEnvironment(auto_requeue=True))
+    return out
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's advertisements and a warning that fires whenever `srun` is on PATH (not a Slurm job)."""
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(lambda record: "Tip:" not in str(record.msg))
+
+
+def rank() -> int:
+    """This process's global rank (0 outside distributed runs)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
