@@ -273,46 +273,52 @@ _DENSE_MARGIN = {torch.float32: 60.0, torch.float64: 600.0}
 class _DenseTreeNLL(torch.autograd.Function):
     """The same loss for small trees, as two matmuls with the [V, I] leaf-under-node matrix.
 
-    Shifted by the row maximum m: S = exp(z - m) @ member gives every node's LSE = m + log S at once, and the
-    backward is -(exp(z - m) * (w @ member^T)) - [v = c] coef_0 with w = b exp(m - LSE) on the target's path
-    (zero elsewhere). Exact when the target is within ``_DENSE_MARGIN`` of the row maximum (so S >= e^-margin on
-    the path); ``_TreeLoss`` sends the other rows to ``_TreeNLL``.
+    With the per-class node weights ``q[c]`` (`_path_weights`: the telescoped coefficients on the path to the root,
+    minus their sum at the root) the loss of a row is -(c_0 (z_c - m) + sum_i q[c, i] log S_i), S = exp(z - m) @
+    member (every node's sum, shifted by the row maximum m), and its gradient -c_0 [v = c] - exp(z_v - m)
+    sum_i member[v, i] q[c, i] / S_i. Exact when the target is within ``_DENSE_MARGIN`` of the row maximum (so S >=
+    e^-margin on the path; off the path q = 0 and S is clamped away from 0); ``_TreeLoss`` sends the other rows to
+    ``_TreeNLL``.
     """
 
     @staticmethod
     def forward(
-        ctx, z: torch.Tensor, y: torch.Tensor, coef: torch.Tensor, plan: _TreePlan, m: torch.Tensor
+        ctx,
+        z: torch.Tensor,
+        y: torch.Tensor,
+        c0: torch.Tensor,
+        q: torch.Tensor,
+        member: torch.Tensor,
+        m: torch.Tensor,
+        zy: torch.Tensor,
     ) -> torch.Tensor:
-        zc = z.to(_compute_dtype(z))
-        member = plan.member.to(zc.dtype)
-        m = m.to(zc.dtype)[:, None]  # the row maxima
-        e = torch.sub(zc, m).exp_()  # [N, V], kept for the backward (saves recomputing it there)
-        s = e @ member  # [N, I]: every node's sum of exp(z - m)
-        lse = torch.log(s).add_(m)
-        root = lse[:, plan.root]
-        anc = plan.anc[y]  # [N, D + 1]; column 0 and padding point at the root
-        log_p = lse.gather(1, anc).sub_(root[:, None])
-        rows = torch.arange(z.shape[0], device=z.device)
-        log_p[:, 0] = zc[rows, y] - root
-        c = coef.to(zc.dtype)[y]
-        ctx.save_for_backward(y, c, e, s, anc)
-        ctx.plan, ctx.z_dtype = plan, z.dtype
-        return -(c * log_p).sum(1)
+        dtype = _compute_dtype(z)
+        m = m.to(dtype)
+        e = torch.sub(z.to(dtype), m[:, None]).exp_()  # [N, V], kept for the backward
+        s = (e @ member.to(dtype)).clamp_min_(torch.finfo(dtype).tiny)  # [N, I]
+        qy, c0y = q.to(dtype)[y], c0.to(dtype)[y]
+        ctx.save_for_backward(y, c0y, qy, e, s, member)
+        ctx.z_dtype = z.dtype
+        return -(c0y * (zy.to(dtype) - m) + (qy * s.log()).sum(1))
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
-        y, c, e, s, anc = ctx.saved_tensors
-        plan: _TreePlan = ctx.plan
-        g = grad_loss.to(s.dtype)[:, None]
-        b = torch.zeros_like(s).scatter_add_(1, anc[:, 1:], c[:, 1:] * g)
-        b[:, plan.root] -= c.sum(1) * g[:, 0]
-        # w = b exp(m - LSE) = b / S; off the path b = 0 and S may be 0: keep 1 / S out of those entries
-        w = torch.where(b != 0, b / s, 0.0)
-        grad = w @ plan.member.to(s.dtype).t()  # [N, V]
-        grad.mul_(e).neg_()
+        y, c0y, qy, e, s, member = ctx.saved_tensors
+        g = grad_loss.to(s.dtype)
+        grad = (qy.div(s).mul_(g.neg()[:, None]) @ member.to(s.dtype).t()).mul_(e)
         rows = torch.arange(grad.shape[0], device=grad.device)
-        grad[rows, y] -= c[:, 0] * g[:, 0]
-        return grad.to(ctx.z_dtype), None, None, None, None
+        grad[rows, y] -= c0y * g
+        return grad.to(ctx.z_dtype), None, None, None, None, None, None
+
+
+def _path_weights(anc: np.ndarray, coef: np.ndarray, num_inner: int, root: int) -> np.ndarray:
+    """[V, I] weights of the inner nodes' log-sums in the loss of each class: sum_k coef[c, k] log p(C_k) =
+    c_0 z_c + sum_i q[c, i] LSE_i, with log p(C_k) = LSE(anc_k) - LSE(root) and log p(C_0) = z_c - LSE(root)."""
+    q = np.zeros((coef.shape[0], num_inner), dtype=np.float64)
+    for c in range(coef.shape[0]):
+        np.add.at(q[c], anc[c, 1:], coef[c, 1:])
+        q[c, root] -= coef[c].sum()
+    return q
 
 
 class _TreeLoss(nn.Module):
@@ -324,8 +330,10 @@ class _TreeLoss(nn.Module):
         self.plan = _TreePlan(tree)
         # small trees (codon: 30 inner nodes) run as matmuls; large ones (6mer: 470) through the grouped kernel
         self.dense = self.plan.num_inner <= DENSE_MAX_NODES if dense is None else dense
-        # float64 table: the kernel casts it to the compute dtype (float32, or float64 in exact tests)
+        # float64 tables: the kernels cast them to the compute dtype (float32, or float64 in exact tests)
         self.register_buffer("coef", torch.as_tensor(coef, dtype=torch.float64), persistent=False)
+        q = _path_weights(self.plan.anc.numpy(), coef, self.plan.num_inner, self.plan.root)
+        self.register_buffer("path_weights", torch.as_tensor(q), persistent=False)
 
     def per_position(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-row losses for z [N, V] and targets y [N] (all counted)."""
@@ -333,17 +341,18 @@ class _TreeLoss(nn.Module):
             if not self.dense:
                 return _TreeNLL.apply(z, y, self.coef, self.plan)
             with torch.no_grad():
-                rows = torch.arange(z.shape[0], device=z.device)
+                zy = z[torch.arange(z.shape[0], device=z.device), y]
                 m = z.amax(1)
-                far = (m - z[rows, y]).to(_compute_dtype(z)) > _DENSE_MARGIN[_compute_dtype(z)]
+                far = (m - zy).to(_compute_dtype(z)) > _DENSE_MARGIN[_compute_dtype(z)]
+            dense = (self.coef[:, 0], self.path_weights, self.plan.member)
             if not far.any():
-                return _DenseTreeNLL.apply(z, y, self.coef, self.plan, m)
+                return _DenseTreeNLL.apply(z, y, *dense, m, zy)
             # rows with a vanishingly unlikely target take the per-group-maximum kernel
             near_idx, far_idx = (~far).nonzero()[:, 0], far.nonzero()[:, 0]
             out = z.new_zeros(z.shape[0], dtype=_compute_dtype(z))
             out = out.index_put((far_idx,), _TreeNLL.apply(z[far_idx], y[far_idx], self.coef, self.plan))
             if len(near_idx):
-                near = _DenseTreeNLL.apply(z[near_idx], y[near_idx], self.coef, self.plan, m[near_idx])
+                near = _DenseTreeNLL.apply(z[near_idx], y[near_idx], *dense, m[near_idx], zy[near_idx])
                 out = out.index_put((near_idx,), near)
             return out
 
