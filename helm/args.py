@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 import textwrap
 import types
@@ -27,23 +28,10 @@ import typing
 from collections.abc import Iterator
 from typing import Any, Literal
 
+from helm.errors import ConfigError
+
 EXIT_USAGE = 2  # every user error, as argparse's own
-
-
-class ConfigError(ValueError):
-    """A settings value that fails its check; `field` names it so a command can say ``--<field> <value>``."""
-
-    def __init__(self, field: str, value: Any, why: str, owner: str = "") -> None:
-        self.field, self.value, self.why = field, value, why
-        super().__init__(f"{owner + '.' if owner else ''}{field}={value!r}: {why}")
-
-    def as_flag(self) -> str:
-        shown = "" if self.value is True else f" {_show(self.value)}"  # a switch is named, not valued
-        return f"--{self.field}{shown}: {self.why}"
-
-
-def _show(value: Any) -> str:
-    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+__all__ = ["ConfigError", "HelmParser", "add_dataclass", "command_errors", "fail", "from_values", "typed"]
 
 
 def _spellings(flags: tuple[str, ...]) -> tuple[str, ...]:
@@ -129,8 +117,9 @@ def fail(prog: str, message: str) -> typing.NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
-# Errors a user can fix (a missing file, a bad value, an existing output): one line, exit 2. Anything else is a
-# bug and keeps its traceback.
+# Errors a user can fix (a missing file, a bad value, an existing output): one line, exit 2. Other exception types
+# keep their traceback. helm's own checks raise ValueError subclasses, and so can a library bug deep inside a
+# command: HELM_DEBUG=1 re-raises any of them with its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     FileExistsError,
@@ -147,10 +136,10 @@ def command_errors(prog: str) -> Iterator[None]:
     """``with command_errors("helm probe"): ...``: a user error ends the command with one line and exit 2."""
     try:
         yield
-    except ConfigError as e:
-        fail(prog, e.as_flag())
     except USER_ERRORS as e:
-        fail(prog, str(e))
+        if os.environ.get("HELM_DEBUG"):
+            raise
+        fail(prog, e.as_flag() if isinstance(e, ConfigError) else str(e))
 
 
 # ------------------------------------------------------------------------------- dataclass -> flags
@@ -255,17 +244,25 @@ def typed(cls: type, name: str, value: Any) -> Any:
         return None
     if isinstance(value, (list, tuple)) != kind.is_list:
         raise ValueError(f"expects {'a list' if kind.is_list else 'one value'}, got {value!r}")
-    items = [_scalar(kind, v) for v in (value if kind.is_list else [value])]
-    for item in items:
-        if kind.choices is not None and item not in kind.choices:
-            raise ValueError(f"invalid choice {item!r} (choose from {', '.join(map(str, kind.choices))})")
+    items = [_choice(kind, _scalar(kind, v)) for v in (value if kind.is_list else [value])]
     return items if kind.is_list else items[0]
+
+
+def _choice(kind: Kind, value: Any) -> Any:
+    """`value` as one of the field's choices; text matches in any case (``BPE``, ``mamba2``)."""
+    if kind.choices is None or value in kind.choices:
+        return value
+    if isinstance(value, str):
+        for choice in kind.choices:
+            if isinstance(choice, str) and choice.lower() == value.lower():
+                return choice
+    raise ValueError(f"invalid choice {value!r} (choose from {', '.join(map(str, kind.choices))})")
 
 
 def _argparse_type(cls: type, name: str, kind: Kind) -> Any:
     def convert(text: str) -> Any:
         try:
-            return _scalar(kind, text)
+            return _choice(kind, _scalar(kind, text))
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -295,7 +292,7 @@ def add_dataclass(
         if f.name in skip or not f.init:
             continue
         kind = kind_of(cls, f.name)
-        kw: dict[str, Any] = {"dest": f.name, "help": docs.get(f.name, "")}
+        kw: dict[str, Any] = {"dest": f.name, "help": docs.get(f.name, "").replace("%", "%%")}
         if defaults:
             kw["default"] = default_of(f)
         if kind.scalar is bool and not kind.is_list:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from helm.args import ConfigError
 from helm.models.config import ModelConfig
-from helm.tokenizers import list_tokenizers
+from helm.tokenizers import LEARNED, create_tokenizer, list_tokenizers
 
 # the loss registry's names (helm/losses.py builds them; defined here, where no torch is imported)
 LOSSES = ("XE", "HXE", "soft_labels", "aa_loss_add", "aa_loss_only")
@@ -40,6 +40,7 @@ EVAL_METRICS = {
 }
 REMOVED_BACKENDS = {"ddp2", "horovod", "dp", "ddp_cpu"}  # gone from Lightning 2.x
 MASKING_STRATEGIES = ("single", "double", "span")
+MASK_REPLACE = ("mask", "bert")  # what a selected MLM position becomes (helm/data.py)
 # ModelConfig fields that are not flags: the vocabulary comes from the tokenizer, the pad id from helm.codons
 MODEL_DERIVED = ("vocab_size", "pad_token_id")
 
@@ -79,7 +80,7 @@ class DataArgs:
     """MLM masking: single tokens, double (pairs) or spans"""
     masking_ratio: float = 0.15
     """share of tokens selected for the MLM loss"""
-    mask_replace: Literal["mask", "bert"] = "mask"
+    mask_replace: Literal[MASK_REPLACE] = "mask"
     """what a selected MLM training token becomes: mask (always <mask>, the HELM reference) or bert (80/10/10
     <mask>/random/unchanged); validation and test always use <mask> [beyond the seed]"""
     data_type: Literal["nuc", "codon", "aa"] = "nuc"
@@ -119,6 +120,11 @@ class DataArgs:
             raise ConfigError("tokenizer", "aa", f"reads amino acids: add --data-type aa (not {self.data_type})")
         if self.data_type == "codon" and self.tokenizer not in (None, "3mer", "codon"):
             raise ConfigError("tokenizer", self.tokenizer, "--data-type codon means the 3mer tokenizer")
+        if self.vocab_size is not None and self.tokenizer_name not in LEARNED:
+            size = len(create_tokenizer(self.tokenizer_name, self.overlap))
+            if self.vocab_size != size:
+                raise ConfigError("vocab_size", self.vocab_size, f"the {self.tokenizer_name} tokenizer has {size} "
+                                  "tokens; drop the flag or give the matching value")  # fmt: skip
 
     @property
     def tokenizer_name(self) -> str:
@@ -224,7 +230,7 @@ class ScheduleArgs:
     """multistep: epochs at which to decay"""
     decay_epochs: float | None = None
     """step: decay interval in epochs (wsd/rsqrt: decay length)"""
-    warmup_epochs: float = 5
+    warmup_epochs: float = 5.0
     """epochs of linear warmup (a fraction such as 0.05 needs --sched-on-updates)"""
     warmup_prefix: bool = False
     """warmup is not counted in --epochs of the decay (it is trained before them, as timm)"""
@@ -362,6 +368,15 @@ class RunArgs:
     def world_size(self) -> int:
         return self.num_devices * self.num_nodes
 
+    @property
+    def gpu(self) -> bool:
+        """Whether this run trains on a CUDA GPU (--accelerator cuda/gpu, or auto with one present)."""
+        if self.accelerator in ("cuda", "gpu"):
+            return True
+        import torch
+
+        return self.accelerator == "auto" and torch.cuda.is_available()
+
 
 GROUPS: dict[str, type] = {
     "data": DataArgs,
@@ -465,9 +480,9 @@ class TrainConfig:
             return r.precision
         if not r.amp:
             return "32-true"
-        import torch
+        if r.gpu:
+            import torch
 
-        if r.accelerator in ("cuda", "gpu") or (r.accelerator == "auto" and torch.cuda.is_available()):
             return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
         return "bf16-mixed"
 

@@ -57,7 +57,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from helm.codons import CLS_ID, EOS_ID, MASK_ID, PAD_ID, SPECIALS
-from helm.config import MASKING_STRATEGIES, DataArgs, RunArgs, TrainConfig
+from helm.config import MASK_REPLACE, MASKING_STRATEGIES, DataArgs, RunArgs, TrainConfig
 from helm.shards import TokenShards
 from helm.tokenizers import load_tokenizer
 
@@ -73,7 +73,6 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100
-MASK_REPLACE = ("mask", "bert")  # what a selected MLM position becomes (module docstring)
 
 
 # ------------------------------------------------------------------------------------------ framing

@@ -38,8 +38,10 @@ R_x = sum over the ancestors-or-self a of x of b_a exp(D_x - LSE_a) with b the c
 of shape [N, V] is kept from forward to backward, and all reductions run in float32 (float64 for float64 inputs).
 Small trees (at most ``DENSE_MAX_NODES`` inner nodes: the codon and amino-acid trees) use a faster equivalent
 (``_DenseTreeNLL``): shifted by the row maximum, all node sums are one matmul with the [V, nodes] membership matrix,
-and so is the backward; rows whose target lies more than 60 nats (float32) below the row maximum, where that shift
-could underflow, are sent to the grouped kernel, so both stay exact for very confident logits.
+and so is the backward (it keeps exp(z - m), [N, V], from the forward: one exp less); each class's coefficients are a
+precomputed [V, nodes] table of node weights, and both tables are zero-padded to multiples of 8 (aligned matmuls);
+rows whose target lies more than 60 nats (float32) below the row maximum, where that shift could underflow, are
+sent to the grouped kernel, so both stay exact for very confident logits.
 """
 
 from __future__ import annotations
@@ -294,18 +296,21 @@ class _DenseTreeNLL(torch.autograd.Function):
     ) -> torch.Tensor:
         dtype = _compute_dtype(z)
         m = m.to(dtype)
+        v = z.shape[1]
         e = torch.sub(z.to(dtype), m[:, None]).exp_()  # [N, V], kept for the backward
-        s = (e @ member.to(dtype)).clamp_min_(torch.finfo(dtype).tiny)  # [N, I]
+        # `member` is zero-padded to multiples of 8 ([V', I']): aligned matmul shapes run up to 1.8x faster here
+        s = (e @ member[:v].to(dtype)).clamp_min_(torch.finfo(dtype).tiny)  # [N, I']
         qy, c0y = q.to(dtype)[y], c0.to(dtype)[y]
         ctx.save_for_backward(y, c0y, qy, e, s, member)
-        ctx.z_dtype = z.dtype
+        ctx.z_dtype, ctx.v = z.dtype, v
         return -(c0y * (zy.to(dtype) - m) + (qy * s.log()).sum(1))
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor):
         y, c0y, qy, e, s, member = ctx.saved_tensors
         g = grad_loss.to(s.dtype)
-        grad = (qy.div(s).mul_(g.neg()[:, None]) @ member.to(s.dtype).t()).mul_(e)
+        v = ctx.v
+        grad = torch.mul((qy.div(s).mul_(g.neg()[:, None]) @ member.to(s.dtype).t())[:, :v], e)
         rows = torch.arange(grad.shape[0], device=grad.device)
         grad[rows, y] -= c0y * g
         return grad.to(ctx.z_dtype), None, None, None, None, None, None
@@ -333,7 +338,11 @@ class _TreeLoss(nn.Module):
         # float64 tables: the kernels cast them to the compute dtype (float32, or float64 in exact tests)
         self.register_buffer("coef", torch.as_tensor(coef, dtype=torch.float64), persistent=False)
         q = _path_weights(self.plan.anc.numpy(), coef, self.plan.num_inner, self.plan.root)
-        self.register_buffer("path_weights", torch.as_tensor(q), persistent=False)
+        # the dense kernel's tables, zero-padded to multiples of 8 rows and columns (aligned matmuls)
+        v, i = (-(-n // 8) * 8 for n in self.plan.member.shape)
+        self.register_buffer("dense_member", F.pad(self.plan.member, (0, i - q.shape[1], 0, v - q.shape[0])),
+                             persistent=False)  # fmt: skip
+        self.register_buffer("path_weights", F.pad(torch.as_tensor(q), (0, i - q.shape[1])), persistent=False)
 
     def per_position(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-row losses for z [N, V] and targets y [N] (all counted)."""
@@ -344,7 +353,7 @@ class _TreeLoss(nn.Module):
                 zy = z[torch.arange(z.shape[0], device=z.device), y]
                 m = z.amax(1)
                 far = (m - zy).to(_compute_dtype(z)) > _DENSE_MARGIN[_compute_dtype(z)]
-            dense = (self.coef[:, 0], self.path_weights, self.plan.member)
+            dense = (self.coef[:, 0], self.path_weights, self.dense_member)
             if not far.any():
                 return _DenseTreeNLL.apply(z, y, *dense, m, zy)
             # rows with a vanishingly unlikely target take the per-group-maximum kernel

@@ -73,7 +73,6 @@ import re
 import shutil
 import sys
 import time
-import typing
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -94,7 +93,15 @@ from helm.io import (
     uninformative,
 )
 from helm.run import atomic_write
-from helm.tokenizers import TOKENIZER_FILE, TRAIN_SAMPLES, create_tokenizer, load_tokenizer, tokenizer_alphabet
+from helm.tokenizers import (
+    LEARNED_VOCAB_SIZE,
+    TOKENIZER_FILE,
+    TRAIN_SAMPLES,
+    create_tokenizer,
+    list_tokenizers,
+    load_tokenizer,
+    tokenizer_alphabet,
+)
 
 SPLITS = ("train", "val", "test")
 INDEX_FILE = "index.json"
@@ -253,7 +260,6 @@ def _write_json(path: Path, obj: dict) -> None:
 _ONLY_BASES = str.maketrans("", "", "ACGTN")  # deletes bases: what is left of a protein is not empty
 _FIRST_STOP = re.compile(r"(?:...)*?(?:TAA|TAG|TGA)", re.S)  # codon by codon from the start up to the first stop
 StopPolicy = Literal["reject", "keep"]
-STOP_POLICIES = typing.get_args(StopPolicy)
 
 
 def has_internal_stop(seq: str) -> bool:
@@ -511,7 +517,7 @@ def _progress(enabled: bool):
 
 # ------------------------------------------------------------------------------------------ settings
 
-TokenizerName = Literal["3mer", "codon", "nuc", "6mer", "aa", "bpe", "wp", "ug"]
+TokenizerName = Literal[tuple(list_tokenizers())]
 
 
 @dataclasses.dataclass
@@ -543,7 +549,7 @@ class TokenizerSettings:
     """aa: amino-acid inputs; bpe, wp, ug: learned on the training split (or --tokenizer_file)"""
     overlap: int = 0
     """k-mer window stride is k - overlap"""
-    vocab_size: int = 256
+    vocab_size: int = LEARNED_VOCAB_SIZE
     """learned tokenizers only"""
     tokenizer_file: str | None = None
     """reuse this tokenizer.json (or its directory)"""
@@ -740,9 +746,7 @@ def prepare_files(
     """Prepare `sources` (from `sources_of`) into ``output`` under settings `s`; returns the summary dict.
     Raises ``DataError`` for whole-file problems and for an empty corpus after filtering."""
     t0, output = time.time(), Path(output)
-    tok, alphabet = s.make_tokenizer()
-    record = s.record(tok, alphabet, sources)
-    fingerprint = _fingerprint(record, [p for p, _ in sources] + ([Path(s.tokenizer_file)] if s.tokenizer_file else []))
+    fingerprint, record, tok, alphabet = _fingerprint_of(s, sources)
     exported = Path(s.export_txt) if s.export_txt else None
     if exported is not None:
         _check_export(exported, output, sources)
@@ -780,6 +784,30 @@ def prepare_files(
             per_file={f: dict(c) for f, c in per_file.items()},
             **extra,
         )
+
+
+def _fingerprint_of(s: PrepareSettings, sources: list[tuple[Path, int]]) -> tuple[str, dict, Any, str]:
+    """(the fingerprint a directory prepared from `sources` under `s` carries, the settings record behind it, the
+    tokenizer, the alphabet)."""
+    tok, alphabet = s.make_tokenizer()
+    record = s.record(tok, alphabet, sources)
+    files = [p for p, _ in sources] + ([Path(s.tokenizer_file)] if s.tokenizer_file else [])
+    return _fingerprint(record, files), record, tok, alphabet
+
+
+def is_prepared(
+    output: str | Path,
+    inputs: Sequence[str | Path] = (),
+    *,
+    train_files: Sequence[str | Path] = (),
+    val_files: Sequence[str | Path] = (),
+    test_files: Sequence[str | Path] = (),
+    **settings: Any,
+) -> bool:
+    """Whether ``output`` is complete and prepared from exactly these files and settings (what `prepare` would
+    skip): a stale directory from other files or settings is not."""
+    sources = sources_of(inputs, train_files, val_files, test_files)
+    return _up_to_date(Path(output), _fingerprint_of(PrepareSettings(**settings), sources)[0]) is not None
 
 
 def prepare(

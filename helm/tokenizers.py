@@ -28,6 +28,8 @@ from helm.codons import SPECIALS, UNK_ID, Vocab, aa_vocab, kmer_vocab, nuc_vocab
 TOKENIZER_FILE = "tokenizer.json"
 _NAMES = ("3mer", "codon", "nuc", "6mer", "aa", "bpe", "wp", "ug")
 _INVALID = 255
+LEARNED = ("bpe", "wp", "ug")
+LEARNED_VOCAB_SIZE = 256  # the default size of a learned vocabulary (`--vocab_size` of prepare and train)
 WORD_LENGTH = 48  # learned tokenizers: a token never spans a 48-nt (16-codon) boundary of the sequence
 # how many (deduplicated, training-split) sequences a learned tokenizer is trained on by default: Unigram's EM
 # is by far the slowest (about 10 s per 1000 antibody sequences on 2 busy cores)
@@ -199,7 +201,7 @@ class AminoAcidTokenizer(CharTokenizer):
 class LearnedTokenizer:
     """BPE (``bpe``), WordPiece (``wp``) or Unigram (``ug``) from HF ``tokenizers``, specials at ids 0..5."""
 
-    def __init__(self, name: str = "bpe", vocab_size: int = 256, hf_tokenizer=None):
+    def __init__(self, name: str = "bpe", vocab_size: int = LEARNED_VOCAB_SIZE, hf_tokenizer=None):
         if name not in ("bpe", "wp", "ug"):
             raise ValueError(f"unknown learned tokenizer {name!r}")
         self.name, self.vocab_size, self.overlap = name, vocab_size, 0

@@ -20,8 +20,9 @@ import yaml
 
 from helm import run
 from helm.args import HelmParser, add_dataclass, command_errors, typed
-from helm.config import GROUPS, MODEL_DERIVED, TrainConfig, check_registries, flag_fields
+from helm.config import EVAL_METRICS, GROUPS, MODEL_DERIVED, TrainConfig, check_registries, flag_fields
 from helm.prepare import SUMMARY_FILE
+from helm.tokenizers import LEARNED, LEARNED_VOCAB_SIZE
 
 PROG = "helm train"
 FLAGS = flag_fields()  # flag name -> the dataclass that owns it
@@ -60,16 +61,20 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: expected a mapping of flag: value, got {type(raw).__name__}")
     own_run = DERIVED_KEY in raw  # a run's resolved config.yaml: its derived values are recomputed, not inputs
-    items = [(k, v) for k, v in raw.items() if not (k in GROUPS and isinstance(v, dict))]
-    items += [item for k, v in raw.items() if k in GROUPS and isinstance(v, dict) for item in v.items()]
+    items = [(None, k, v) for k, v in raw.items() if not (k in GROUPS and isinstance(v, dict))]
+    items += [(g, k, v) for g, section in raw.items() if g in GROUPS and isinstance(section, dict)
+              for k, v in section.items()]  # fmt: skip
     values = {}
-    for key, value in items:
+    for group, key, value in items:
         name = str(key).lstrip("-").replace("-", "_")
         if key == DERIVED_KEY or (own_run and name in RUN_LOCAL_KEYS):
             continue
         if name not in FLAGS:
             close = difflib.get_close_matches(name, FLAGS, n=3)
             raise ValueError(f"{where}: unknown key {key!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        if group is not None and FLAGS[name] is not GROUPS[group]:
+            owner = next((g for g, klass in GROUPS.items() if klass is FLAGS[name]), "the top level")
+            raise ValueError(f"{where}: {name} is not a {group} setting (it belongs under {owner})")
         try:
             values[name] = typed(FLAGS[name], name, value)
         except ValueError as e:
@@ -104,8 +109,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         preset = _preset_values(preset_name) if preset_name else {}
     parser.set_defaults(**(preset | yaml_values))
     values = vars(parser.parse_args(argv))
-    explicit_model = any(a in argv for a in ("--model_name", "--model-name")) or "model_name" in yaml_values
-    if preset and explicit_model and values["model_name"] != preset["model_name"]:
+    explicit = {a.split("=")[0] for a in argv} & {"--model_name", "--model-name"} or "model_name" in yaml_values
+    if preset and explicit and values["model_name"] != preset["model_name"]:
         parser.error(f"--preset {preset_name} is a {preset['model_name']} preset but --model_name is "
                      f"{values['model_name']}")  # fmt: skip
     with command_errors(PROG):
@@ -144,25 +149,19 @@ def resolve_data(cfg: TrainConfig, out: Path) -> Path:
     files = {split: [_data_file(data_dir, name, d.file_extension, f"--{split}_file")] if name else []
              for split, name in (("train", d.train_file), ("val", d.val_file), ("test", d.test_file))}  # fmt: skip
     prepared = out / run.PREPARED_DIR
+    settings = {"tokenizer": d.tokenizer_name, "overlap": d.overlap, "column": d.column_name, "seed": cfg.run.seed,
+                "train_files": files["train"], "val_files": files["val"], "test_files": files["test"],
+                "vocab_size": d.vocab_size or LEARNED_VOCAB_SIZE}  # fmt: skip
     if rank() == 0:
         from helm.prepare import format_summary, prepare
 
-        summary = prepare(
-            output=prepared,
-            tokenizer=d.tokenizer_name,
-            overlap=d.overlap,
-            column=d.column_name,
-            seed=cfg.run.seed,
-            train_files=files["train"],
-            val_files=files["val"],
-            test_files=files["test"],
-            vocab_size=d.vocab_size or 256,
-            progress=cfg.run.progress_bar,
-        )
+        summary = prepare(output=prepared, progress=cfg.run.progress_bar, **settings)
         print(format_summary(prepared, summary), file=sys.stderr)  # kept and rejected rows, by reason, as prepare
-    else:  # other ranks (started by Lightning or Slurm) wait for rank 0
+    else:  # other ranks (started by Lightning or Slurm) wait for rank 0 to prepare these files (not a stale copy)
+        from helm.prepare import is_prepared
+
         deadline = time.time() + 3600
-        while not (prepared / SUMMARY_FILE).exists():
+        while not is_prepared(prepared, **settings):
             if time.time() > deadline:
                 raise TimeoutError(f"{prepared}: rank 0 did not finish preparing the data within an hour")
             time.sleep(2)
@@ -174,10 +173,7 @@ def check_tokenizer(cfg: TrainConfig, tokenizer: Any, where: Path) -> None:
     want, vocab_size = cfg.data.tokenizer_name, cfg.data.vocab_size
     if tokenizer.name != want:
         raise ValueError(f"{where}: the prepared data uses the {tokenizer.name} tokenizer but --tokenizer is {want}")
-    learned = want in ("bpe", "wp", "ug")
-    if vocab_size is not None and vocab_size != len(tokenizer) and not learned:
-        raise ValueError(f"--vocab_size {vocab_size}: the {want} tokenizer has {len(tokenizer)} tokens; "
-                         "drop the flag or give the matching value")  # fmt: skip
+    learned = want in LEARNED  # a fixed tokenizer's --vocab_size was checked while parsing (DataArgs)
     overlap = getattr(tokenizer, "overlap", 0)
     if cfg.data.overlap != overlap:
         raise ValueError(f"--overlap {cfg.data.overlap}: the prepared data in {where} was tokenized with overlap "
@@ -213,13 +209,10 @@ def check_warmup(cfg: TrainConfig, updates_per_epoch: int) -> None:
 def load_data(cfg: TrainConfig, data_dir: Path) -> tuple[Any, dict[str, int], int]:
     """(the data module, sequences cut per split, optimizer updates per schedule epoch); checks the tokenizer, the
     split sizes and the warmup against the data."""
-    import torch
-
     from helm.callbacks import rank
     from helm.data import HelmDataModule
 
-    gpu = cfg.run.accelerator in ("cuda", "gpu") or (cfg.run.accelerator == "auto" and torch.cuda.is_available())
-    workers = cfg.run.num_workers if cfg.run.num_workers is not None else (4 if gpu else 0)
+    workers = cfg.run.num_workers if cfg.run.num_workers is not None else (4 if cfg.run.gpu else 0)
     dm = HelmDataModule.from_config(data_dir, cfg, workers)
     check_tokenizer(cfg, dm.tokenizer, data_dir)
     # sequences cut at --max_seq_len: counted per split, printed and kept in metrics.json (never silent)
@@ -251,19 +244,18 @@ RUNTIME_KEYS = {
 
 
 def prepare_run(cfg: TrainConfig) -> tuple[Path, str | None]:
-    """Output directory checks: refuse a finished run (unless --overwrite), find the checkpoint to resume."""
+    """Output directory checks (nothing is deleted here: `--overwrite` clears the old run only once every check
+    has passed, in `fit`): refuse a finished run unless --overwrite, find the checkpoint to resume (never an old
+    one when overwriting, on any rank)."""
     out = cfg.output
     if run.is_finished(out) and not cfg.run.overwrite:
         raise FileExistsError(f"--output {out}: holds a finished run (metrics.json); pass --overwrite to replace it")
-    if cfg.run.overwrite:
-        from helm.callbacks import rank
-
-        if rank() == 0:  # start over: remove what an earlier run wrote (never anything else in the directory)
-            run.clear_run(out, keep=cfg.run.resume)
     ckpt = cfg.run.resume
-    if ckpt is None and (last := run.last_checkpoint(out)) is not None:
+    if ckpt is None and not cfg.run.overwrite and (last := run.last_checkpoint(out)) is not None:
         old = run.read_config(out) if (out / run.CONFIG_FILE).exists() else {}
-        new = cfg.flat()
+        if old.get("val_metric_mode") is None and "eval_metric" in old:  # unset = the metric's own direction
+            old["val_metric_mode"] = EVAL_METRICS.get(old["eval_metric"])
+        new = cfg.flat() | {"val_metric_mode": cfg.metric_mode}
         changed = sorted(k for k in new if k not in RUNTIME_KEYS and k in old and old[k] != new[k])
         if changed:
             raise ValueError(f"--output {out}: holds an unfinished run with different settings ({', '.join(changed)}); "
@@ -368,6 +360,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     module = HelmModule(cfg, dm.vocab, updates_per_epoch)
     train_epochs = training_epochs(cfg.schedule)  # --epochs + cooldown, further lr cycles, warmup prefix (timm)
     if rank() == 0:
+        if cfg.run.overwrite:  # every check passed: now remove what the earlier run wrote (nothing else)
+            run.clear_run(out, keep=cfg.run.resume)
         write_start(cfg, out, data_dir, dm, module, {"updates_per_epoch": updates_per_epoch,
                                                       "train_epochs": train_epochs})  # fmt: skip
         if ckpt:

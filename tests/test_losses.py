@@ -340,3 +340,20 @@ def test_bad_inputs_raise() -> None:
 def test_tables_are_not_saved_in_checkpoints() -> None:
     for name in list_losses():
         assert build_loss(name, codon_vocab()).state_dict() == {}
+
+
+def test_codon_tokenizers_are_those_with_a_codon_hierarchy():
+    """helm.config.CODON_TOKENIZERS (checked while parsing flags) is exactly where build_tree has a hierarchy."""
+    from helm.codons import build_tree
+    from helm.config import CODON_TOKENIZERS
+    from helm.tokenizers import LEARNED, create_tokenizer, list_tokenizers
+
+    have = set()
+    for name in set(list_tokenizers()) - set(LEARNED):
+        tok = create_tokenizer(name)
+        try:
+            build_tree(tok.vocab)
+        except ValueError:
+            continue
+        have.add(tok.name)
+    assert have == set(CODON_TOKENIZERS)

@@ -588,3 +588,19 @@ def test_cli_takes_both_flag_spellings_and_names_a_bad_value(tmp_path, capsys):
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
     with pytest.raises(ValueError, match="val_fraction"):  # the library checks the same values
         prepare([src], tmp_path / "bad", val_fraction=2)
+
+
+def test_is_prepared_knows_a_stale_directory(tmp_path, shared_data):
+    """What ranks > 0 of a multi-process `helm train` wait for: these files under these settings, not any
+    summary.json (a directory left from other files or settings is stale)."""
+    from train_utils import write_oas_txt
+
+    from helm.prepare import is_prepared
+
+    src = write_oas_txt(shared_data, tmp_path / "a.txt", n=120)
+    assert not is_prepared(tmp_path / "out", [src])
+    prepare([src], tmp_path / "out", progress=False)
+    assert is_prepared(tmp_path / "out", [src])
+    assert not is_prepared(tmp_path / "out", [src], tokenizer="6mer")
+    other = write_oas_txt(shared_data, tmp_path / "b.txt", n=60)
+    assert not is_prepared(tmp_path / "out", [other])

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from helm import config, train
-from helm.args import default_of, kind_of
+from helm.args import default_of, kind_of, typed
 from helm.config import TrainConfig
 from helm.train import FLAGS, build_parser, parse_args
 
@@ -59,6 +59,8 @@ def sample_value(name: str) -> list[str]:
         return ["0.8", "0.9"]
     if name == "max_steps":
         return ["7"]
+    if name == "vocab_size":  # a fixed tokenizer's size (3mer: 70); learned ones take any
+        return ["70"]
     if name == "warmup_epochs":  # a fraction needs --sched-on-updates (tested below)
         return ["2"]
     if is_list:
@@ -156,7 +158,7 @@ def test_bad_yaml_is_a_clear_error(tmp_path, capsys, content, message):
         (["--model_name", "lstm"], "--model_name lstm: unknown model"),
         (["--masking_ratio", "1.5"], "--masking_ratio 1.5"),
         (["--batch_size", "1.5"], "expected int, got '1.5'"),
-        (["--loss", "focal"], "invalid choice: 'focal'"),
+        (["--loss", "focal"], "invalid choice 'focal'"),
         (["--mode", "clm", "--bidirectional"], "--bidirectional: with --mode clm"),
         (["--data-type", "codon", "--tokenizer", "bpe"], "--data-type codon means the 3mer tokenizer"),
         (["--data-type", "aa", "--tokenizer", "3mer"], "--data-type aa means the aa tokenizer"),
@@ -246,8 +248,6 @@ def test_vocab_size_is_checked_against_the_tokenizer(tmp_path):
 
     tok = create_tokenizer("3mer")
     train.check_tokenizer(parse_args(["--vocab_size", "70"]), tok, tmp_path)
-    with pytest.raises(ValueError, match="--vocab_size 64: the 3mer tokenizer has 70 tokens"):
-        train.check_tokenizer(parse_args(["--vocab_size", "64"]), tok, tmp_path)
     with pytest.raises(ValueError, match="uses the 3mer tokenizer but --tokenizer is nuc"):
         train.check_tokenizer(parse_args(["--tokenizer", "nuc"]), tok, tmp_path)
     train.check_tokenizer(parse_args(["--data-type", "aa"]), create_tokenizer("aa"), tmp_path)
@@ -269,6 +269,39 @@ def test_compile_without_a_compiler_is_refused_before_any_work(monkeypatch, caps
     with pytest.raises(SystemExit) as exc:
         parse_args(["--compile", "--accelerator", "cpu"])
     assert exc.value.code == 2 and "--compile: on the CPU needs a C++ compiler" in capsys.readouterr().err
+
+
+def test_choices_match_in_any_case_and_yaml_groups_are_checked(tmp_path):
+    cfg = parse_args(["--loss", "hxe", "--ssm_layer", "mamba2", "--tokenizer", "6MER"])
+    assert (cfg.objective.loss, cfg.model.ssm_layer, cfg.data.tokenizer) == ("HXE", "Mamba2", "6mer")
+    file = tmp_path / "c.yaml"
+    file.write_text("schedule: {lr: 1e-3, warmup-epochs: 2}\noptim: {weight_decay: 0.1}\n")
+    cfg = parse_args(["--config", str(file)])
+    assert (cfg.schedule.lr, cfg.schedule.warmup_epochs, cfg.optim.weight_decay) == (1e-3, 2.0, 0.1)
+    file.write_text("optim: {lr: 1e-3}\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(file)])
+
+
+def test_every_default_has_its_declared_type():
+    """A default written as 5 for a float field would be 5 in one config.yaml and 5.0 in another."""
+    for name, owner in FLAGS.items():
+        default = default_of(FIELDS[name])
+        if default is not None:
+            again = typed(owner, name, default)
+            assert again == default and type(again) is type(default), (name, default)
+
+
+def test_fixed_vocab_size_and_preset_conflicts_are_found_while_parsing(capsys):
+    for argv, message in [
+        (["--vocab_size", "64"], "--vocab_size 64: the 3mer tokenizer has 70 tokens"),
+        (["--preset", "gpt2-tiny", "--model_name=bert"], "is a gpt2 preset but --model_name is bert"),
+        (["--tokenizer", "bpe", "--loss", "HXE"], "--loss HXE: needs the codon hierarchy"),
+    ]:
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert message in capsys.readouterr().err
+    assert parse_args(["--tokenizer", "bpe", "--vocab_size", "64"]).data.vocab_size == 64  # learned: any size
 
 
 def test_yaml_numbers_are_typed_like_the_command_line(tmp_path):
@@ -331,6 +364,8 @@ def test_overwrite_removes_only_what_a_run_wrote(tmp_path):
     with pytest.raises(FileExistsError, match="holds a finished run"):
         train.prepare_run(parse_args(["--output", str(out)]))
     assert train.prepare_run(parse_args(["--output", str(out), "--overwrite"])) == (out, None)
+    assert (out / "metrics.json").exists()  # the checks delete nothing: fit clears the run once they all pass
+    run.clear_run(out)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
@@ -348,6 +383,7 @@ def test_overwrite_never_deletes_the_checkpoint_to_resume_from(tmp_path):
     (out / "checkpoints" / "epoch=0.ckpt").write_bytes(b"best")
     argv = ["--output", str(out), "--overwrite", "--resume", str(source)]
     assert train.prepare_run(parse_args(argv)) == (out, str(source))
+    run.clear_run(out, keep=str(source))
     assert source.read_bytes() == b"ckpt" and (out / "checkpoints" / "epoch=0.ckpt").exists()
     assert not (out / "metrics.json").exists() and not (out / "model").exists() and not (out / "tb").exists()
 

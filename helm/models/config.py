@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from helm.args import ConfigError
 from helm.codons import PAD_ID
+from helm.errors import ConfigError
 
 POS_EMBEDDINGS = ("none", "absolute", "rotary")
 POS_EMBEDDING_APPLY = ("add", "concat")
@@ -33,19 +33,18 @@ class ModelConfig:
     """attention heads"""
     intermediate_size: int = 1024
     """MLP width (gpt2/bert/hyena; mamba: gated MLP after each mixer, 0 = none)"""
-    max_seq_len: int = 444
+    max_seq_len: int = 256
     """maximum tokens per sequence, specials included (longer ones are cut); also the positions of the absolute
-    embedding. 444 = the paper's runs (the seed's train.py defaulted to 256 but every paper command passes 444;
-    docs/PROTOCOL.md)"""
+    embedding. The seed's default; every paper command passes 444 (docs/PROTOCOL.md)"""
     dropout: float = 0.0
     """dropout"""
     attn_dropout: float = 0.0
     """attention dropout"""
     activation: str = "gelu"
     """activation (any transformers ACT2FN name)"""
-    pos_embedding: Literal["none", "absolute", "rotary"] = "absolute"
+    pos_embedding: Literal[POS_EMBEDDINGS] = "absolute"
     """position embedding: none, absolute, rotary (rotary: attention backbones only)"""
-    pos_embedding_apply: Literal["add", "concat"] = "add"
+    pos_embedding_apply: Literal[POS_EMBEDDING_APPLY] = "add"
     """add the absolute position embedding or concat it (concat: the last pos_embedding_dim channels are
     positional)"""
     pos_embedding_dim: int | None = None
@@ -56,9 +55,9 @@ class ModelConfig:
     """pad the embedding/LM-head rows to a multiple of this (speed)"""
     bidirectional: bool = False
     """non-causal backbone; implied by --mode mlm, an error with --mode clm"""
-    ssm_layer: Literal["Mamba", "Mamba2"] = "Mamba"
+    ssm_layer: Literal[SSM_LAYERS] = "Mamba"
     """mamba block type"""
-    bimamba: Literal["add", "concat"] = "add"
+    bimamba: Literal[BIMAMBA_LAYOUTS] = "add"
     """bidirectional mamba layer: add (a reversed mixer summed with the forward one before one MLP) or concat (a
     forward and a backward block, each with its MLP, projected from their concatenation: the paper's Bi-Mamba, set
     by the mamba-<size>-mlm presets; docs/ARCHITECTURE.md) [beyond the seed]"""

@@ -121,7 +121,7 @@ def test_no_position_embedding_is_permutation_equivariant_when_bidirectional():
 
 def test_concat_position_embedding_channels():
     model = create_model("gpt2", preset="gpt2-tiny", pos_embedding_apply="concat", pos_embedding_dim=16)
-    assert model.transformer.wte.weight.shape == (70, 48) and model.transformer.wpe.weight.shape == (444, 16)
+    assert model.transformer.wte.weight.shape == (70, 48) and model.transformer.wpe.weight.shape == (256, 16)
     assert model(batch()[0]).shape == (3, 17, 70)
     with pytest.raises(ValueError, match="cannot tie"):
         create_model(

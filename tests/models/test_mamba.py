@@ -107,10 +107,10 @@ def test_bimamba_concat_parameter_count_20x256():
     block = h + mixer + h + 3 * h * i
     outside = v * h + p * h + h + v * h  # embeddings, final norm, head
     add, concat = outside + 20 * (block + mixer), outside + 20 * (2 * block + 2 * h * h)
-    shape = dict(num_layers=20, hidden_size=256, intermediate_size=1024, bidirectional=True)
+    shape = dict(num_layers=20, hidden_size=256, intermediate_size=1024, bidirectional=True, max_seq_len=p)
     assert count_parameters("mamba", **shape, bimamba="add") == add == 33_399_040
     assert count_parameters("mamba", **shape, bimamba="concat") == concat == 51_759_360
-    assert count_parameters("mamba-50m-mlm") == concat
+    assert count_parameters("mamba-50m-mlm", max_seq_len=p) == concat
 
 
 def scan_inputs(length, d=6, n=4, seed=0):
