@@ -428,26 +428,18 @@ class TrainConfig:
     # ------------------------------------------------------------------------------- flat view (flags)
     def flat(self) -> dict[str, Any]:
         """``{flag name: value}`` of every flag: the layout of a run's config.yaml and of a --config YAML."""
-        values = {"model_name": self.model_name, "preset": self.preset}
-        for name in GROUPS:
-            group = getattr(self, name)
-            values |= {f.name: getattr(group, f.name) for f in dataclasses.fields(group) if f.name not in
-                       (MODEL_DERIVED if name == "model" else ())}  # fmt: skip
-        return self._plain(values)
-
-    @staticmethod
-    def _plain(values: dict[str, Any]) -> dict[str, Any]:
+        owners = {klass: getattr(self, name) for name, klass in GROUPS.items()} | {TrainConfig: self}
+        values = {flag: getattr(owners[klass], flag) for flag, klass in FLAGS.items()}
         return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
 
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from ``{flag name: value}`` (missing flags take their defaults; other keys are ignored)."""
-        groups = {}
-        for name, klass in GROUPS.items():
-            names = {f.name for f in dataclasses.fields(klass)} - (set(MODEL_DERIVED) if name == "model" else set())
-            groups[name] = klass(**{k: v for k, v in values.items() if k in names})
-        top = {k: values[k] for k in ("model_name", "preset") if k in values}
-        return cls(**top, **groups)
+
+        def of(klass: type) -> dict[str, Any]:
+            return {k: v for k, v in values.items() if FLAGS.get(k) is klass}
+
+        return cls(**of(cls), **{name: klass(**of(klass)) for name, klass in GROUPS.items()})
 
     # --------------------------------------------------------------------------------- derived values
     @property
@@ -492,7 +484,7 @@ class TrainConfig:
                                    bidirectional=self.model.bidirectional or self.data.mode == "mlm")  # fmt: skip
 
 
-def flag_fields() -> dict[str, type]:
+def _flag_owners() -> dict[str, type]:
     """``{flag name: the dataclass that owns it}`` for every flag of `helm train`."""
     owners: dict[str, type] = {"model_name": TrainConfig, "preset": TrainConfig}
     for name, klass in GROUPS.items():
@@ -500,6 +492,9 @@ def flag_fields() -> dict[str, type]:
             if not (name == "model" and f.name in MODEL_DERIVED):
                 owners[f.name] = klass
     return owners
+
+
+FLAGS = _flag_owners()  # the parser, config.yaml and --config YAML all read the flags from here
 
 
 def check_registries(cfg: TrainConfig) -> None:

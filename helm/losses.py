@@ -337,12 +337,12 @@ class _TreeLoss(nn.Module):
         self.dense = self.plan.num_inner <= DENSE_MAX_NODES if dense is None else dense
         # float64 tables: the kernels cast them to the compute dtype (float32, or float64 in exact tests)
         self.register_buffer("coef", torch.as_tensor(coef, dtype=torch.float64), persistent=False)
-        q = _path_weights(self.plan.anc.numpy(), coef, self.plan.num_inner, self.plan.root)
-        # the dense kernel's tables, zero-padded to multiples of 8 rows and columns (aligned matmuls)
-        v, i = (-(-n // 8) * 8 for n in self.plan.member.shape)
-        self.register_buffer("dense_member", F.pad(self.plan.member, (0, i - q.shape[1], 0, v - q.shape[0])),
-                             persistent=False)  # fmt: skip
-        self.register_buffer("path_weights", F.pad(torch.as_tensor(q), (0, i - q.shape[1])), persistent=False)
+        if self.dense:  # the dense kernel's tables, zero-padded to multiples of 8 rows and columns (aligned matmuls)
+            q = _path_weights(self.plan.anc.numpy(), coef, self.plan.num_inner, self.plan.root)
+            v, i = (-(-n // 8) * 8 for n in self.plan.member.shape)
+            self.register_buffer("dense_member", F.pad(self.plan.member, (0, i - q.shape[1], 0, v - q.shape[0])),
+                                 persistent=False)  # fmt: skip
+            self.register_buffer("path_weights", F.pad(torch.as_tensor(q), (0, i - q.shape[1])), persistent=False)
 
     def per_position(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-row losses for z [N, V] and targets y [N] (all counted)."""

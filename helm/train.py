@@ -20,12 +20,11 @@ import yaml
 
 from helm import run
 from helm.args import HelmParser, add_dataclass, command_errors, typed
-from helm.config import EVAL_METRICS, GROUPS, MODEL_DERIVED, TrainConfig, check_registries, flag_fields
+from helm.config import EVAL_METRICS, FLAGS, GROUPS, MODEL_DERIVED, TrainConfig, check_registries
 from helm.prepare import SUMMARY_FILE
 from helm.tokenizers import LEARNED, LEARNED_VOCAB_SIZE
 
 PROG = "helm train"
-FLAGS = flag_fields()  # flag name -> the dataclass that owns it
 DERIVED_KEY = "derived"  # the section of a run's config.yaml holding values computed from the flags
 # where that run lives and what it did to its directory: reusing its settings must never rewrite or delete it
 RUN_LOCAL_KEYS = ("output", "overwrite", "resume")

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from helm.args import HelmParser
-from helm.downstream.common import InputError, run_json_command
+from helm.downstream.common import InputError, add_reference_args, run_json_command
 from helm.downstream.source import add_source_args, load_source, source_error
 
 if TYPE_CHECKING:
@@ -113,13 +113,7 @@ def cluster(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> HelmParser:
     parser = HelmParser("helm cluster", __doc__.splitlines()[0])
     add_source_args(parser)
-    parser.add_argument(
-        "--reference",
-        "--data",
-        dest="reference",
-        required=True,
-        help="held-out sequences: a prepared directory (its test split) or a sequence file",
-    )
+    add_reference_args(parser)
     parser.add_argument("--out", "--output", dest="out", required=True, help="output JSON file")
     parser.add_argument("--num-proteins", type=int, default=20, help="distinct proteins (clusters)")
     parser.add_argument("--variants", type=int, default=10, help="sequences per protein, the original included")

@@ -66,6 +66,17 @@ def add_data_args(parser: argparse.ArgumentParser, out_help: str = "output JSON 
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_reference_args(parser: argparse.ArgumentParser) -> None:
+    """The held-out sequences of `helm generate` and `helm cluster`."""
+    parser.add_argument(
+        "--reference",
+        "--data",
+        dest="reference",
+        required=True,
+        help="held-out sequences: a prepared directory (its test split) or a sequence file",
+    )
+
+
 def add_fit_args(parser: argparse.ArgumentParser, head_default: str = "textcnn") -> None:
     """Flags shared by `helm probe` and `helm baseline`: `add_data_args`, the seed, the head and its grid."""
     add_data_args(parser)

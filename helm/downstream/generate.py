@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helm.args import HelmParser
-from helm.downstream.common import InputError, run_json_command
+from helm.downstream.common import InputError, add_reference_args, run_json_command
 
 if TYPE_CHECKING:  # torch, numpy and scipy load when a command runs (`helm generate --help` is instant)
     import numpy as np
@@ -431,13 +431,7 @@ def build_parser() -> HelmParser:
     parser.add_argument("--run", required=True, help="CLM run directory")
     parser.add_argument("--out", "--output", dest="out", required=True, help="output JSON file")
     parser.add_argument("--num-samples", type=int, default=64, help="sequences to sample")
-    parser.add_argument(
-        "--reference",
-        "--data",
-        dest="reference",
-        required=True,
-        help="held-out sequences: a prepared directory (its test split) or a sequence file",
-    )
+    add_reference_args(parser)
     parser.add_argument("--num-reference", type=int, default=200, help="held-out sequences read")
     parser.add_argument(
         "--prompt",
