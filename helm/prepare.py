@@ -80,7 +80,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from helm.args import ConfigError, HelmParser, add_dataclass, command_errors, field_docs, from_values, kind_of
+from helm.args import ConfigError, HelmParser, add_dataclass, command_errors, from_values, kind_of
 from helm.io import (
     DataError,
     clean_protein,
@@ -525,9 +525,9 @@ class ReadSettings:
     """Reading and cleaning."""
 
     fmt: Literal["auto", "txt", "csv", "fasta", "oas"] = "auto"
-    """input format; auto: from the file name (flag: --format or --file_extension)"""
+    """input format; auto: from the file name"""
     column: str | None = None
-    """CSV column holding the sequences (flag: --column_name)"""
+    """CSV column holding the sequences"""
     orf: Literal["none", "longest"] = "none"
     """longest: longest ATG ORF per record"""
     translate: bool = False
@@ -538,7 +538,7 @@ class ReadSettings:
     """codon tokenizers: a CDS with an in-frame stop before its last codon is rejected (internal_stop, counted in
     rejects.tsv) or kept"""
     dedup: bool = True
-    """reject a row whose cleaned sequence was seen before as duplicate (flag: --no_dedup keeps them all)"""
+    """reject a row whose cleaned sequence was seen before as duplicate (--no_dedup keeps them all)"""
 
 
 @dataclasses.dataclass
@@ -925,16 +925,6 @@ def merge(
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def _flag(group: Any, name: str, *flags: str, **kw: Any) -> None:
-    """A `PrepareSettings` field under the flags `helm prepare` has always used for it (not ``--<field>``)."""
-    field = next(f for f in dataclasses.fields(PrepareSettings) if f.name == name)
-    choices = kind_of(PrepareSettings, name).choices
-    if choices is not None:
-        kw.update(choices=choices, metavar="{" + ",".join(choices) + "}")
-    kw.setdefault("default", field.default)
-    group.add_argument(*flags, dest=name, help=field_docs(PrepareSettings)[name], **kw)
-
-
 def build_parser() -> HelmParser:
     """Every flag in both spellings (``--a_b``, ``--a-b``); the settings' flags come from `PrepareSettings`."""
     p = HelmParser(prog="helm prepare", description=__doc__.split("\n\n")[0])
@@ -948,10 +938,8 @@ def build_parser() -> HelmParser:
     files.add_argument("--output", "--out", "-o", required=True, default=argparse.SUPPRESS, help="prepared directory")
     files.add_argument("--merge", nargs="+", default=None, metavar="PART", help="merge prepared directories")
     files.add_argument("--no_progress", action="store_true", help="no progress bar")
-    read = add_dataclass(p, ReadSettings, skip=("fmt", "column", "dedup"))
-    _flag(read, "fmt", "--format", "--file_extension")
-    _flag(read, "column", "--column_name")
-    _flag(read, "dedup", "--no_dedup", action="store_false", default=argparse.SUPPRESS)  # the field's default
+    # the flags `helm prepare` has always had for these fields (--no_dedup is the --dedup switch's negation)
+    add_dataclass(p, ReadSettings, aliases={"fmt": ("--format", "--file_extension"), "column": ("--column_name",)})
     add_dataclass(p, TokenizerSettings)
     add_dataclass(p, WriteSettings)
     return p
