@@ -293,11 +293,11 @@ def mamba_kernel_case(layer: str) -> Callable[[Ctx, str], dict[str, Any]]:
         model = create_model("mamba", ssm_layer=layer, max_seq_len=444, **shape).to(device).train()
         batch, length = (2, 48) if ctx.cpu else (8, 444)
         data = synthetic_batch("clm", batch, length, model.config.vocab_size, device)
-        mixers = [m for m in model.modules() if hasattr(m, "use_cuda_kernels")]
+        mixers = [m for m in model.modules() if hasattr(m, "use_scan_kernels")]
         runs = {}
         for kernels in (True, False):
             for m in mixers:
-                m.use_cuda_kernels = kernels
+                m.use_scan_kernels = kernels
             forward_backward(model, data, bf16=False)  # warm-up: Triton compiles, cuBLAS handles
             sync(device)
             t0 = time.perf_counter()
@@ -305,7 +305,7 @@ def mamba_kernel_case(layer: str) -> Callable[[Ctx, str], dict[str, Any]]:
             sync(device)
             runs[kernels] = (loss, logits, grads, time.perf_counter() - t0)
         for m in mixers:
-            m.use_cuda_kernels = True
+            m.use_scan_kernels = True
         (_, k_logits, k_grads, k_s), (_, p_logits, p_grads, p_s) = runs[True], runs[False]
         return {
             "layer": layer,

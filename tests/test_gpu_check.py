@@ -45,7 +45,9 @@ def test_cpu_miniature_reports_every_check(shared_data: Path, tmp_path: Path) ->
     for name in must_pass:
         assert by_name[name]["status"] == "passed", by_name[name]
     for name in ("mamba_ssm:Mamba", "mamba_ssm:Mamba2"):  # no CUDA here: skipped, but the comparison ran
-        assert by_name[name]["numbers"]["dry_run"]["out_rel_err"] == 0.0
+        dry = by_name[name]["numbers"]["dry_run"]
+        # on the CPU the "kernel" side of Mamba-1 is the compiled CPU scan (float32 rounding), of Mamba-2 PyTorch's
+        assert dry["out_rel_err"] < 1e-6 and dry["grads_rel_err"] < 1e-5, dry
     train = by_name["pretrain:gpt2-50m-amp"]["numbers"]
     assert train["precision"] == "bf16-mixed" and train["steps"] == train["steps_asked"]
     assert train["tokens_per_s"] > 0 and 0 < train["mfu"] < 1

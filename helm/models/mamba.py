@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helm.models import cpu_scan
 from helm.models.base import (
     EmbeddingMixin,
     HelmLM,
@@ -51,11 +52,12 @@ def _f32(*tensors: torch.Tensor) -> list[torch.Tensor]:
 
 # ------------------------------------------------------------------------------------------- scans
 class SelectiveScan(torch.autograd.Function):
-    """Mamba's selective scan on the CPU: a loop over time whose per-step work ([b, d, n], a few hundred KB)
-    stays in cache. Materializing exp(dt A) and dt B x as [b, l, d, n] tensors (a parallel scan does) makes
-    the scan memory-bound: measured 5x slower fwd+bwd at b=8, l=444, d=512, n=16. Only the states h_t are
-    kept for the backward, which runs the adjoint recurrence lam_t = C_t dy_t + exp(dt_{t+1} A) lam_{t+1}
-    right to left and recomputes each step's decay instead of storing it."""
+    """Mamba's selective scan in PyTorch ops, for a GPU without mamba_ssm and a CPU without a C compiler (where
+    there is one, ``helm.models.cpu_scan`` runs this recurrence compiled; benchmarks/bench_models.py times both).
+    A loop over time whose per-step work ([b, d, n], a few hundred KB) stays in cache. Materializing exp(dt A) and
+    dt B x as [b, l, d, n] tensors (a parallel scan does) makes the scan memory-bound: measured 5x slower fwd+bwd
+    at b=8, l=444, d=512, n=16. Only the states h_t are kept for the backward, which runs the adjoint recurrence
+    lam_t = C_t dy_t + exp(dt_{t+1} A) lam_{t+1} right to left and recomputes each step's decay."""
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D):
@@ -102,14 +104,23 @@ class SelectiveScan(torch.autograd.Function):
 
 
 def selective_scan(
-    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    kernel: bool = True,
 ) -> torch.Tensor:
     """Mamba's selective scan. x, dt [b, l, d]; A [d, n]; B, C [b, l, n]; D [d] -> y [b, l, d] (float32+).
+    On the CPU the compiled kernel runs when it is available and ``kernel`` is true, else the PyTorch loop.
 
     h_t = exp(dt_t A) * h_{t-1} + dt_t B_t x_t ;  y_t = <C_t, h_t> + D x_t
     """
     x, dt, A, B, C, D = _f32(x, dt, A, B, C, D)
-    return SelectiveScan.apply(x, dt, A, B, C, D.to(x.dtype))
+    compiled = kernel and x.device.type == "cpu" and cpu_scan.available()
+    scan = cpu_scan.CpuSelectiveScan if compiled else SelectiveScan
+    return scan.apply(x, dt, A, B, C, D.to(x.dtype))
 
 
 def ssd_scan(
@@ -175,7 +186,7 @@ class Mamba(nn.Module):
         self.A_log = nn.Parameter(torch.empty(self.d_inner, d_state))
         self.D = nn.Parameter(torch.empty(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
-        self.use_cuda_kernels = True  # benchmarks flip this to compare against the PyTorch scan
+        self.use_scan_kernels = True  # compiled scans (mamba_ssm, cpu_scan); benchmarks flip it to time the PyTorch one
         self.reset_special_parameters()
 
     @torch.no_grad()
@@ -192,7 +203,7 @@ class Mamba(nn.Module):
         x = F.silu(self.conv1d(x.transpose(1, 2))[..., :length]).transpose(1, 2)
         dt_low, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         A = -torch.exp(_f32(self.A_log)[0])
-        if self.use_cuda_kernels and _cuda_selective_scan is not None and x.is_cuda:
+        if self.use_scan_kernels and _cuda_selective_scan is not None and x.is_cuda:
             y = _cuda_selective_scan(
                 x.transpose(1, 2).contiguous(),
                 F.linear(dt_low, self.dt_proj.weight).transpose(1, 2).contiguous(),
@@ -206,7 +217,7 @@ class Mamba(nn.Module):
             ).transpose(1, 2)
         else:
             (dt,) = _f32(F.softplus(self.dt_proj(dt_low)))
-            y = selective_scan(x, dt, A, B, C, self.D) * F.silu(_f32(z)[0])
+            y = selective_scan(x, dt, A, B, C, self.D, self.use_scan_kernels) * F.silu(_f32(z)[0])
         return self.out_proj(y.to(hidden.dtype))
 
 
@@ -244,7 +255,7 @@ class Mamba2(nn.Module):
         self.D = nn.Parameter(torch.empty(self.nheads))
         self.norm = GatedRMSNorm(self.d_inner)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
-        self.use_cuda_kernels = True
+        self.use_scan_kernels = True
         self.reset_special_parameters()
 
     @torch.no_grad()
@@ -261,7 +272,7 @@ class Mamba2(nn.Module):
         x, B, C = xbc.split([self.d_inner, self.d_state, self.d_state], dim=-1)
         x = x.reshape(b, length, self.nheads, self.headdim)
         A = -torch.exp(_f32(self.A_log)[0])
-        if self.use_cuda_kernels and _cuda_chunk_scan is not None and x.is_cuda:
+        if self.use_scan_kernels and _cuda_chunk_scan is not None and x.is_cuda:
             y = _cuda_chunk_scan(
                 x,
                 dt,

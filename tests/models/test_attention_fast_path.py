@@ -1,7 +1,9 @@
 """Attention without an explicit mask when a batch has no pads (fused/flash kernels stay eligible on GPU).
 
 An all-ones mask and no mask give identical outputs and both reach SDPA with ``attn_mask=None`` (``is_causal`` for
-causal models); a batch with pads still gets its mask, and each padded row equals the row run on its own."""
+causal models); a batch with pads still gets its mask, and each padded row equals the row run on its own. In bf16 on
+the CPU gpt2 takes its own attention (helm.models.gpt2.Bf16CpuAttention) instead of SDPA, except with attention
+dropout or above BF16_CPU_MATH_MAX_LEN tokens."""
 
 from __future__ import annotations
 
@@ -67,3 +69,38 @@ def test_pads_keep_the_masked_path(name, bidirectional, pos, sdpa_calls):
         for row, n in enumerate(lengths):  # each row alone, unpadded (the mask-free path)
             alone = model(ids[row : row + 1, :n])
             torch.testing.assert_close(padded[row, :n], alone[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_gpt2_in_cpu_bf16_takes_its_own_attention(bidirectional, sdpa_calls, monkeypatch):
+    from helm.models import gpt2
+
+    model = _model("gpt2", bidirectional, "absolute").train()
+    ids = torch.randint(6, 70, (3, 21), generator=torch.Generator().manual_seed(3))
+    mask = torch.arange(21)[None, :] < torch.tensor([21, 14, 9])[:, None]
+    with torch.no_grad():
+        full = model(ids, mask)  # fp32: SDPA
+    sdpa_calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain, ones, padded = model(ids), model(ids, torch.ones_like(mask)), model(ids, mask)
+    assert not sdpa_calls
+    assert torch.equal(plain, ones)  # the mask-free path is exact in bf16 too
+    torch.testing.assert_close(padded.float()[mask], full[mask], rtol=0.05, atol=0.05)  # bf16 rounding
+    padded.float().logsumexp(-1)[mask].mean().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters() if p.requires_grad)
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(ids)  # SDPA restricted to its math kernel (second-order optimizers): SDPA's
+    assert sdpa_calls
+    sdpa_calls.clear()
+    monkeypatch.setattr(gpt2, "BF16_CPU_MATH_MAX_LEN", 20)  # longer inputs keep SDPA's O(L)-memory kernel
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(ids)
+    assert sdpa_calls
+    sdpa_calls.clear()
+    dropout = create_model("gpt2-tiny", vocab_size=70, bidirectional=bidirectional, attn_dropout=0.1).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        dropout(ids[:, :8])  # attention dropout: SDPA's
+    assert sdpa_calls

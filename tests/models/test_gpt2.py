@@ -12,7 +12,7 @@ from transformers import GPT2Config, GPT2Model, LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
 from helm.models import create_model
-from helm.models.gpt2 import apply_rotary
+from helm.models.gpt2 import Bf16CpuAttention, apply_rotary, attention_mask_4d
 
 CFG = dict(hidden_size=48, num_layers=2, num_heads=3, intermediate_size=80, max_seq_len=40, activation="gelu_new")
 
@@ -79,6 +79,31 @@ def test_matches_brute_force_attention(bidirectional):
     with torch.no_grad():
         got = ours.embed(ids, mask)
     torch.testing.assert_close(got[mask], ref[mask], atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("masking", ["none", "causal", "pads", "pads+causal"])
+def test_bf16_cpu_attention_function_is_attention(masking):
+    """The bf16 CPU attention's forward and hand-written backward, run in float64, against softmax(q k^T / sqrt(d)
+    with -inf masks) v written out, and autograd through it."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 9, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    pads = torch.ones(2, 9, dtype=torch.bool)
+    pads[1, 6:] = False
+    allowed = {
+        "none": None,
+        "causal": torch.ones(9, 9, dtype=torch.bool).tril(),
+        "pads": attention_mask_4d(pads, 9, False, q.device),
+        "pads+causal": attention_mask_4d(pads, 9, True, q.device),
+    }[masking]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(8)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    ref = torch.softmax(scores, -1) @ v
+    ours = Bf16CpuAttention.apply(q, k, v, allowed)
+    torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-12)
+    grad_out = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(ours, (q, k, v), grad_out), torch.autograd.grad(ref, (q, k, v), grad_out)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
 def test_rotary_matches_transformers_llama_rotary():

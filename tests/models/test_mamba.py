@@ -8,8 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helm.models import count_parameters, create_model
-from helm.models.mamba import HAS_MAMBA2_KERNELS, HAS_MAMBA_SSM, Mamba, Mamba2, selective_scan, ssd_scan
+from helm.models import count_parameters, cpu_scan, create_model
+from helm.models.mamba import (
+    HAS_MAMBA2_KERNELS,
+    HAS_MAMBA_SSM,
+    Mamba,
+    Mamba2,
+    SelectiveScan,
+    ssd_scan,
+)
 
 
 def naive_selective_scan(x, dt, A, B, C, D):
@@ -113,20 +120,31 @@ def test_bimamba_concat_parameter_count_20x256():
     assert count_parameters("mamba-50m-mlm", max_seq_len=p) == concat
 
 
-def scan_inputs(length, d=6, n=4, seed=0):
+def scan_inputs(length, d=6, n=4, seed=0, rows=2):
     g = torch.Generator().manual_seed(seed)
     kw = dict(generator=g, dtype=torch.float64)
-    x = torch.randn(2, length, d, **kw)
-    dt = torch.nn.functional.softplus(torch.randn(2, length, d, **kw))  # up to several: strong decays too
+    x = torch.randn(rows, length, d, **kw)
+    dt = torch.nn.functional.softplus(torch.randn(rows, length, d, **kw))  # up to several: strong decays too
     A = -torch.rand(d, n, **kw) * 16
-    B, C, D = torch.randn(2, length, n, **kw), torch.randn(2, length, n, **kw), torch.randn(d, **kw)
+    B, C, D = torch.randn(rows, length, n, **kw), torch.randn(rows, length, n, **kw), torch.randn(d, **kw)
     return [t.requires_grad_() for t in (x, dt, A, B, C, D)]
 
 
-@pytest.mark.parametrize("length", [1, 2, 5, 16, 37])
-def test_selective_scan_equals_naive_recurrence(length):
-    inputs = scan_inputs(length)
-    ours, ref = selective_scan(*inputs), naive_selective_scan(*inputs)
+SCANS = {
+    "pytorch": SelectiveScan.apply,
+    "c-kernel": pytest.param(
+        cpu_scan.CpuSelectiveScan.apply,
+        marks=pytest.mark.skipif(not cpu_scan.available(), reason=f"C kernel: {cpu_scan.unavailable_reason()}"),
+    ),
+}
+
+
+@pytest.mark.parametrize("scan", SCANS.values(), ids=SCANS.keys())
+@pytest.mark.parametrize(("length", "d", "n"), [(1, 6, 4), (2, 6, 4), (5, 6, 4), (16, 6, 4), (37, 6, 4), (9, 37, 16)])
+def test_selective_scan_equals_naive_recurrence(scan, length, d, n):
+    """Both implementations, in float64; d = 37 spans two full 16-channel blocks of the kernel and a partial one."""
+    inputs = scan_inputs(length, d, n)
+    ours, ref = scan(*inputs), naive_selective_scan(*inputs)
     torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-10)
     grad_out = torch.randn_like(ref)
     g_ours = torch.autograd.grad(ours, inputs, grad_out, materialize_grads=True)
@@ -190,11 +208,11 @@ def test_mamba_ssm_kernels_match_the_pytorch_scan(layer, bimamba):
     ids = torch.randint(6, 70, (3, 50), device="cuda")
     mask = torch.ones_like(ids, dtype=torch.bool)
     mask[1, 30:] = False
-    mixers = [m for m in model.modules() if hasattr(m, "use_cuda_kernels")]
+    mixers = [m for m in model.modules() if hasattr(m, "use_scan_kernels")]
     results = []
-    for use_kernels in (True, False):
+    for use_scan_kernels in (True, False):
         for m in mixers:
-            m.use_cuda_kernels = use_kernels
+            m.use_scan_kernels = use_scan_kernels
         model.zero_grad(set_to_none=True)
         out = model(ids, mask)
         out[mask].float().square().mean().backward()
