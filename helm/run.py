@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +160,8 @@ def atomic_path(file: str | os.PathLike) -> Iterator[Path]:
     onto ``file`` when the block ends, removed if it raises. A killed job never leaves half a file."""
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp{os.getpid()}")
+    # unique per call: processes on hosts sharing a filesystem can have the same pid, threads share theirs
+    tmp = file.with_name(f".{file.name}.tmp{os.getpid()}-{secrets.token_hex(4)}")
     try:
         yield tmp
         os.replace(tmp, file)

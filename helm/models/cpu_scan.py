@@ -6,9 +6,11 @@ recurrence with the states of a block of channels in registers, and recomputes t
 instead of keeping them ([l, b, d, n] floats per layer, 116 MB at batch 8 x 444, width 256).
 
 Build: the system C compiler (``$CC``, else ``cc``) compiles the source once per source version into
-``$HELM_CACHE/kernels`` (default ~/.cache/helm-mrna/kernels), with function multi-versioning instead of
-``-march=native`` so one build serves every x86-64 generation of a cluster. Without a compiler, or with
-``HELM_CPU_SCAN=torch``, the PyTorch loop runs instead (same numbers: tests/models/test_cpu_scan.py).
+``$HELM_CACHE/kernels`` (default ~/.cache/helm-mrna/kernels); with GCC on x86-64, function multi-versioning
+instead of ``-march=native`` lets one build serve every CPU generation of a cluster (other compilers: a baseline
+build). Without a compiler, or with
+``HELM_CPU_SCAN=torch``, the PyTorch loop runs instead (the same recurrence, equal to float rounding:
+tests/models/test_cpu_scan.py; a failed build is said once, as a warning).
 Threads: the tasks (batch row x block of channels) are split across ``torch.get_num_threads()`` Python
 threads; ctypes releases the GIL during each call.
 """
@@ -23,11 +25,11 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from torch.autograd.function import once_differentiable
 
 SOURCES = [Path(__file__).parent / "csrc" / name for name in ("selective_scan.c", "selective_scan.h")]
 # -ffast-math only while compiling (it lets the exp loop vectorize through glibc's libmvec); linking with it
@@ -46,7 +48,8 @@ def _compiler() -> str:
     return cc
 
 
-def _build(cc: str, target: Path) -> None:
+def _build(cc: str, target: Path) -> Path:
+    """Compile into ``target``; where the cache cannot be written, into a directory of this process instead."""
     with tempfile.TemporaryDirectory(prefix="helm-scan-") as tmp:
         obj, lib = Path(tmp) / "scan.o", Path(tmp) / "scan.so"
         for cmd in (
@@ -58,30 +61,50 @@ def _build(cc: str, target: Path) -> None:
                 raise KernelUnavailable(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
         from helm.run import atomic_path  # one atomic writer; parallel builds (DDP ranks) each rename a whole file
 
-        with atomic_path(target) as out:
-            shutil.copyfile(lib, out)
+        try:
+            with atomic_path(target) as out:
+                shutil.copyfile(lib, out)
+        except OSError:  # read-only cache: keep this process's build
+            target = Path(tempfile.mkdtemp(prefix="helm-scan-")) / target.name
+            shutil.copyfile(lib, target)
+    return target
 
 
-@functools.cache
-def _library() -> ctypes.CDLL:
+def _load() -> ctypes.CDLL:
     if os.environ.get("HELM_CPU_SCAN", "").lower() == "torch":
         raise KernelUnavailable("HELM_CPU_SCAN=torch")
     cc = _compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256()
-    for part in (*(p.read_bytes() for p in SOURCES), version.encode(), platform.machine().encode()):
-        key.update(part)
+    for part in (*(p.read_bytes() for p in SOURCES), version, " ".join(COMPILE_FLAGS), platform.machine()):
+        key.update(part if isinstance(part, bytes) else part.encode())
     from helm.fetch import cache_dir
 
     target = cache_dir() / "kernels" / f"selective_scan-{key.hexdigest()[:16]}.so"
-    if not target.exists():
-        _build(cc, target)
-    lib = ctypes.CDLL(str(target))
+    lib = ctypes.CDLL(str(target if target.exists() else _build(cc, target)))
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
     for suffix in ("f32", "f64"):
         getattr(lib, f"scan_fwd_{suffix}").argtypes = [ptr] * 7 + [i64] * 5 + [ptr]
         getattr(lib, f"scan_bwd_{suffix}").argtypes = [ptr] * 9 + [i64] * 6 + [ptr]
     lib.scan_lanes.restype = i64
+    return lib
+
+
+@functools.cache
+def _library_or_reason() -> ctypes.CDLL | str:
+    """Built and loaded once per process; a failure too is decided once (and said once), not on every scan."""
+    try:
+        return _load()
+    except (KernelUnavailable, OSError) as err:
+        if os.environ.get("HELM_CPU_SCAN", "").lower() != "torch":
+            warnings.warn(f"mamba's compiled CPU scan is unavailable, using the PyTorch loop: {err}", stacklevel=3)
+        return str(err)
+
+
+def _library() -> ctypes.CDLL:
+    lib = _library_or_reason()
+    if isinstance(lib, str):
+        raise KernelUnavailable(lib)
     return lib
 
 
@@ -91,11 +114,21 @@ def available() -> bool:
 
 
 def unavailable_reason() -> str | None:
-    try:
-        _library()
-    except (KernelUnavailable, OSError) as err:
-        return str(err)
-    return None
+    lib = _library_or_reason()
+    return lib if isinstance(lib, str) else None
+
+
+def supports(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor
+) -> bool:
+    """Whether these scan inputs can go to the kernel: built, all on the CPU in one float dtype, exact shapes (the
+    PyTorch loop broadcasts and promotes; the kernel reads raw buffers)."""
+    tensors = (x, dt, A, B, C, D)
+    if any(t.device.type != "cpu" or t.dtype != x.dtype for t in tensors) or x.dtype not in _SUFFIX or x.ndim != 3:
+        return False
+    (rows, length, d), n = x.shape, A.shape[-1]
+    shapes_ok = dt.shape == x.shape and A.shape == (d, n) and B.shape == C.shape == (rows, length, n)
+    return shapes_ok and D.shape == (d,) and available()
 
 
 @functools.cache
@@ -119,12 +152,12 @@ def _run(fn, args: tuple, tasks: int, work_size: int, like: torch.Tensor) -> tor
     return work
 
 
-def _suffix(x: torch.Tensor) -> str:
-    return {torch.float32: "f32", torch.float64: "f64"}[x.dtype]
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
 class CpuSelectiveScan(torch.autograd.Function):
-    """The selective scan through the C kernel; same arguments and results as ``mamba.SelectiveScan``."""
+    """The selective scan through the C kernel; same arguments as ``mamba.SelectiveScan`` (checked by
+    ``supports``), same results up to float rounding."""
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D):
@@ -134,14 +167,15 @@ class CpuSelectiveScan(torch.autograd.Function):
         lanes = lib.scan_lanes()
         y = torch.empty_like(x)
         ptrs = tuple(t.data_ptr() for t in (x, dt, A, B, C, D, y))
-        fn = getattr(lib, f"scan_fwd_{_suffix(x)}")
+        fn = getattr(lib, f"scan_fwd_{_SUFFIX[x.dtype]}")
         _run(fn, (*ptrs, length, d, n), rows * -(-d // lanes), 2 * n * lanes, x)  # work: A^T and the states
         ctx.save_for_backward(x, dt, A, B, C, D)
         return y
 
     @staticmethod
-    @once_differentiable  # no double backward (second-order optimizers refuse mamba: helm/config.py)
     def backward(ctx, dy):
+        if torch.is_grad_enabled():  # create_graph: second-order optimizers refuse mamba (helm/config.py)
+            raise RuntimeError("mamba's compiled CPU scan has no double backward")
         x, dt, A, B, C, D = ctx.saved_tensors
         dy = dy.contiguous()
         rows, length, d = x.shape
@@ -149,7 +183,7 @@ class CpuSelectiveScan(torch.autograd.Function):
         lanes = lib.scan_lanes()
         gx, gdt = torch.empty_like(x), torch.empty_like(x)
         ptrs = tuple(t.data_ptr() for t in (x, dt, A, B, C, D, dy, gx, gdt))
-        fn = getattr(lib, f"scan_bwd_{_suffix(x)}")
+        fn = getattr(lib, f"scan_bwd_{_SUFFIX[x.dtype]}")
         # each thread's work: its sums of the A, B, C gradients, then its scratch (n x lanes each: A^T, its
         # gradient, the adjoint, the next decay, the recomputed states of l + 1 steps and the decays of l steps)
         sums = [d * n, B.numel(), B.numel()]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from helm.models.base import Conv1D, EmbeddingMixin, HelmLM, default_positions, mlp_activation, real_token_mask
 from helm.models.config import ModelConfig
@@ -78,7 +77,7 @@ class Bf16CpuAttention(torch.autograd.Function):
     """softmax(q k^T / sqrt(d) masked) v with bf16 matmuls and a bf16 softmax (fp32 inside), probabilities kept for
     the backward: 2.3x faster than SDPA's CPU flash kernel in bf16 at batch 8 x 4 heads x 444 x 64, fwd + bwd.
     ``allowed``: a bool mask broadcastable to [b, heads, L, L] (True = attend), or None for full attention. It
-    stands in for the flash kernel, so like that one it has no double backward (a second one raises)."""
+    stands in for the flash kernel, so like that one it has no double backward (create_graph raises)."""
 
     @staticmethod
     def forward(ctx, q, k, v, allowed):
@@ -94,8 +93,9 @@ class Bf16CpuAttention(torch.autograd.Function):
         return torch.bmm(probs, v).view(ctx.shape)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
+        if torch.is_grad_enabled():  # create_graph=True: this backward is not itself differentiable
+            raise RuntimeError("gpt2's bf16 CPU attention has no double backward (SDPA's math kernel has)")
         q, k, v, probs = ctx.saved_tensors
         dy = dy.reshape(v.shape)
         grad_v = torch.bmm(probs.transpose(1, 2), dy)
@@ -109,9 +109,9 @@ class Bf16CpuAttention(torch.autograd.Function):
 def attention(q, k, v, mask: torch.Tensor | None, causal: bool, dropout: float) -> torch.Tensor:
     """Attention of q, k, v [b, heads, L, head_dim]; ``mask`` from ``attention_mask_4d`` (None: no pads). The bf16
     CPU kernel replaces SDPA's flash kernel only where that one is allowed (second-order optimizers restrict SDPA
-    to its math backend for the double backward: helm/module.py)."""
+    to its math backend for the double backward: helm/module.py), and not inside torch.compile (which fuses SDPA)."""
     length = q.shape[-2]
-    cpu_bf16 = q.device.type == "cpu" and q.dtype == torch.bfloat16
+    cpu_bf16 = q.device.type == "cpu" and q.dtype == torch.bfloat16 and not torch.compiler.is_compiling()
     # flash_sdp_enabled: SDPA's global backend switch (off inside sdpa_kernel(MATH)), despite "cuda" in its name
     if cpu_bf16 and not dropout and length <= BF16_CPU_MATH_MAX_LEN and torch.backends.cuda.flash_sdp_enabled():
         if mask is None and causal:

@@ -13,13 +13,13 @@ paper's Bi-Mamba) runs a forward and a backward block (mixer + MLP each) and pro
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helm.models import cpu_scan
 from helm.models.base import (
     EmbeddingMixin,
     HelmLM,
@@ -118,9 +118,16 @@ def selective_scan(
     h_t = exp(dt_t A) * h_{t-1} + dt_t B_t x_t ;  y_t = <C_t, h_t> + D x_t
     """
     x, dt, A, B, C, D = _f32(x, dt, A, B, C, D)
-    compiled = kernel and x.device.type == "cpu" and cpu_scan.available()
-    scan = cpu_scan.CpuSelectiveScan if compiled else SelectiveScan
-    return scan.apply(x, dt, A, B, C, D.to(x.dtype))
+    D = D.to(x.dtype)
+    cpu_scan = _cpu_scan() if kernel else None
+    scan = cpu_scan.CpuSelectiveScan if cpu_scan and cpu_scan.supports(x, dt, A, B, C, D) else SelectiveScan
+    return scan.apply(x, dt, A, B, C, D)
+
+
+def _cpu_scan():
+    """helm.models.cpu_scan when this file runs as part of helm. An exported folder (helm/export.py ships each
+    module a backbone imports by a ``from`` statement) runs without helm: there the PyTorch loop is the scan."""
+    return importlib.import_module("helm.models.cpu_scan") if __name__.startswith("helm.") else None
 
 
 def ssd_scan(

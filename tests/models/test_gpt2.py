@@ -106,6 +106,12 @@ def test_bf16_cpu_attention_function_is_attention(masking):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
+def test_bf16_cpu_attention_has_no_double_backward():
+    q, k, v = (torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    with pytest.raises(RuntimeError, match="no double backward"):
+        torch.autograd.grad(Bf16CpuAttention.apply(q, k, v, None).sum(), q, create_graph=True)
+
+
 def test_rotary_matches_transformers_llama_rotary():
     head_dim, heads = 16, 2
     cfg = LlamaConfig(hidden_size=head_dim * heads, num_attention_heads=heads, rope_theta=10000.0)
