@@ -8,9 +8,9 @@ instead of keeping them ([l, b, d, n] floats per layer, 116 MB at batch 8 x 444,
 Build: the system C compiler (``$CC``, else ``cc``) compiles the source once per source version into
 ``$HELM_CACHE/kernels`` (default ~/.cache/helm-mrna/kernels); with GCC on x86-64, function multi-versioning
 instead of ``-march=native`` lets one build serve every CPU generation of a cluster (other compilers: a baseline
-build). Without a compiler, or with
-``HELM_CPU_SCAN=torch``, the PyTorch loop runs instead (the same recurrence, equal to float rounding:
-tests/models/test_cpu_scan.py; a failed build is said once, as a warning).
+build). Without a compiler, or with ``HELM_CPU_SCAN=torch``, the PyTorch loop runs instead (the same recurrence,
+equal to float rounding: tests/models/test_cpu_scan.py; a failed build is said once, as a warning).
+
 Threads: the tasks (batch row x block of channels) are split across ``torch.get_num_threads()`` Python
 threads; ctypes releases the GIL during each call.
 """
@@ -189,5 +189,5 @@ class CpuSelectiveScan(torch.autograd.Function):
         sums = [d * n, B.numel(), B.numel()]
         scratch = (2 * length + 5) * n * lanes
         work = _run(fn, (*ptrs, rows, length, d, n), rows * -(-d // lanes), sum(sums) + scratch, x)
-        gA, gB, gC, _ = work.sum(0).split([*sums, scratch])
+        gA, gB, gC = work[:, : sum(sums)].sum(0).split(sums)
         return gx, gdt, gA.view(d, n), gB.view(B.shape), gC.view(B.shape), (dy * x).sum((0, 1))

@@ -99,6 +99,7 @@ class Bf16CpuAttention(torch.autograd.Function):
         q, k, v, probs = ctx.saved_tensors
         dy = dy.reshape(v.shape)
         grad_v = torch.bmm(probs.transpose(1, 2), dy)
+        # ATen's softmax backward (one fused pass; torch has no public one): probs * (g - sum(g * probs))
         grad_scores = torch._softmax_backward_data(torch.bmm(dy, v.transpose(1, 2)), probs, -1, probs.dtype)
         none = q.new_empty(())
         grad_q = torch.baddbmm(none, grad_scores, k, beta=0, alpha=ctx.scale)
