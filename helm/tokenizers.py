@@ -26,9 +26,9 @@ import numpy as np
 from helm.codons import SPECIALS, UNK_ID, Vocab, aa_vocab, kmer_vocab, nuc_vocab
 
 TOKENIZER_FILE = "tokenizer.json"
-_NAMES = ("3mer", "codon", "nuc", "6mer", "aa", "bpe", "wp", "ug")
-_INVALID = 255
 LEARNED = ("bpe", "wp", "ug")
+_NAMES = ("3mer", "codon", "nuc", "6mer", "aa", *LEARNED)
+_INVALID = 255
 LEARNED_VOCAB_SIZE = 256  # the default size of a learned vocabulary (`--vocab_size` of prepare and train)
 WORD_LENGTH = 48  # learned tokenizers: a token never spans a 48-nt (16-codon) boundary of the sequence
 # how many (deduplicated, training-split) sequences a learned tokenizer is trained on by default: Unigram's EM
@@ -202,7 +202,7 @@ class LearnedTokenizer:
     """BPE (``bpe``), WordPiece (``wp``) or Unigram (``ug``) from HF ``tokenizers``, specials at ids 0..5."""
 
     def __init__(self, name: str = "bpe", vocab_size: int = LEARNED_VOCAB_SIZE, hf_tokenizer=None):
-        if name not in ("bpe", "wp", "ug"):
+        if name not in LEARNED:
             raise ValueError(f"unknown learned tokenizer {name!r}")
         self.name, self.vocab_size, self.overlap = name, vocab_size, 0
         self._tok = hf_tokenizer
@@ -308,10 +308,10 @@ def create_tokenizer(name: str, overlap: int = 0, **kw) -> Tokenizer:
         if overlap:
             raise ValueError("the aa tokenizer has no overlap (one residue per token)")
         return AminoAcidTokenizer()
-    if name in ("bpe", "wp", "ug"):
+    if name in LEARNED:
         if overlap:
             raise ValueError(f"--overlap applies to k-mer tokenizers, not to the learned {name} tokenizer")
-        return LearnedTokenizer(name, vocab_size=int(kw.get("vocab_size", 256)))
+        return LearnedTokenizer(name, vocab_size=int(kw.get("vocab_size", LEARNED_VOCAB_SIZE)))
     raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(_NAMES)}")
 
 
