@@ -71,8 +71,6 @@ def _build(cc: str, target: Path) -> Path:
 
 
 def _load() -> ctypes.CDLL:
-    if os.environ.get("HELM_CPU_SCAN", "").lower() == "torch":
-        raise KernelUnavailable("HELM_CPU_SCAN=torch")
     cc = _compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256()
@@ -92,12 +90,14 @@ def _load() -> ctypes.CDLL:
 
 @functools.cache
 def _library_or_reason() -> ctypes.CDLL | str:
-    """Built and loaded once per process; a failure too is decided once (and said once), not on every scan."""
+    """Built and loaded once per process; a failure too is decided once (and said once), not on every scan. The
+    user's choice (HELM_CPU_SCAN=torch) is not warned about."""
+    if os.environ.get("HELM_CPU_SCAN", "").lower() == "torch":
+        return "HELM_CPU_SCAN=torch"
     try:
         return _load()
     except (KernelUnavailable, OSError) as err:
-        if os.environ.get("HELM_CPU_SCAN", "").lower() != "torch":
-            warnings.warn(f"mamba's compiled CPU scan is unavailable, using the PyTorch loop: {err}", stacklevel=3)
+        warnings.warn(f"mamba's compiled CPU scan is unavailable, using the PyTorch loop: {err}", stacklevel=3)
         return str(err)
 
 

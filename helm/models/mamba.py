@@ -41,6 +41,10 @@ try:
 except Exception:  # noqa: BLE001
     _cuda_chunk_scan = None
 
+# helm's compiled CPU scan, when this file runs as part of helm. An exported folder (helm/export.py ships each module
+# a backbone imports by a ``from`` statement) runs without helm: there the PyTorch loop is the scan.
+_cpu_scan = importlib.import_module("helm.models.cpu_scan") if __name__.startswith("helm.") else None
+
 HAS_MAMBA_SSM = _cuda_selective_scan is not None  # Mamba-1 kernel
 HAS_MAMBA2_KERNELS = _cuda_chunk_scan is not None  # Mamba-2 (Triton SSD) kernel
 
@@ -119,15 +123,9 @@ def selective_scan(
     """
     x, dt, A, B, C, D = _f32(x, dt, A, B, C, D)
     D = D.to(x.dtype)
-    cpu_scan = _cpu_scan() if kernel else None
-    scan = cpu_scan.CpuSelectiveScan if cpu_scan and cpu_scan.supports(x, dt, A, B, C, D) else SelectiveScan
+    compiled = kernel and _cpu_scan is not None and _cpu_scan.supports(x, dt, A, B, C, D)
+    scan = _cpu_scan.CpuSelectiveScan if compiled else SelectiveScan
     return scan.apply(x, dt, A, B, C, D)
-
-
-def _cpu_scan():
-    """helm.models.cpu_scan when this file runs as part of helm. An exported folder (helm/export.py ships each
-    module a backbone imports by a ``from`` statement) runs without helm: there the PyTorch loop is the scan."""
-    return importlib.import_module("helm.models.cpu_scan") if __name__.startswith("helm.") else None
 
 
 def ssd_scan(
