@@ -16,9 +16,10 @@ everything, raw training losses included. Every comparison (summary, difference 
 loss-independent numbers -- codon perplexity and accuracy, amino-acid accuracy and mistake severity on the true
 tree, downstream scores -- because loss values of XE, HXE, soft labels and the aa losses are on different scales
 (docs/PROTOCOL.md "Comparable metrics"). Tables: `summary` (one row per run, one column per task's headline
-metric as mean ± sd over downstream seeds), `delta_vs_xe` (each loss minus XE with a 95 % interval from
-helm.stats, and the count of tasks it wins), `intrinsic`, `pretrain` (per-run details), `truncation` (sequences
-cut per run and task); CSV and Markdown. Figures (matplotlib, PNG + SVG): `learning_curves`, `task_scores`,
+metric as mean ± sd over downstream seeds), `delta_vs_xe` (each loss minus XE with a 95 % interval over
+pretraining seeds from helm.stats, and the count of tasks it wins), `power` (pretraining seeds an effect of the
+paper's size needs), `intrinsic`, `pretrain` (per-run details), `truncation` (sequences cut per run and task); CSV
+and Markdown. Figures (matplotlib, PNG + SVG): `learning_curves`, `task_scores`,
 `delta_to_xe`, `intrinsic`.
 """
 
@@ -29,7 +30,8 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +42,6 @@ from helm.run import CONFIG_FILE, METRICS_FILE, TB_DIR, atomic_write
 
 if TYPE_CHECKING:  # numpy / pandas load when tables are made (`helm tables --help` is instant)
     import pandas as pd
-
-    from helm import stats
 
 COORDS = ("grid", "arch", "mode", "size", "preset", "loss_id", "loss", "hxe_alpha", "soft_labels_beta", "hierarchy",
           "tokenizer", "pretrain_seed", "model")  # fmt: skip
@@ -363,87 +363,127 @@ def _xe_partner(info: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def comparisons(table: pd.DataFrame) -> Iterator[Comparison]:
+    """Every non-XE model against its XE partner on every task, with one unit score per pretraining seed: the
+    task's headline metric averaged over the downstream seeds both models were evaluated with."""
+    heads = headlines(table)
+    info = run_info(table)
+    runs_of = {m: sorted(sub.index, key=lambda r: _pretrain_seed(info, r)) for m, sub in info.groupby("model")}
+    for task, metric in sorted(heads.items()):
+        values = table[(table["task"] == task) & (table["metric"] == metric)].groupby(["run", "seed"])["value"].mean()
+        for model, xe in _xe_partner(info).items():
+            a_runs, b_runs = runs_of[model], runs_of[xe]
+            seeds = _common_seeds(values, [*a_runs, *b_runs])
+            if seeds:
+                a, b = ({_pretrain_seed(info, r): float(values.loc[r].loc[seeds].mean()) for r in runs}
+                        for runs in (a_runs, b_runs))  # fmt: skip
+                loss = str(info.loc[a_runs[0], "loss_id"])
+                yield Comparison(task, metric, loss, model, xe, a_runs, b_runs, seeds, a, b)
+
+
+@dataclass
+class Comparison:
+    task: str
+    metric: str
+    loss: str
+    model: str
+    xe: str
+    a_runs: list[str]
+    b_runs: list[str]
+    seeds: list[int]  # downstream seeds averaged into each unit
+    a: dict[int, float]  # pretraining seed -> unit score of the loss under test
+    b: dict[int, float]  # ... of XE
+
+    @property
+    def higher_is_better(self) -> bool:
+        return not any(self.metric.startswith(m) for m in LOWER_IS_BETTER)
+
+
 def delta_vs_xe(
     table: pd.DataFrame, predictions: dict[tuple[str, str, int], dict], replicates: int = 2000
 ) -> pd.DataFrame:
-    """Each loss minus XE per task (headline metric), with a 95 % interval (helm.stats), and the XE
-    seed-vs-seed difference as a yardstick of pretraining variance."""
+    """Each loss minus XE per task (headline metric): the loss effect with the pretraining seed as the unit (a
+    paired t or Welch interval, helm.stats.loss_effect; none with one seed a side) and, where the test predictions
+    were saved, the spread that test rows and downstream seeds alone give (helm.stats.row_spread)."""
     import pandas as pd
 
-    heads = headlines(table)
-    info = run_info(table)
+    from helm import stats
 
-    def by_seed(runs):
-        return sorted(runs, key=lambda r: info.loc[r, "pretrain_seed"] or 0)
-
-    runs_of = {m: by_seed(sub.index) for m, sub in info.groupby("model")}
-    pairs: list[tuple[str, list[str], list[str]]] = []
-    for model, xe in _xe_partner(info).items():
-        pairs.append((str(info.loc[runs_of[model][0], "loss_id"]), runs_of[model], runs_of[xe]))
-    for xe in sorted(set(_xe_partner(info).values())):
-        if len(runs_of[xe]) >= 2:  # the same loss, another pretraining seed: what "no effect" looks like
-            a, b = runs_of[xe][1], runs_of[xe][0]
-            label = f"xe seed {_seed(info.loc[a, 'pretrain_seed'])} vs {_seed(info.loc[b, 'pretrain_seed'])}"
-            pairs.append((label, [a], [b]))
     rows = []
-    for task, metric in sorted(heads.items()):
-        sub = table[(table["task"] == task) & (table["metric"] == metric)]
-        for label, a_runs, b_runs in pairs:
-            seeds_of = [set(sub[sub["run"].isin(runs)]["seed"].dropna()) for runs in (a_runs, b_runs)]
-            seeds = sorted(seeds_of[0] & seeds_of[1])
-            if not seeds:
-                continue
-            model = model_of(a_runs[0], {"model": info.loc[a_runs[0], "model"]})
-            diff = _difference(sub, predictions, task, a_runs, b_runs, [int(s) for s in seeds], replicates)
-            sign = -1 if any(metric.startswith(m) for m in LOWER_IS_BETTER) else 1
-            rows.append({
-                "task": task, "metric": metric, "loss": label, "model": model, "xe model": info.loc[b_runs[0], "model"],
-                "delta": diff.estimate, "low": diff.low, "high": diff.high, "downstream seeds": diff.n_seeds,
-                "pretrain seeds": f"{len(a_runs)} vs {len(b_runs)}",
-                "verdict": _verdict(sign * diff.estimate, sign * diff.low, sign * diff.high), "method": diff.method,
-            })  # fmt: skip
-    return pd.DataFrame(rows, columns=["task", "metric", "loss", "model", "xe model", "delta", "low", "high",
-                                       "downstream seeds", "pretrain seeds", "verdict", "method"])  # fmt: skip
+    for c in comparisons(table):
+        diff = stats.loss_effect(c.a, c.b)
+        spread = _row_spread(predictions, c, replicates) if c.metric == "spearman" else None
+        rows.append({
+            "task": c.task, "metric": c.metric, "loss": c.loss, "model": c.model, "xe model": c.xe,
+            "delta": diff.estimate, "low": diff.low, "high": diff.high,
+            "verdict": stats.verdict(diff, c.higher_is_better), "method": diff.method,
+            "pretrain seeds": f"{len(c.a)} vs {len(c.b)}", "downstream seeds": len(c.seeds),
+            "rows low": spread[0] if spread else math.nan, "rows high": spread[1] if spread else math.nan,
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=DELTA_COLUMNS)
 
 
-def _seed(value: Any) -> str:
-    """A pretraining seed as written in a run id (the column is float when baselines leave it empty)."""
+# `low`/`high`: the loss effect's interval; `rows low`/`rows high`: test rows and downstream seeds alone
+DELTA_COLUMNS = ["task", "metric", "loss", "model", "xe model", "delta", "low", "high", "verdict", "method",
+                 "pretrain seeds", "downstream seeds", "rows low", "rows high"]  # fmt: skip
+POWER_NOTE = (
+    "Power of the 95 % paired t interval over pretraining seeds to exclude 0 when the true difference is "
+    "the paper's ~8 % of XE's score, from the sd of this grid's paired differences (noncentral t; "
+    "helm.stats.power). Estimated from few seeds: a rough guide, not a guarantee."
+)
+# The effect the HELM paper reports (abstract): about 8 % better than XE on average, read as relative to XE's score.
+PAPER_EFFECT = 0.08
+
+
+def power_table(table: pd.DataFrame, effect: float = PAPER_EFFECT, target: float = 0.8) -> pd.DataFrame:
+    """Per task and loss with paired pretraining seeds: the sd of the paired unit differences, the power the
+    grid has for a true difference of ``effect`` x |XE's mean| and the pretraining seeds per loss that reach
+    ``target`` power (helm.stats.power, paired t at 95 %)."""
+    import numpy as np
     import pandas as pd
 
-    return str(int(value)) if value is not None and not pd.isna(value) else "?"
+    from helm import stats
+
+    rows = []
+    for c in comparisons(table):
+        paired = sorted(c.a.keys() & c.b.keys())
+        if len(paired) < 2:
+            continue
+        sd = float(np.std([c.a[s] - c.b[s] for s in paired], ddof=1))
+        delta = effect * abs(float(np.mean(list(c.b.values()))))
+        rows.append({"task": c.task, "metric": c.metric, "loss": c.loss, "pretrain seeds": len(paired),
+                     "sd of paired differences": sd, f"effect ({effect:.0%} of XE)": delta,
+                     "power now": stats.power(delta, sd, len(paired)),
+                     f"seeds for {target:.0%} power": stats.seeds_for_power(delta, sd, target)})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
-def _verdict(delta: float, low: float, high: float) -> str:
-    """better / worse (the interval excludes 0), or 'no clear difference'; oriented so that higher is better."""
-    if math.isfinite(low) and low > 0:
-        return "better"
-    if math.isfinite(high) and high < 0:
-        return "worse"
-    return "no clear difference" if math.isfinite(low) else "no interval (one seed)"
+def _pretrain_seed(info: pd.DataFrame, run: str) -> int:
+    seed = info.loc[run, "pretrain_seed"]
+    return 0 if seed is None or seed != seed else int(seed)  # a block without a seed axis: seed 0
 
 
-def _difference(sub, predictions, task, a_runs, b_runs, seeds, replicates) -> stats.Difference:
-    """Bootstrap when every evaluation saved its test predictions on the same rows, else a t interval."""
+def _common_seeds(values: pd.Series, runs: Sequence[str]) -> list[int]:
+    """Downstream seeds every one of ``runs`` was evaluated with (a unit averages over the same seeds)."""
+    have = [set(values.loc[run].dropna().index) if run in values.index.get_level_values(0) else set() for run in runs]
+    return sorted(set.intersection(*have)) if have else []
+
+
+def _row_spread(predictions, c: Comparison, replicates: int) -> tuple[float, float] | None:
+    """helm.stats.row_spread when every evaluation saved its test predictions, on the same rows per seed."""
     import numpy as np
 
     from helm import stats
 
     per_seed = {}
-    for seed in seeds:
-        got = [predictions.get((task, run, seed)) for run in (*a_runs, *b_runs)]
+    for seed in c.seeds:
+        got = [predictions.get((c.task, run, int(seed))) for run in (*c.a_runs, *c.b_runs)]
         if any(g is None for g in got) or any(not np.array_equal(g["index"], got[0]["index"]) for g in got):
-            per_seed = None
-            break
-        per_seed[seed] = stats.SeedPredictions(
-            got[0]["y"], [g["pred"] for g in got[: len(a_runs)]], [g["pred"] for g in got[len(a_runs) :]]
-        )
-    if per_seed and sub["metric"].iloc[0] == "spearman":
-        return stats.paired_bootstrap(per_seed, replicates=replicates)
-    values = sub.groupby(["seed", "run"])["value"].mean().unstack("run")
-    d = values[a_runs].mean(axis=1) - values[b_runs].mean(axis=1)
-    mean, low, high = stats.t_interval(d.dropna().tolist())
-    return stats.Difference(mean, low, high, int(d.notna().sum()), (len(a_runs), len(b_runs)),
-                            f"paired t over {int(d.notna().sum())} downstream seed(s)")  # fmt: skip
+            return None
+        preds = [g["pred"] for g in got]
+        k = len(c.a_runs)
+        per_seed[int(seed)] = stats.SeedPredictions(got[0]["y"], preds[:k], preds[k:], np.asarray(got[0]["index"]))
+    return stats.row_spread(per_seed, replicates=replicates)
 
 
 def win_counts(delta: pd.DataFrame) -> pd.DataFrame:
@@ -620,26 +660,32 @@ def task_scores_figure(table: pd.DataFrame, published: list[dict[str, Any]], ste
 
 
 def delta_figure(delta: pd.DataFrame, stem: Path):
-    """Difference to XE per task with its 95 % interval; grey: XE against itself with another pretraining seed."""
+    """Difference to XE per task: the loss effect's 95 % interval (thick; an open marker where there is none, one
+    pretraining seed a side) and, thin and grey behind it, the range test rows and downstream seeds alone give."""
     plt = _pyplot()
     tasks = list(dict.fromkeys(delta["task"])) if len(delta) else []
     losses = list(dict.fromkeys(delta["loss"])) if len(delta) else []
     fig, ax = plt.subplots(figsize=(8, 0.45 * max(1, len(tasks)) * max(1, len(losses)) ** 0.5 + 1.6))
-    colors = _colors([lab for lab in losses if not lab.startswith("xe seed")])
+    colors = _colors(losses)
     step = 0.8 / max(1, len(losses))
     for j, loss in enumerate(losses):
         sub = delta[delta["loss"] == loss].set_index("task")
         y = [tasks.index(t) - 0.4 + step * (j + 0.5) for t in sub.index]
-        color = "#999999" if loss.startswith("xe seed") else colors.get(loss)
+        ax.hlines(y, sub["rows low"], sub["rows high"], color="#bbbbbb", lw=5, zorder=1)
+        has = sub["low"].notna().to_numpy()
         low = (sub["delta"] - sub["low"]).fillna(0).clip(lower=0)
         high = (sub["high"] - sub["delta"]).fillna(0).clip(lower=0)
-        ax.errorbar(sub["delta"], y, xerr=[low, high], fmt="s" if loss.startswith("xe seed") else "o", color=color,
-                    capsize=2.5, ms=4, label=loss)  # fmt: skip
+        ax.errorbar(sub["delta"][has], [v for v, h in zip(y, has) if h], xerr=[low[has], high[has]], fmt="o",
+                    color=colors.get(loss), capsize=2.5, ms=4, lw=1.5, zorder=2, label=loss)  # fmt: skip
+        label = f"{loss} (one pretraining seed: no interval)" if (~has).any() else None
+        ax.plot(sub["delta"][~has], [v for v, h in zip(y, has) if not h], "o", mfc="none", color=colors.get(loss),
+                ms=5, zorder=2, label=label)  # fmt: skip
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(tasks)))
     ax.set_yticklabels(tasks)
     ax.invert_yaxis()
-    ax.set_xlabel("difference to XE in the task's headline metric (95 % interval); > 0: better than XE")
+    ax.set_xlabel("difference to XE in the task's headline metric (95 % interval over pretraining seeds; grey: "
+                  "test rows and downstream seeds alone); > 0: better than XE", fontsize=8)  # fmt: skip
     if losses:
         ax.legend(fontsize=7.5, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     else:
@@ -729,6 +775,12 @@ def write_outputs(args: argparse.Namespace) -> pd.DataFrame:
         counts = win_counts(delta)
         write_table(delta, tdir / "delta_vs_xe", "Each loss minus XE (95 % interval)", _markdown(counts))
         write_table(counts, tdir / "win_counts", "Tasks on which each loss beats XE")
+        power = power_table(table)
+        write_table(power, tdir / "power", "Power for an effect of the paper's size (paired t over pretraining seeds)",
+                    POWER_NOTE)  # fmt: skip
+        if len(power):
+            print(f"helm tables: pretraining seeds per loss for 80 % power (paired t, effect "
+                  f"{PAPER_EFFECT:.0%} of XE):\n{_markdown(power)}")  # fmt: skip
         write_table(intrinsic(table), tdir / "intrinsic", "Intrinsic metrics on held-out sequences (true tree)")
         write_table(pretrain_table(table), tdir / "pretrain", "Pretraining runs")
         write_table(truncation(table), tdir / "truncation", "Sequences cut at the model's max_seq_len")

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from helm import tables
+from helm import stats, tables
+
+approx = pytest.approx
 
 XE, HXE = "gpt2-mlm-tiny-xe-3mer", "gpt2-mlm-tiny-hxe0.4-3mer"
 COORDS = {
@@ -97,28 +99,55 @@ def test_summary_is_one_row_per_run_with_mean_and_sd(tmp_path: Path) -> None:
     assert intrinsic.loc[XE, "codon perplexity"] == f"21.000 ± {np.std([20.0, 22.0], ddof=1):.3f}"
 
 
-def test_delta_vs_xe_without_predictions_is_a_paired_t_interval(tmp_path: Path) -> None:
+def _unit(run: str) -> float:
+    """A pretraining seed's unit score: its Spearman averaged over the downstream seeds."""
+    return float(np.mean([SPEARMAN[(run, s)] for s in range(3)]))
+
+
+def test_delta_vs_xe_with_one_pretraining_seed_gives_the_difference_and_no_verdict(tmp_path: Path) -> None:
     table = tables.gather(tmp_path, *write_tree(tmp_path))
-    delta = tables.delta_vs_xe(table, predictions={}).set_index("loss")
-    # per downstream seed: HXE minus the mean of XE's two pretraining seeds; then a t interval over the 3 seeds
-    d = [SPEARMAN[(f"{HXE}-s0", s)] - (SPEARMAN[(f"{XE}-s0", s)] + SPEARMAN[(f"{XE}-s1", s)]) / 2 for s in range(3)]
-    lo, hi = sps.t.interval(0.95, 2, loc=np.mean(d), scale=sps.sem(d))
-    row = delta.loc["hxe0.4"]
-    assert row["delta"] == pytest.approx(np.mean(d)) and (row["low"], row["high"]) == (
-        pytest.approx(lo),
-        pytest.approx(hi),
-    )
-    assert row["verdict"] == "better" and row["pretrain seeds"] == "1 vs 2" and "paired t" in row["method"]
-    # XE against itself with its other pretraining seed: the yardstick of a null difference
-    null = delta.loc["xe seed 1 vs 0"]
-    assert null["delta"] == pytest.approx(np.mean([SPEARMAN[(f"{XE}-s1", s)] - SPEARMAN[(f"{XE}-s0", s)]
-                                                   for s in range(3)]))  # fmt: skip
-    assert null["verdict"] == "no clear difference"
+    row = tables.delta_vs_xe(table, predictions={}).set_index("loss").loc["hxe0.4"]
+    assert row["delta"] == pytest.approx(_unit(f"{HXE}-s0") - (_unit(f"{XE}-s0") + _unit(f"{XE}-s1")) / 2)
+    assert np.isnan(row["low"]) and np.isnan(row["high"]) and row["verdict"] == "n/a: one pretraining seed"
+    assert row["pretrain seeds"] == "1 vs 2" and row["downstream seeds"] == 3 and np.isnan(row["rows low"])
+    assert set(tables.delta_vs_xe(table, {})["loss"]) == {"hxe0.4"}  # no XE-against-itself rows any more
     counts = tables.win_counts(tables.delta_vs_xe(table, {})).set_index("loss")
-    assert counts.loc["hxe0.4", "mean better than XE"] == 1 and counts.loc["hxe0.4", "better (interval > 0)"] == 1
+    assert counts.loc["hxe0.4", "mean better than XE"] == 1 and counts.loc["hxe0.4", "better (interval > 0)"] == 0
+    assert tables.power_table(table).empty  # no paired seeds: nothing to estimate power from
 
 
-def test_delta_vs_xe_bootstraps_saved_predictions(tmp_path: Path) -> None:
+def test_delta_vs_xe_is_a_paired_t_over_pretraining_seeds(tmp_path: Path) -> None:
+    runs, evals = write_tree(tmp_path)
+    hxe1 = {(f"{HXE}-s1", 0): 0.55, (f"{HXE}-s1", 1): 0.47, (f"{HXE}-s1", 2): 0.50}
+    for (run, seed), value in hxe1.items():  # HXE's second pretraining seed (seed 1), as the workflow lays it out
+        path = tmp_path / "downstream" / "mRFP" / run / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"run": run, "task": "mrfp", "seed": seed, "config": {"head": "textcnn"},
+                                    "metrics": {"spearman": value}}))  # fmt: skip
+        evals.append(path)
+    run_dir = tmp_path / "pretrain" / f"{HXE}-s1"
+    run_dir.mkdir(parents=True)
+    grid = json.loads((tmp_path / "pretrain" / f"{HXE}-s0" / "grid.json").read_text())
+    (run_dir / "grid.json").write_text(json.dumps({**grid, "run": f"{HXE}-s1", "pretrain_seed": 1}))
+    (run_dir / "metrics.json").write_text(json.dumps({"test_ppl": 21.5}))
+    runs.append(run_dir / "metrics.json")
+    table = tables.gather(tmp_path, runs, evals)
+    row = tables.delta_vs_xe(table, predictions={}).set_index("loss").loc["hxe0.4"]
+    units = {**SPEARMAN, **hxe1}
+    d = [np.mean([units[(f"{HXE}-s{p}", s)] - units[(f"{XE}-s{p}", s)] for s in range(3)]) for p in (0, 1)]
+    lo, hi = sps.t.interval(0.95, 1, loc=np.mean(d), scale=sps.sem(d))
+    assert row["delta"] == pytest.approx(np.mean(d)) and (row["low"], row["high"]) == (approx(lo), approx(hi))
+    assert row["method"] == "paired t over 2 pretraining seeds" and row["pretrain seeds"] == "2 vs 2"
+    assert row["verdict"] == ("better" if lo > 0 else "no clear difference")
+    power = tables.power_table(table).iloc[0]
+    sd = np.std(d, ddof=1)
+    effect = 0.08 * np.mean([_unit(f"{XE}-s0"), _unit(f"{XE}-s1")])
+    assert power["sd of paired differences"] == approx(sd) and power["effect (8% of XE)"] == approx(effect)
+    assert power["power now"] == approx(stats.power(effect, sd, 2))
+    assert power["seeds for 80% power"] == stats.seeds_for_power(effect, sd)
+
+
+def test_delta_vs_xe_shows_the_test_row_spread_from_saved_predictions(tmp_path: Path) -> None:
     runs, evals = write_tree(tmp_path, predictions=True)
     table = tables.gather(tmp_path, runs, evals)
     predictions = tables.read_predictions(tmp_path, evals)
@@ -127,7 +156,7 @@ def test_delta_vs_xe_bootstraps_saved_predictions(tmp_path: Path) -> None:
     sp = table[(table["metric"] == "spearman")].set_index(["run", "seed"])["value"]
     want = np.mean([sp[(f"{HXE}-s0", s)] - (sp[(f"{XE}-s0", s)] + sp[(f"{XE}-s1", s)]) / 2 for s in range(3)])
     assert row["delta"] == pytest.approx(want, abs=1e-9)
-    assert row["low"] < row["delta"] < row["high"] and "bootstrap" in row["method"]
+    assert row["rows low"] < row["delta"] < row["rows high"] and row["verdict"] == "n/a: one pretraining seed"
 
 
 def test_truncation_counts_every_embedded_row(tmp_path: Path) -> None:
@@ -162,7 +191,7 @@ def test_cli_writes_every_table_and_figure(tmp_path: Path) -> None:
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
         svgs[name] = (out / "plots" / f"{name}.svg").read_bytes()
         assert ET.fromstring(svgs[name]).tag.endswith("svg")
-    assert b"someone (paper X)" in svgs["task_scores"] and b"xe seed 1 vs 0" in svgs["delta_to_xe"]
+    assert b"someone (paper X)" in svgs["task_scores"] and b"one pretraining seed: no interval" in svgs["delta_to_xe"]
     # figures carry no date: the same inputs give the same bytes (committed study figures do not churn)
     assert tables.main(argv) == 0
     assert all((out / "plots" / f"{name}.svg").read_bytes() == svg for name, svg in svgs.items())

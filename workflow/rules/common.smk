@@ -407,7 +407,7 @@ def pretrain_targets():
     return [f"{R}/pretrain/{run}/metrics.json" for run in RUNS]
 
 
-TABLES = ("summary", "delta_vs_xe", "win_counts", "intrinsic", "pretrain", "truncation")  # helm tables --tables-dir
+TABLES = ("summary", "delta_vs_xe", "win_counts", "power", "intrinsic", "pretrain", "truncation")  # --tables-dir
 PLOTS = ("learning_curves", "task_scores", "delta_to_xe", "intrinsic")  # helm tables --plots-dir
 REPORT = config.get("report") or {}
 ARTIFACT = REPORT.get("artifact")  # a folder that gets a copy of the tables and figures (a committed study)
