@@ -415,6 +415,8 @@ def delta_vs_xe(
         spread = _row_spread(predictions, c, replicates) if c.metric == "spearman" else None
         rows.append({
             "task": c.task, "metric": c.metric, "loss": c.loss, "model": c.model, "xe model": c.xe,
+            "loss score": stats.format_mean_sd(*stats.mean_sd(list(c.a.values()))[:2]),
+            "xe score": stats.format_mean_sd(*stats.mean_sd(list(c.b.values()))[:2]),
             "delta": diff.estimate, "low": diff.low, "high": diff.high,
             "verdict": stats.verdict(diff, c.higher_is_better), "method": diff.method,
             "pretrain seeds": f"{len(c.a)} vs {len(c.b)}", "downstream seeds": len(c.seeds),
@@ -423,9 +425,10 @@ def delta_vs_xe(
     return pd.DataFrame(rows, columns=DELTA_COLUMNS)
 
 
-# `low`/`high`: the loss effect's interval; `rows low`/`rows high`: test rows and downstream seeds alone
-DELTA_COLUMNS = ["task", "metric", "loss", "model", "xe model", "delta", "low", "high", "verdict", "method",
-                 "pretrain seeds", "downstream seeds", "rows low", "rows high"]  # fmt: skip
+# `loss score`/`xe score`: mean ± sd over pretraining seeds of the unit scores; `low`/`high`: the loss effect's
+# interval; `rows low`/`rows high`: test rows and downstream seeds alone
+DELTA_COLUMNS = ["task", "metric", "loss", "model", "xe model", "loss score", "xe score", "delta", "low", "high",
+                 "verdict", "method", "pretrain seeds", "downstream seeds", "rows low", "rows high"]  # fmt: skip
 POWER_NOTE = (
     "Power of the 95 % paired t interval over pretraining seeds to exclude 0 when the true difference is "
     "the paper's ~8 % of XE's score, from the sd of this grid's paired differences (noncentral t; "
@@ -773,7 +776,9 @@ def write_outputs(args: argparse.Namespace) -> pd.DataFrame:
         delta = delta_vs_xe(table, predictions, replicates=args.replicates)
         write_table(summary(table), tdir / "summary", "Summary: headline metric per task (mean ± sd over seeds)")
         counts = win_counts(delta)
-        write_table(delta, tdir / "delta_vs_xe", "Each loss minus XE (95 % interval)", _markdown(counts))
+        write_table(
+            delta, tdir / "delta_vs_xe", "Each loss minus XE (95 % interval over pretraining seeds)", _markdown(counts)
+        )
         write_table(counts, tdir / "win_counts", "Tasks on which each loss beats XE")
         power = power_table(table)
         write_table(power, tdir / "power", "Power for an effect of the paper's size (paired t over pretraining seeds)",
