@@ -323,7 +323,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def intrinsic(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model (pretraining seeds pooled): mean ± sd of the intrinsic metrics and of synonymous clustering."""
+    """Per model (pretraining seeds pooled): mean ± sd of the intrinsic metrics and of synonymous clustering; then
+    per loss, its difference to XE with the interval of helm.stats.loss_effect."""
     import pandas as pd
 
     from helm import stats
@@ -346,7 +347,28 @@ def intrinsic(table: pd.DataFrame) -> pd.DataFrame:
             row["synonymous clustering (silhouette)"] = stats.format_mean_sd(mean, sd)
             row["silhouette_cosine mean"], row["silhouette_cosine sd"] = mean, sd
         rows.append(row)
+    info = run_info(table)
+    for model, xe in _xe_partner(info).items():  # each loss minus XE, the pretraining seed as the unit
+        row = {"model": f"{model} - {xe}", "loss": f"{info[info['model'] == model]['loss_id'].iloc[0]} - xe"}
+        for metric, label in INTRINSIC.items():
+            sub = pre[pre["metric"] == metric]
+            row[label] = _effect_cell(
+                *(sub[sub["model"] == m].groupby("pretrain_seed")["value"].mean() for m in (model, xe))
+            )
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _effect_cell(a: pd.Series, b: pd.Series) -> str:
+    """'+0.048 [-0.006, +0.103] (paired t over 4 pretraining seeds)'; without an interval, the reason."""
+    from helm import stats
+
+    if a.empty or b.empty:
+        return ""
+    d = stats.loss_effect(a.to_dict(), b.to_dict())
+    if not d.has_interval:
+        return f"{d.estimate:+.3f} ({d.method})"
+    return f"{d.estimate:+.3f} [{d.low:+.3f}, {d.high:+.3f}] ({d.method})"
 
 
 def _xe_partner(info: pd.DataFrame) -> dict[str, str]:
@@ -354,7 +376,9 @@ def _xe_partner(info: pd.DataFrame) -> dict[str, str]:
     models = info.drop_duplicates("model").set_index("model")
     models = models[models["loss"].notna()]
     key = ["arch", "mode", "size", "tokenizer"]
-    xe = models[(models["loss"] == "XE") & (models["hierarchy"].fillna("true") == "true")]
+    xe = models[
+        (models["loss"] == "XE") & (models["hierarchy"].fillna("true").astype(str).str.lower() == "true")
+    ]  # CSV: True
     out = {}
     for model, row in models.drop(xe.index).iterrows():
         match = xe[(xe[key] == row[key]).all(axis=1)]
@@ -706,6 +730,7 @@ def intrinsic_figure(table: pd.DataFrame, stem: Path):
 
     plt = _pyplot()
     frame = intrinsic(table)
+    frame = frame[frame["pretrain seeds"].notna()]  # the models, not their differences to XE
     pre = table[table["task"] == "pretrain"]
     metrics = list(INTRINSIC.items())
     per_run = {m: pre[pre["metric"] == m].groupby("model")["value"].apply(list) for m, _ in metrics}
