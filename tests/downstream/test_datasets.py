@@ -241,9 +241,9 @@ def test_similarity_split_is_leak_free_at_its_threshold(shared_data):
 
 @requires_mmseqs
 def test_similarity_split_with_too_few_clusters_says_so(shared_data, tmp_path):
-    # MLOS = codon variants of two HA proteins: at 50% identity a handful of groups, too few for 8/1/1
+    # MLOS = codon variants of two HA proteins: at 50% identity all 167 rows form one group (13,861 pairs)
     reg = registry_with_split(tmp_path, "mlos", {"similarity": [0.8, 0.1, 0.1], "min_seq_id": 0.5, "coverage": 0.8})
-    with pytest.raises(DatasetError, match=r"MLOS\.csv: the test split is empty \(split=similarity.*n_clusters=[1-3],"):
+    with pytest.raises(DatasetError, match=r"MLOS\.csv: the val split is empty \(split=similarity.*n_clusters=1,"):
         load_dataset("mlos", registry=reg, mirror=shared_data)
 
 
