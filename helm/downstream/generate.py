@@ -2,8 +2,8 @@
 
     helm generate --run RUN_DIR --out FILE.json --num-samples 64 --reference PREPARED_DIR_or_FILE \
         [--prompt none|codons|cdr3] [--prompt-codons 30] [--temperature 1.0] [--top-k 10] [--top-p 0.95]
-        [--max-new-tokens N] [--num-reference 200] [--embed-run RUN_DIR | --esm HF_ESM_DIR] [--pca-components 8]
-        [--seed 0]
+        [--max-new-tokens N] [--num-reference 200] [--embed-run RUN_DIR | --esm HF_ESM_DIR] [--pca-components 4]
+        [--pca-fit reference|both] [--seed 0]
 
 Sampling: temperature, then top-k, then top-p (nucleus) filtering; only sequence tokens and ``<eos>`` can be
 drawn. Prompts: none (from ``<cls>`` only), the first ``--prompt-codons`` tokens of reference sequences, or
@@ -332,11 +332,18 @@ def sequence_metrics(seqs: list[str]) -> dict[str, float]:
 
 
 def score(
-    generated: list[str], reference: list[str], embedder, pca_components: int, threshold: float
+    generated: list[str],
+    reference: list[str],
+    embedder,
+    pca_components: int,
+    threshold: float,
+    pca_fit: str = "reference",
 ) -> dict[str, float]:
     """Sequence statistics of the samples beside the reference's own (``ref_<metric>``), and the distance
     between their embedding clouds (``embedder``: sequences -> [N, H], labelled by ``embedder.name``; with
-    ``alphabet == 'aa'`` both sets are translated to protein first, the paper's protocol)."""
+    ``alphabet == 'aa'`` both sets are translated to protein first, the paper's protocol). The Fréchet distance is
+    taken on ``pca_components`` principal components fitted on the reference embeddings (``pca_fit="reference"``,
+    the paper's) or on both sets (``"both"``)."""
     from helm.downstream.metrics import codon_usage_distance, frechet_distance, neighbour_precision_recall, pca_project
 
     gen_ok = [s for s in generated if s]
@@ -354,7 +361,7 @@ def score(
         m["ref_num_empty_protein"] = len(reference) - len(ref_in)
     if len(gen_in) >= 2 and len(ref_in) >= 2:
         e_gen, e_ref = embedder(gen_in), embedder(ref_in)
-        a, b = pca_project(e_gen, e_ref, pca_components)
+        a, b = pca_project(e_gen, e_ref, pca_components, reference_only=pca_fit == "reference")
         # the embedder in the name: distances from different embedding spaces must never share a column
         space = embedder.name
         m[f"frechet_distance@{space}"] = frechet_distance(a, b)
@@ -395,7 +402,7 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
         embedder = RunEmbedder(embedder_run)
     else:
         embedder = RunEmbedder(run)
-    metrics = score(generated, refs, embedder, args.pca_components, args.nn_threshold)
+    metrics = score(generated, refs, embedder, args.pca_components, args.nn_threshold, args.pca_fit)
     samples = Path(args.samples) if args.samples else Path(args.out).with_suffix(".fasta")
     fasta = "".join(f">sample_{i} prompt_tokens={len(p)}\n{s}\n" for i, (p, s) in enumerate(zip(prompts, generated)))
     atomic_write(samples, fasta)
@@ -419,6 +426,7 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
             "embedder_name": embedder.name,
             "embedding_space": "protein" if embedder.alphabet == "aa" else "nucleotide",
             "pca_components": args.pca_components,
+            "pca_fit": args.pca_fit,
             "nn_threshold": args.nn_threshold,
             "samples_file": str(samples),
             "seconds": round(time.time() - t0, 2),
@@ -456,7 +464,13 @@ def build_parser() -> HelmParser:
         default=None,
         help="Hugging Face ESM checkpoint directory: embed the translated proteins with it (the paper: ESM-2 35M)",
     )
-    parser.add_argument("--pca-components", type=int, default=8, help="PCA dimensions for the Fréchet distance")
+    parser.add_argument("--pca-components", type=int, default=4, help="PCA dimensions for the Fréchet distance")
+    parser.add_argument(
+        "--pca-fit",
+        choices=("reference", "both"),
+        default="reference",
+        help="fit the PCA on the reference embeddings (the paper's) or on generated + reference (our earlier default)",
+    )
     parser.add_argument("--nn-threshold", type=float, default=0.05, help="cosine distance for precision/recall")
     parser.add_argument("--samples", default=None, help="FASTA of the samples (unset: OUT with .fasta)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")

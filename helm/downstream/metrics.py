@@ -97,13 +97,20 @@ def internal_diversity(seqs: list[str], max_pairs: int | None = None, seed: int 
 # ------------------------------------------------------------------------------------------- embeddings
 
 
-def pca_project(a: np.ndarray, b: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
-    """Project both sets on the top principal components of their union (centred)."""
-    both = np.concatenate([a, b]).astype(np.float64)
-    mean = both.mean(0)
-    k = min(components, both.shape[1], both.shape[0] - 1)
-    _, _, vt = np.linalg.svd(both - mean, full_matrices=False)
-    return (a - mean) @ vt[:k].T, (b - mean) @ vt[:k].T
+def pca_project(
+    generated: np.ndarray, reference: np.ndarray, components: int, reference_only: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Project both sets on the top principal components (centred on the fitted rows' mean).
+
+    ``reference_only`` (the paper's protocol, docs/PROTOCOL.md "Generation") fits the components on the reference
+    rows alone, so the space a run is scored in does not depend on its own samples and every run against the same
+    reference shares it; False fits them on the union of the two sets (our earlier choice)."""
+    rows = reference if reference_only else np.concatenate([generated, reference])
+    rows = rows.astype(np.float64)
+    mean = rows.mean(0)
+    k = min(components, rows.shape[1], rows.shape[0] - 1)
+    _, _, vt = np.linalg.svd(rows - mean, full_matrices=False)
+    return (generated - mean) @ vt[:k].T, (reference - mean) @ vt[:k].T
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -360,3 +360,26 @@ def test_reference_metrics_on_real_oas_rows(tiny_runs, shared_data):
     assert m["ref_in_frame_frac"] == 1.0 and m["in_frame_frac"] == 0.5
     assert m["ref_no_internal_stop_frac"] == 1.0 and m["no_internal_stop_frac"] == 0.5
     assert m["ref_internal_diversity"] > 0
+
+
+def test_frechet_distance_is_fitted_on_the_reference_by_default(tiny_runs, shared_data):
+    """`helm generate`'s default Fréchet distance is the paper's: PCA with 4 components fitted on the reference
+    embeddings only (docs/PROTOCOL.md "Generation"), checked against an independent implementation on the real
+    embeddings of a tiny run; `--pca-fit both` keeps the earlier union fit reachable."""
+    from helm.downstream.generate import RunEmbedder, build_parser, read_reference, score
+    from helm.downstream.metrics import frechet_distance, pca_project
+
+    from .test_metrics import reference_pca_frechet
+
+    args = build_parser().parse_args(["--run", "r", "--out", "o.json", "--reference", "ref"])
+    assert (args.pca_components, args.pca_fit) == (4, "reference")
+    refs, _ = read_reference(shared_data / OAS, 40)
+    generated = [s[: 3 * (20 + i)] for i, s in enumerate(refs[:20])]  # shortened reference rows
+    embedder = RunEmbedder(load_run(tiny_runs["clm"]))
+    e_gen, e_ref = embedder(generated), embedder(refs)
+    name = f"frechet_distance@{embedder.name}"
+    got = score(generated, refs, embedder, pca_components=4, threshold=0.05)[name]
+    assert got == pytest.approx(reference_pca_frechet(e_gen, e_ref, 4), rel=1e-5)
+    union = score(generated, refs, embedder, pca_components=4, threshold=0.05, pca_fit="both")[name]
+    assert union == pytest.approx(frechet_distance(*pca_project(e_gen, e_ref, 4, reference_only=False)), rel=1e-6)
+    assert union != pytest.approx(got, rel=1e-3)

@@ -95,6 +95,58 @@ def test_frechet_distance_closed_forms():
     assert abs(frechet_distance(x, x)) < 1e-6
 
 
+def reference_pca_frechet(generated: np.ndarray, reference: np.ndarray, k: int = 4) -> float:
+    """The paper's Fréchet distance written independently: PCA by an eigendecomposition of the reference
+    covariance, Fréchet distance with the symmetric form Tr(S_g + S_r - 2 (S_r^1/2 S_g S_r^1/2)^1/2), both square
+    roots from eigendecompositions (numpy only; helm takes scipy's sqrtm of S_g S_r)."""
+    mu = reference.mean(0)
+    w, v = np.linalg.eigh(np.cov(reference, rowvar=False))
+    basis = v[:, np.argsort(w)[::-1][:k]]
+    g, r = (generated - mu) @ basis, (reference - mu) @ basis
+    s_g, s_r = np.cov(g, rowvar=False), np.cov(r, rowvar=False)
+    w_r, v_r = np.linalg.eigh(s_r)
+    root = v_r @ np.diag(np.sqrt(w_r.clip(0))) @ v_r.T
+    trace_cross = np.sqrt(np.linalg.eigvalsh(root @ s_g @ root).clip(0)).sum()
+    return float(((g.mean(0) - r.mean(0)) ** 2).sum() + np.trace(s_g + s_r) - 2 * trace_cross)
+
+
+def test_pca_is_fitted_on_the_reference_by_default():
+    """Default: 4 components fitted on the reference alone (the paper's protocol), so the reference's coordinates
+    do not depend on the samples; the union fit (--pca-fit both, our earlier default) moves them."""
+    rng = np.random.default_rng(5)
+    scale = np.array([5, 4, 3, 2.5, 0.5, 0.5, 0.4, 0.3, 0.2, 0.1])
+    reference = rng.normal(size=(200, 10)) * scale
+    close = rng.normal(size=(150, 10)) * scale + 0.3
+    # the same samples plus rows far out in the reference's quiet directions: they would rotate a union fit
+    wide = np.concatenate([close, rng.normal(size=(50, 10)) * np.r_[np.zeros(4), np.full(6, 20.0)]])
+    for generated in (close, wide):
+        got = frechet_distance(*pca_project(generated, reference, 4))
+        assert got == pytest.approx(reference_pca_frechet(generated, reference), rel=1e-6)
+    ref_a = pca_project(close, reference, 4)[1]
+    ref_b = pca_project(wide, reference, 4)[1]
+    np.testing.assert_allclose(ref_a, ref_b)  # the space does not depend on the samples
+    union_a = pca_project(close, reference, 4, reference_only=False)[1]
+    union_b = pca_project(wide, reference, 4, reference_only=False)[1]
+    assert np.abs(np.abs(union_a) - np.abs(union_b)).max() > 1  # the union fit does
+    assert frechet_distance(*pca_project(wide, reference, 8, reference_only=False)) != pytest.approx(
+        reference_pca_frechet(wide, reference)
+    )
+
+
+def test_the_two_pca_fits_can_rank_runs_differently():
+    """Why the default follows the paper: run A matches the reference in its main directions but spreads in
+    directions the reference barely uses; run B is shifted in a main direction. Reference-fitted PCA (4
+    components) ranks A first; the union fit with 8 components (our earlier default) ranks B first."""
+    rng = np.random.default_rng(6)
+    scale = np.r_[np.full(4, 3.0), np.full(6, 0.1)]
+    reference = rng.normal(size=(300, 10)) * scale
+    run_a = rng.normal(size=(300, 10)) * np.r_[np.full(4, 3.0), np.full(6, 2.0)]
+    run_b = rng.normal(size=(300, 10)) * scale + np.r_[1.5, np.zeros(9)]
+    paper = [frechet_distance(*pca_project(run, reference, 4)) for run in (run_a, run_b)]
+    union = [frechet_distance(*pca_project(run, reference, 8, reference_only=False)) for run in (run_a, run_b)]
+    assert paper[0] < paper[1] and union[0] > union[1]
+
+
 def test_pca_and_neighbours():
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(20, 10)), rng.normal(size=(30, 10))
