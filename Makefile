@@ -62,12 +62,13 @@ slurm-profile: install
 		--cpu-partition "$(CPU_PARTITION)" --gpus-per-node $(GPUS_PER_NODE) $(foreach s,$(SLURM_SET),--set $(s))
 
 # Price a grid before launching it, and retrain one run (workflow/scripts/plan.py, rerun.py). PROFILE: a profile
-# name or folder (slurm = the site profile); CONFIG: a config file replacing the paper grid; ARGS: more flags.
+# name or folder (slurm = the site profile); CONFIG: a config file replacing the paper grid; ARGS: targets, flags.
 PROFILE ?= workflow/profiles/default
 CONFIG ?=
 ARGS ?=
 RUN ?=
-SNAKE_ARGS = --profile $(PROFILE) $(if $(CONFIG),--configfile $(CONFIG)) $(ARGS)
+# ARGS first: --configfile takes every word after it (a target after it would be read as a config file)
+SNAKE_ARGS = $(ARGS) --profile $(PROFILE) $(if $(CONFIG),--configfile $(CONFIG))
 plan: install
 	$(BIN)/python workflow/scripts/plan.py $(SNAKE_ARGS)
 

@@ -127,6 +127,7 @@ def test_paper_grid_plan_through_the_slurm_profile(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=1800)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
+    print(out)
     assert len(out.splitlines()) < 40 and re.search(r"reserved [\d,]+ GPU-hours and [\d,]+ CPU-hours", out)
     rows = plan_rows(out)
     cpu_only = ("learn_tokenizer", "prepare_unit", "merge_units", "reference_unit", "reference_corpus", "baseline",
