@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from wf_utils import REPO, load_config, snakemake, snakemake_env
+from wf_utils import REPO, expected_runs, load_config, snakemake, snakemake_env
 
 from helm.fetch import read_units
 
@@ -140,3 +140,23 @@ def test_paper_grid_plan_through_the_slurm_profile(tmp_path: Path) -> None:
     jobs = sum(r["jobs"] for r in downstream)
     assert jobs == 5555
     assert sum(r["gpu_h"] for r in downstream) <= jobs * 12 / 4
+
+
+def test_ridge_and_linear_heads_are_cpu_jobs_with_their_own_size(tmp_path: Path) -> None:
+    """In a config whose downstream class asks for a GPU, a probe task with a ridge or linear head is a CPU job
+    (default class + resources.rules.probe_cpu) and a TextCNN probe keeps its GPU (resources.rules.probe)."""
+    config = load_config("config/smoke.yaml")
+    config["resources"]["downstream"]["gpu"] = 1
+    config["resources"]["rules"] = {"probe": {"runtime": 45}, "probe_cpu": {"runtime": 25, "threads": 3}}
+    tasks = config["downstream"]["tasks"]
+    tasks["mRFP_ridge"] = {"command": "probe", "dataset": "mrfp", "args": {"head": "ridge"}}
+    tasks["mRFP_linear"] = {"command": "probe", "dataset": "mrfp", "args": {"head": "linear"}}
+    path = write_config(tmp_path, config)
+    profile = str(REPO / "workflow/profiles/slurm")
+    proc = subprocess.run([*PLAN, "--directory", str(tmp_path / "w"), "--profile", profile, "--configfile", path],
+                          cwd=REPO, env=snakemake_env(), capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    probes = {(r["gpus"], r["limit"]): r["jobs"] for r in plan_rows(proc.stdout)["probe"]}
+    n_runs = len(expected_runs(config))
+    assert probes == {(1, 45): n_runs, (0, 25): 2 * n_runs}
+    assert all(r["gpus"] == 1 for r in plan_rows(proc.stdout)["embed"])

@@ -141,7 +141,7 @@ def test_site_slurm_profile_is_installed_once_and_found_by_name(tmp_path: Path) 
     # from the repository root, `--profile slurm` is found by name; rule resources from the config win
     proc = snakemake(tmp_path / "work", "--profile", "slurm", "-n", config="config/config.yaml", env=env,
                      timeout=300)  # fmt: skip
-    assert "Using profile slurm and workflow specific profile" in proc.stderr
+    assert "Using profile slurm for setting default command line arguments." in proc.stderr
     block = proc.stdout.split("rule pretrain:")[1].split("\n\n")[0]
     assert "slurm_account=proj42" in block and "slurm_partition=gpu-a100" in block
     prepare = proc.stdout.split("rule prepare_unit:")[1].split("\n\n")[0]
