@@ -58,7 +58,8 @@ _GPU_CHECKED = []
 def gpu_guard():
     """A local run (not a dry run) of GPU jobs needs the machine's GPUs declared, else Snakemake would start every
     GPU job at once on whatever there is: say so in one line instead (the paper grid on a laptop)."""
-    if _GPU_CHECKED or workflow.dryrun or workflow.touch or not workflow.local_exec:
+    # only the submitting process decides (a job's own snakemake, e.g. inside a Slurm job, runs it as told)
+    if _GPU_CHECKED or not workflow.is_main_process or workflow.dryrun or workflow.touch or not workflow.local_exec:
         return
     _GPU_CHECKED.append(True)
     downstream = [("downstream", r) for r in ("embed", "annotate", "cluster", "generate")]
