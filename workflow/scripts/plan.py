@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", type=Path, default=None, help="also write snakemake's whole listing here")
     args, snakemake_args = parser.parse_known_args(argv)
     snakemake = shutil.which("snakemake", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    cmd = [snakemake or "snakemake", "-s", str(SNAKEFILE), "-n", *snakemake_args]
+    # a dry run without --cores caps every job's threads at 1 (Snakemake constrains even remote jobs' threads by
+    # --cores): a large --cores first shows the threads the rules ask for; a later --cores still wins
+    cmd = [snakemake or "snakemake", "-s", str(SNAKEFILE), "-n", "--cores", "100000", *snakemake_args]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     listing = proc.stdout + proc.stderr
     if args.full:
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Nothing to be done: every target is up to date.")
         return 0
     rows, totals = summarize(parse_jobs(listing))
+    rows = [r for r in rows if r[0] != "all"]  # the default target, not a job
     rows.sort(key=lambda r: (-r[7], -r[8], r[0]))
     print(render(rows, totals))
     where = f"written to {args.full}" if args.full else "`snakemake -n` with the same arguments (or FULL=file)"
