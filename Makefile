@@ -12,13 +12,15 @@ SLURM_PKGS := slurmctld slurmd slurm-client munge
 # Tools the Python package calls as programs: MMseqs2 (`mmseqs`) for similarity splits (config/datasets.yaml).
 SYSTEM_PKGS := mmseqs2
 
-.PHONY: install smoke study test test-fast lint bench slurm-deps slurm-profile system-deps clean help
+.PHONY: install smoke study test test-fast lint bench slurm-deps slurm-profile system-deps clean help plan rerun
 
 help:
 	@echo "make smoke   - set up, then run the smoke grid end to end -> results/tables.csv + results/report.html"
 	@echo "make study   - set up, then run the laptop study (config/study.yaml, ~2 h on 2 cores) -> docs/results/study/"
 	@echo "make test    - set up (venv, mmseqs2 and local Slurm packages when root), then run the whole test suite"
-	@echo "make slurm-profile ACCOUNT=... PARTITION=... - install the site Slurm profile (snakemake --profile slurm)"
+	@echo "make slurm-profile ACCOUNT=... PARTITION=gpu CPU_PARTITION=cpu - install the site Slurm profile (snakemake --profile slurm)"
+	@echo "make plan [PROFILE=slurm] [CONFIG=...] - price a grid: jobs per rule, GPU-hours and CPU-hours it reserves"
+	@echo "make rerun RUN=<run id> [PROFILE=slurm] [CONFIG=...] - retrain one run from scratch and redo what read it"
 	@echo "make test-fast / lint / bench / clean"
 
 $(BIN)/python:
@@ -48,12 +50,30 @@ slurm-deps:
 # The site part of the Slurm profile (executor, account, default partition) in ~/.config/snakemake/slurm/, never
 # overwriting one that exists; per-rule GPUs, memory and runtime stay in the config's `resources`.
 # SLURM_SET="key=value ..." adds other site settings (e.g. slurm-status-command=squeue where sacct is absent).
+# CPU_PARTITION: CPU-only jobs (data, baselines, ridge/linear heads) go there, GPU jobs to PARTITION (the slurm
+# plugin picks between the two per job from a partitions file written beside the profile).
 ACCOUNT ?=
 PARTITION ?=
+CPU_PARTITION ?=
+GPUS_PER_NODE ?= 8
 SLURM_SET ?=
 slurm-profile: install
 	$(BIN)/python workflow/scripts/slurm_profile.py --account "$(ACCOUNT)" --partition "$(PARTITION)" \
-		$(foreach s,$(SLURM_SET),--set $(s))
+		--cpu-partition "$(CPU_PARTITION)" --gpus-per-node $(GPUS_PER_NODE) $(foreach s,$(SLURM_SET),--set $(s))
+
+# Price a grid before launching it, and retrain one run (workflow/scripts/plan.py, rerun.py). PROFILE: a profile
+# name or folder (slurm = the site profile); CONFIG: a config file replacing the paper grid; ARGS: targets, flags.
+PROFILE ?= workflow/profiles/default
+CONFIG ?=
+ARGS ?=
+RUN ?=
+# ARGS first: --configfile takes every word after it (a target after it would be read as a config file)
+SNAKE_ARGS = $(ARGS) --profile $(PROFILE) $(if $(CONFIG),--configfile $(CONFIG))
+plan: install
+	$(BIN)/python workflow/scripts/plan.py $(SNAKE_ARGS)
+
+rerun: install
+	$(BIN)/python workflow/scripts/rerun.py --run "$(RUN)" $(SNAKE_ARGS)
 
 # MMseqs2 for the similarity splits of `helm probe` / `helm baseline` (Debian package; needs root, else the user
 # installs it: `conda install -c bioconda mmseqs2`; the mmseqs tests skip without it).

@@ -166,14 +166,17 @@ def read_units(path: str | Path, folder: str = "pretrain") -> list[dict[str, str
     if not path.is_file():
         raise FetchError(f"{path}: units sheet not found")
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-        header = [c.strip() for c in (rows[0].keys() if rows else [])]
+        # lines starting with '#' are notes (where a committed sheet comes from); errors name the file's own lines
+        lines = [(number, text) for number, text in enumerate(fh, start=1) if not text.startswith("#")]
+        reader = csv.DictReader((text for _, text in lines), delimiter="\t")
+        rows = [(lines[reader.line_num - 1][0], row) for row in reader]
+        header = [c.strip() for c in (rows[0][1].keys() if rows else [])]
     missing = [c for c in UNIT_COLUMNS if c not in header]
     if not rows or missing:
         raise FetchError(f"{path}: a units sheet needs a header and rows with columns {', '.join(UNIT_COLUMNS)}"
                          + (f" (missing: {', '.join(missing)})" if rows else " (no rows)"))  # fmt: skip
     units, seen, files = [], set(), set()
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
         name, url, digest, fmt = (row[c] for c in UNIT_COLUMNS)
         where = f"{path}, line {line}"

@@ -94,11 +94,11 @@ def test_slurm_profile_takes_resources_from_config(tmp_path: Path) -> None:
                      "results/pretrain/mamba-clm-50m-xe-3mer/metrics.json", config="")  # fmt: skip
     block = proc.stdout.split("rule pretrain:")[1].split("\n\n")[0]
     resources = dict(re.findall(r"(\w+)=([^,\s]+)", block.split("resources:")[1].splitlines()[0]))
-    want = config["resources"]["pretrain"]
+    want = {**config["resources"]["pretrain"], **config["resources"]["rules"].get("pretrain", {})}
     assert int(resources["gpu"]) == want["gpu"]
     assert int(resources["mem_mb"]) == want["mem_mb"]
     assert int(resources["runtime"]) == want["runtime"]
-    assert resources["slurm_partition"] == want["slurm_partition"]
+    assert "slurm_partition" not in resources  # the site profile's partitions decide (make slurm-profile)
     assert "--preset mamba-50m-clm" in proc.stdout
 
 
@@ -143,9 +143,9 @@ def test_site_slurm_profile_is_installed_once_and_found_by_name(tmp_path: Path) 
                      timeout=300)  # fmt: skip
     assert "Using profile slurm for setting default command line arguments." in proc.stderr
     block = proc.stdout.split("rule pretrain:")[1].split("\n\n")[0]
-    assert "slurm_account=proj42" in block and "slurm_partition=gpu" in block and "gpu-a100" not in block
+    assert "slurm_account=proj42" in block and "slurm_partition=gpu-a100" in block
     prepare = proc.stdout.split("rule prepare_unit:")[1].split("\n\n")[0]
-    assert "slurm_partition=gpu-a100" in prepare  # a rule without a partition of its own: the site default
+    assert "slurm_partition=gpu-a100" in prepare  # no partition in the config: the site default for every job
 
 
 def test_multi_gpu_runs_become_one_slurm_job_with_a_task_per_rank(tmp_path: Path) -> None:

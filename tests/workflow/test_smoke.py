@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -137,3 +138,38 @@ def test_report_html(smoke: dict) -> None:
     text = (work / "report.html").read_text(errors="replace")
     assert "learning_curves.png" in text and "task_scores.png" in text and "delta_vs_xe.csv" in text
     assert "tables.csv" in text and "paired bootstrap" in text  # a caption made it into the report
+
+
+def test_make_rerun_retrains_one_run_and_redoes_only_what_read_it(smoke: dict) -> None:
+    """README's rerun recipe (`make rerun RUN=<id>`, workflow/scripts/rerun.py): deleting the run folder alone is
+    "Nothing to be done"; the recipe retrains that run from scratch and re-executes exactly its dependents."""
+    work, env = smoke["work"], smoke["env"]
+    run = "gpt2-mlm-tiny-hxe0.4-3mer"
+    config = load_config("config/smoke.yaml")
+    want = {"pretrain": 1, "tables": 1, "all": 1}
+    for spec in config["downstream"]["tasks"].values():
+        modes = spec.get("modes") or (["clm"] if spec["command"] == "generate" else ["mlm", "clm"])
+        blocks = [config["grids"][name] for name in spec.get("grids", config["grids"])]
+        if run in {"-".join(p) for p in expected_runs({"grids": dict(enumerate(blocks))}) if p[1] in modes}:
+            want[spec["command"]] = want.get(spec["command"], 0) + len(config["downstream"]["seeds"])
+            if spec["command"] == "probe":
+                want["embed"] = want.get("embed", 0) + 1  # its features, embedded once per run and dataset
+    others = {p.name: (p / "metrics.json").stat().st_mtime for p in (work / "results" / "pretrain").iterdir()}
+    rerun = [sys.executable, str(REPO / "workflow/scripts/rerun.py"), "--run", run, "--directory", str(work),
+             "--profile", PROFILE]  # fmt: skip
+    dry = subprocess.run([*rerun, "-n"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert dry.returncode == 0, dry.stderr
+    assert job_counts(dry.stdout + dry.stderr) == want
+    assert (work / "results" / "pretrain" / run / "metrics.json").exists()  # a dry run moves nothing
+    real = subprocess.run(rerun, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    assert real.returncode == 0, real.stderr[-3000:]
+    assert job_counts(real.stdout + real.stderr) == want
+    (old,) = (work / "results" / "attic" / "pretrain").glob(f"{run}-*")  # moved aside, not deleted
+    assert (old / "metrics.json").exists() and (old / "checkpoints" / "last.ckpt").exists()
+    fresh = json.loads((work / "results" / "pretrain" / run / "metrics.json").read_text())
+    assert not fresh["resumed_from"]  # from scratch, not from the old last.ckpt
+    for name, mtime in others.items():
+        if name != run:
+            assert (work / "results" / "pretrain" / name / "metrics.json").stat().st_mtime == mtime, name
+    bad = subprocess.run([*rerun[:3], "no-such-run", *rerun[4:]], cwd=REPO, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such run" in bad.stderr

@@ -202,16 +202,10 @@ def pretrain_ranks():
     return per_node, resources("pretrain", "nodes") or 1
 
 
-def slurm_resources(kind):
-    """The resources of one kind of job, as rules declare them (the slurm plugin reads these names)."""
-    res = {
-        "mem_mb": resources(kind, "mem_mb"),
-        "runtime": resources(kind, "runtime"),
-        "gpu": resources(kind, "gpu"),
-    }
-    for key in ("gpu_model", "slurm_partition", "slurm_extra"):
-        if resources(kind, key):
-            res[key] = resources(kind, key)
+def slurm_resources(kind, rule):
+    """The resources of one rule's jobs (class `kind`, resources.rules.<rule> over it; workflow/rules/resources.smk),
+    as rules declare them (the slurm plugin reads these names)."""
+    res = sized_resources(kind, rule)
     per_node, nodes = pretrain_ranks() if kind == "pretrain" else (1, 1)
     if per_node * nodes > 1:
         # one Slurm task per DDP rank: the plugin's "mpi" path runs the rule's shell once in the allocation, whose
@@ -233,7 +227,7 @@ def launcher(wildcards):
     if per_node * nodes == 1:
         return ""
     flags = [f"--nodes={nodes}", f"--ntasks-per-node={per_node}", f"--ntasks={per_node * nodes}",
-             f"--cpus-per-task={resources('pretrain', 'threads')}"]  # fmt: skip
+             f"--cpus-per-task={rule_threads('pretrain', 'pretrain')}"]  # fmt: skip
     if resources("pretrain", "gpu"):  # every rank sees the node's GPUs; Lightning picks cuda:<local rank>
         flags.append(f"--gres={gres(resources('pretrain', 'gpu_model'), resources('pretrain', 'gpu'))}")
     return f'$([ -n "${{SLURM_JOB_ID:-}}" ] && echo srun {" ".join(flags)}) '
@@ -277,6 +271,7 @@ def tokenizer_args(wildcards, input):
 
 def run_corpus(wildcards):
     """The prepared corpus of a run (its test split is the held-out reference of generate / cluster)."""
+    gpu_guard()
     return f"{R}/data/{RUNS[wildcards.run]['tokenizer']}/corpus"
 
 
@@ -350,6 +345,7 @@ def features_file(run, key):
 
 def run_input(wildcards):
     """The file a job waits for: a pretrain run's metrics.json, or an external checkpoint's config.json."""
+    gpu_guard()
     ext = EXTERNAL.get(wildcards.run)
     return f"{ext['path']}/config.json" if ext else f"{R}/pretrain/{wildcards.run}/metrics.json"
 

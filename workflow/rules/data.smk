@@ -2,6 +2,8 @@
 
 
 rule fetch:
+    input:
+        checked_source,  # nothing: stops the workflow when a needed raw file has no source
     output:
         f"{R}/raw/{{rawfile}}",
     params:
@@ -23,9 +25,9 @@ rule learn_tokenizer:
     params:
         vocab=config["data"].get("learned_vocab_size", 256),
         extra=format_args(config["data"].get("prepare")),
-    threads: resources("default", "threads")
+    threads: rule_threads("default", "learn_tokenizer")
     resources:
-        **slurm_resources("default"),
+        **slurm_resources("default", "learn_tokenizer"),
     benchmark:
         f"{R}/benchmarks/data/tokenizers/{{learned}}.tsv"
     log:
@@ -46,9 +48,9 @@ rule prepare_unit:
     params:
         extra=unit_args,
         tokenizer=tokenizer_args,
-    threads: resources("default", "threads")
+    threads: rule_threads("default", "prepare_unit")
     resources:
-        **slurm_resources("default"),
+        **slurm_resources("default", "prepare_unit"),
     benchmark:
         f"{R}/benchmarks/data/{{tokenizer}}/{{unit}}.tsv"
     log:
@@ -67,7 +69,7 @@ rule merge_units:
         directory(f"{R}/data/{{tokenizer}}/corpus"),
     threads: 1
     resources:
-        **slurm_resources("default"),
+        **slurm_resources("default", "merge_units"),
     benchmark:
         f"{R}/benchmarks/data/{{tokenizer}}/merge.tsv"
     log:

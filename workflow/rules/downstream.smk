@@ -12,9 +12,9 @@ rule embed:
     params:
         args=embed_args,
         source=run_source,
-    threads: resources("downstream", "threads")
+    threads: rule_threads("downstream", "embed")
     resources:
-        **slurm_resources("downstream"),
+        **slurm_resources("downstream", "embed"),
     benchmark:
         f"{R}/benchmarks/embed/{{key}}/{{run}}.tsv"
     log:
@@ -36,9 +36,9 @@ rule probe:
     params:
         args=task_args,
         source=probe_source,
-    threads: resources("downstream", "threads")
+    threads: probe_threads
     resources:
-        **slurm_resources("downstream"),
+        **probe_resources(),
     benchmark:
         f"{R}/benchmarks/downstream/{{task}}/{{run}}/seed{{seed}}.tsv"
     log:
@@ -63,9 +63,9 @@ rule annotate:
     params:
         args=task_args,
         rundir=lambda w, input: os.path.dirname(input.run),
-    threads: resources("downstream", "threads")
+    threads: rule_threads("downstream", "annotate")
     resources:
-        **slurm_resources("downstream"),
+        **slurm_resources("downstream", "annotate"),
     benchmark:
         f"{R}/benchmarks/downstream/{{task}}/{{run}}/seed{{seed}}.tsv"
     log:
@@ -89,9 +89,9 @@ rule cluster:
     params:
         args=task_args,
         rundir=lambda w, input: os.path.dirname(input.run),
-    threads: resources("downstream", "threads")
+    threads: rule_threads("downstream", "cluster")
     resources:
-        **slurm_resources("downstream"),
+        **slurm_resources("downstream", "cluster"),
     benchmark:
         f"{R}/benchmarks/downstream/{{task}}/{{run}}/seed{{seed}}.tsv"
     log:
@@ -112,9 +112,9 @@ rule baseline:
         task=_alternation(tasks_of("probe")),
     params:
         args=baseline_args,
-    threads: resources("default", "threads")
+    threads: rule_threads("default", "baseline")
     resources:
-        **slurm_resources("default"),
+        **slurm_resources("default", "baseline"),
     benchmark:
         f"{R}/benchmarks/downstream/{{task}}/baseline-{{method}}/seed{{seed}}.tsv"
     log:

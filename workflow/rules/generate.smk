@@ -17,9 +17,9 @@ rule reference_unit:
         directory(f"{R}/data/aa/parts/{{unit}}"),
     params:
         extra=reference_unit_args,
-    threads: resources("default", "threads")
+    threads: rule_threads("default", "reference_unit")
     resources:
-        **slurm_resources("default"),
+        **slurm_resources("default", "reference_unit"),
     log:
         f"{R}/logs/prepare/aa/{{unit}}.log",
     conda:
@@ -36,7 +36,7 @@ rule reference_corpus:
         directory(f"{R}/data/aa/corpus"),
     threads: 1
     resources:
-        **slurm_resources("default"),
+        **slurm_resources("default", "reference_corpus"),
     log:
         f"{R}/logs/prepare/aa/merge.log",
     conda:
@@ -53,9 +53,9 @@ rule reference_encoder:
     params:
         args=reference_train_args,
         rundir=lambda w, output: os.path.dirname(output.metrics),
-    threads: resources("pretrain", "threads")
+    threads: rule_threads("pretrain", "reference_encoder")
     resources:
-        **slurm_resources("pretrain"),
+        **slurm_resources("pretrain", "reference_encoder"),
     benchmark:
         f"{R}/benchmarks/reference_encoder.tsv"
     log:
@@ -79,9 +79,9 @@ rule generate:
         args=task_args,
         embedder=embedder_args,
         rundir=lambda w, input: os.path.dirname(input.run),
-    threads: resources("downstream", "threads")
+    threads: rule_threads("downstream", "generate")
     resources:
-        **slurm_resources("downstream"),
+        **slurm_resources("downstream", "generate"),
     benchmark:
         f"{R}/benchmarks/downstream/{{task}}/{{run}}/seed{{seed}}.tsv"
     log:

@@ -16,9 +16,9 @@ rule pretrain:
         grid=grid_json,
         rundir=lambda w, output: os.path.dirname(output.metrics),
         launcher=launcher,
-    threads: resources("pretrain", "threads")
+    threads: rule_threads("pretrain", "pretrain")
     resources:
-        **slurm_resources("pretrain"),
+        **slurm_resources("pretrain", "pretrain"),
     benchmark:
         f"{R}/benchmarks/pretrain/{{run}}.tsv"
     log:
