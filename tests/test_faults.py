@@ -34,10 +34,12 @@ def tree_bytes(root: Path) -> dict[str, str]:
 
 
 def one_error_line(proc: subprocess.CompletedProcess, prog: str) -> str:
-    """The command failed as a user error: exit 2 and exactly one line on stderr, ``<prog>: error: ...``."""
+    """The command failed as a user error: exit 2, its last line on stderr ``<prog>: error: ...`` and no traceback
+    (the lines before it are the command's own reports, e.g. ``helm train``'s cut sequences)."""
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), proc.stderr[-3000:]
-    return lines[0]
+    assert proc.returncode == 2 and lines and lines[-1].startswith(f"{prog}: error: "), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and sum(line.startswith(f"{prog}: error") for line in lines) == 1
+    return lines[-1]
 
 
 # ---------------------------------------------------------------------------------- 1. two writers
