@@ -81,7 +81,7 @@ def test_two_prepares_on_one_output_one_refused_the_other_publishes_all(shared_d
     while time.time() < deadline and not list(stage.glob("shard-*.tokens")) and first.poll() is None:
         time.sleep(0.01)
     second = prepare_cli(*args, "--output", str(out))
-    assert first.poll() is None, "the first prepare finished before the second started"
+    assert first.poll() is None, f"the first prepare ended (status {first.returncode}) before the second one did"
     line = one_error_line(second, "helm prepare")
     assert f"helm prepare (pid {first.pid} on " in line, line
     stdout, stderr = first.communicate(timeout=600)
