@@ -18,6 +18,7 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import errno
 import functools
 import inspect
 import os
@@ -129,6 +130,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     TimeoutError,
 )
+# OSErrors a user fixes on the machine (space, a read-only mount, a quota, permissions, locks on the filesystem)
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM,
+                            errno.ENOLCK})  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -140,6 +144,10 @@ def command_errors(prog: str) -> Iterator[None]:
         if os.environ.get("HELM_DEBUG"):
             raise
         fail(prog, e.as_flag() if isinstance(e, ConfigError) else str(e))
+    except OSError as e:  # the machine, not a bug: a full or read-only disk, a quota (the path and the cause)
+        if e.errno not in STORAGE_ERRNOS or os.environ.get("HELM_DEBUG"):
+            raise
+        fail(prog, f"{e.filename or 'writing the output'}: {e.strerror or errno.errorcode[e.errno]}")
 
 
 # ------------------------------------------------------------------------------- dataclass -> flags

@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -20,14 +22,18 @@ from helm import run
 if TYPE_CHECKING:
     from helm.config import TrainConfig
 
+PROGRESS_KEY = "helm_progress"  # a checkpoint's training tokens and seconds since the run's first step
+
 
 class Clock(pl.Callback):
     """Times the training steps themselves (for tokens/s): start-up, the validations during training and the final
-    evaluation are left out."""
+    evaluation are left out. The training time and tokens of the processes before a resume travel in the checkpoint
+    (``PROGRESS_KEY``), so a resumed run reports the counts of an uninterrupted one (`train_tokens`)."""
 
     def __init__(self) -> None:
         self.start = self.seconds = self.validating = 0.0
         self.val_start: float | None = None
+        self.seconds_before = self.tokens_before = 0.0  # trained before this process, up to its checkpoint
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.start = time.perf_counter()
@@ -41,16 +47,39 @@ class Clock(pl.Callback):
         self.val_start = None
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.seconds = time.perf_counter() - self.start - self.validating
+        self.seconds = self._elapsed()
+
+    def _elapsed(self) -> float:
+        return self.seconds_before + (time.perf_counter() - self.start - self.validating if self.start else 0.0)
+
+    def train_tokens(self, trainer: pl.Trainer, module: pl.LightningModule) -> float:
+        """Tokens trained on by every rank, since the run's first step (every rank calls it: a collective)."""
+        tokens = torch.tensor(float(module.tokens_seen), dtype=torch.float64, device=module.device)  # NCCL: on device
+        if trainer.world_size > 1:
+            tokens = trainer.strategy.reduce(tokens, reduce_op="sum")
+        return float(tokens) + self.tokens_before
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Lightning dumps the checkpoint on every rank (rank 0 writes it), so the reduction is safe here
+        checkpoint[PROGRESS_KEY] = {"train_tokens": self.train_tokens(trainer, module), "train_time_s": self._elapsed()}
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        progress = checkpoint.get(PROGRESS_KEY, {})  # absent from checkpoints written before it was kept
+        self.tokens_before = float(progress.get("train_tokens", 0.0))
+        self.seconds_before = float(progress.get("train_time_s", 0.0))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary name and renamed: a run killed mid-save (SIGKILL, a Slurm preemption)
-    keeps its previous, complete last.ckpt instead of a truncated one that resume cannot read."""
+    """Checkpoints written to a temporary name beside the target and renamed: a run killed mid-save (SIGKILL, a
+    Slurm preemption) keeps its previous, complete last.ckpt instead of a truncated one that resume cannot read.
+    Written here, not by Lightning's saver: that one stages the file in the system's temporary folder (fsspec), where
+    a kill leaves it for good; ours is removed by the next start (`run.remove_temporaries`)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        with run.atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
+        with run.atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it last.ckpt
 
 
 def callbacks(cfg: TrainConfig, out: Path) -> tuple[ModelCheckpoint, Clock, list[pl.Callback]]:

@@ -44,7 +44,8 @@ Crash safety: everything is written under ``<output>.partial/`` (shard files the
 renamed); the finished directory is renamed to ``<output>`` last, so a reader never sees a half-written
 shard. A rerun after a kill discards ``<output>.partial`` and restarts; output is deterministic, so the
 result is byte-identical to an uninterrupted run. A rerun whose inputs and settings match a finished
-``<output>`` (``summary.json`` fingerprint) does nothing.
+``<output>`` (``summary.json`` fingerprint) does nothing. One writer per output: a second prepare on the same
+``<output>`` is refused while the first runs (``helm.run.exclusive``); docs/ARCHITECTURE.md ("Faults").
 
 Fan-out / merge: every prepared directory can be merged. Prepare each OAS unit into its own directory
 (one job each, same ``--tokenizer``/``--seed``/fractions; for learned tokenizers pass the same
@@ -92,7 +93,7 @@ from helm.io import (
     translate_frame,
     uninformative,
 )
-from helm.run import atomic_write
+from helm.run import atomic_write, exclusive
 from helm.tokenizers import (
     LEARNED_VOCAB_SIZE,
     TOKENIZER_FILE,
@@ -415,13 +416,23 @@ def _read_trimmed(directory: Path) -> np.ndarray:
 
 
 def _publish(stage: Path, output: Path) -> None:
-    """Replace ``output`` by the finished stage directory; refuse to delete anything that is not ours."""
+    """Replace ``output`` by the finished stage directory; refuse to delete anything that is not ours. The old
+    output is renamed aside before the stage takes its name and deleted only then: a reader, a full disk or a kill
+    never meets a half-deleted output (a kill between the two renames leaves no ``output``, so a rerun prepares it
+    again, and the old one aside is removed by that rerun)."""
     if output.exists():
-        if output.is_dir() and (not any(output.iterdir()) or (output / SUMMARY_FILE).exists()):
-            shutil.rmtree(output)
-        else:
+        if not (output.is_dir() and (not any(output.iterdir()) or (output / SUMMARY_FILE).exists())):
             raise DataError(output, "exists and is not a helm prepared directory; refusing to overwrite it")
-    os.replace(stage, output)
+        old = _replaced(output)
+        os.replace(output, old)
+        os.replace(stage, output)
+        shutil.rmtree(old)
+    else:
+        os.replace(stage, output)
+
+
+def _replaced(output: Path) -> Path:
+    return output.with_name(f".{output.name}.replaced")
 
 
 class CorpusWriter:
@@ -440,8 +451,9 @@ class CorpusWriter:
     ) -> None:
         self.output, self.started = Path(output), time.time() if started is None else started
         self.stage = self.output.with_name(self.output.name + ".partial")
-        if self.stage.exists():
-            shutil.rmtree(self.stage)  # a killed earlier run: restart cleanly
+        for left in (self.stage, _replaced(self.output)):  # a killed earlier run's: restart cleanly (we hold the lock)
+            if left.exists():
+                shutil.rmtree(left)
         self.stage.mkdir(parents=True)
         self.writers = [ShardWriter(self.stage / s, dtype, shard_tokens, long_limit) for s in SPLITS]
         self.rejected: Counter = Counter()
@@ -454,10 +466,13 @@ class CorpusWriter:
     def __enter__(self) -> CorpusWriter:
         return self
 
-    def __exit__(self, error: type[BaseException] | None, *_: Any) -> None:
-        self._rejects.close()
+    def __exit__(self, error: type[BaseException] | None, value: BaseException | None, *_: Any) -> None:
+        with contextlib.suppress(OSError) if error is not None else contextlib.nullcontext():
+            self._rejects.close()  # its last flush fails too on a full disk
         if error is not None:
             shutil.rmtree(self.stage, ignore_errors=True)
+            if isinstance(value, OSError) and value.filename is None:  # a write to an open file: name where
+                raise OSError(value.errno, value.strerror, str(self.stage)) from value
 
     def reject(self, file: str | Path, row: int, reason: str, text: str) -> None:
         """One row that was not kept: a line of rejects.tsv, counted under its reason."""
@@ -746,6 +761,13 @@ def prepare_files(
     """Prepare `sources` (from `sources_of`) into ``output`` under settings `s`; returns the summary dict.
     Raises ``DataError`` for whole-file problems and for an empty corpus after filtering."""
     t0, output = time.time(), Path(output)
+    with exclusive(output, "helm prepare"):  # a second prepare on this output is refused, never let to clash
+        return _prepare_files(s, sources, output, progress, t0)
+
+
+def _prepare_files(
+    s: PrepareSettings, sources: list[tuple[Path, int]], output: Path, progress: bool, t0: float
+) -> dict:
     fingerprint, record, tok, alphabet = _fingerprint_of(s, sources)
     exported = Path(s.export_txt) if s.export_txt else None
     if exported is not None:
@@ -901,6 +923,12 @@ def merge(
     fingerprint = _fingerprint(
         {"merge": [str(p.resolve()) for p in parts], "shard_tokens": shard_tokens}, [p / SUMMARY_FILE for p in parts]
     )
+    with exclusive(output, "helm prepare --merge"):
+        return _merge(parts, summaries, tok, fingerprint, output, shard_tokens, progress, t0)
+
+
+def _merge(parts: list[Path], summaries: list[dict], tok: Any, fingerprint: str, output: Path, shard_tokens: int,
+           progress: bool, t0: float) -> dict:  # fmt: skip
     if done := _up_to_date(output, fingerprint):
         return done
     with CorpusWriter(output, tok.dtype, shard_tokens, started=t0) as corpus:

@@ -11,7 +11,9 @@ Layout of ``<output>/`` (written by ``helm.train``)::
     data/              the prepared corpus, when ``helm train`` prepared raw files itself
 
 The names above are defined once here (``CONFIG_FILE`` ... ``PREPARED_DIR``); every module uses these constants.
-`atomic_write` is the project's one atomic file writer (`atomic_path` for files written by other code).
+`atomic_write` is the project's one atomic file writer (`atomic_path` for files written by other code);
+`exclusive` is the one lock that keeps two writers off one output (`helm train` and `helm prepare` take it), and
+`remove_temporaries` clears what a killed writer left. What each fault does: docs/ARCHITECTURE.md ("Faults").
 
 Heavy imports (torch, the model registry) happen inside functions so this module imports instantly.
 """
@@ -22,7 +24,10 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +70,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
+    check_archive(path)
     try:  # list what unpickling would import, without unpickling anything
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception as e:  # a truncated or non-checkpoint file
@@ -74,6 +80,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                          f"(it would import {', '.join(unsafe)}); helm checkpoints never do, so the file is "
                          "foreign or tampered")  # fmt: skip
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_archive(path: Path) -> None:
+    """A torch checkpoint is a zip archive with a CRC-32 per member: a file damaged in place (bad disk, a partial
+    copy, a stray write) fails it, while ``torch.load`` would read the damaged tensors silently."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f"{path}: damaged checkpoint (not a readable zip archive: {e})") from None
+    if bad is not None:
+        raise ValueError(f"{path}: damaged checkpoint ({bad} fails its CRC check)")
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
@@ -154,14 +174,71 @@ def last_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return ckpt if ckpt.exists() else None
 
 
+def _holder(lock: Path) -> str:
+    try:
+        return lock.read_text().strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+@contextlib.contextmanager
+def exclusive(target: str | os.PathLike, who: str) -> Iterator[None]:
+    """Hold the write lock of ``target`` (a run directory, a prepared output) for the block; `who` names this
+    command in the lock. A second writer is refused at once with one line naming the holder (pid, host, start),
+    never left to delete the first one's files. The lock is ``flock`` on ``.<name>.lock`` beside ``target`` (the
+    kernel drops it when its holder dies, also on SIGKILL; NFS v4 supports it) and is removed on release."""
+    import fcntl
+
+    target = Path(target)
+    lock = target.with_name(f".{target.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FileExistsError(f"--output {target}: {_holder(lock)} is writing it; wait for it to finish or use "
+                                  "another --output") from None  # fmt: skip
+        try:  # the holder before us may have removed the file between our open and our lock: lock the new one
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        os.write(fd, f"{who} (pid {os.getpid()} on {socket.gethostname()}, started {started})".encode())
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # while still held: nobody can lock a file that is about to disappear
+        os.close(fd)
+
+
+def _temporary_name(file: Path) -> Path:
+    # unique per call: processes on hosts sharing a filesystem can have the same pid, threads share theirs
+    return file.with_name(f".{file.name}.tmp{os.getpid()}-{secrets.token_hex(4)}")
+
+
+_TEMPORARY = re.compile(r"\..+\.tmp\d+-[0-9a-f]{8}")  # the names `_temporary_name` gives
+
+
+def remove_temporaries(*directories: str | os.PathLike) -> list[Path]:
+    """Remove the `atomic_path` files a killed writer left in ``directories`` (not below them; call it holding
+    `exclusive`, so no live writer's file is taken); returns them."""
+    found = [f for d in map(Path, directories) if d.is_dir() for f in d.iterdir() if _TEMPORARY.fullmatch(f.name)]
+    for file in found:
+        file.unlink(missing_ok=True)
+    return found
+
+
 @contextlib.contextmanager
 def atomic_path(file: str | os.PathLike) -> Iterator[Path]:
     """A temporary name beside ``file`` to write (by any means: a stream, a copy, a library's ``save``); renamed
     onto ``file`` when the block ends, removed if it raises. A killed job never leaves half a file."""
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    # unique per call: processes on hosts sharing a filesystem can have the same pid, threads share theirs
-    tmp = file.with_name(f".{file.name}.tmp{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = _temporary_name(file)
     try:
         yield tmp
         os.replace(tmp, file)

@@ -268,7 +268,8 @@ def check_checkpoint(path: Path, vocab_tokens: list[str]) -> None:
     try:
         ckpt = run.load_checkpoint(path)
     except (FileNotFoundError, ValueError) as e:  # its messages name the file and the reason
-        raise type(e)(f"--resume {e}") from None
+        fix = "--resume another checkpoint, or start over with --overwrite (no --resume)"
+        raise type(e)(f"--resume {e}; {fix}") from None
     hp = ckpt.get("hyper_parameters", {})
     if "vocab_tokens" not in hp:
         raise ValueError(f"--resume {path}: not a helm training checkpoint (no vocabulary in its hyper-parameters)")
@@ -340,10 +341,21 @@ def evaluate(cfg: TrainConfig, trainer: Any, module: Any, dm: Any, best: str) ->
 
 
 def fit(cfg: TrainConfig) -> dict[str, Any]:
-    """Train per `cfg`, write the run directory, return the final metrics (see helm/run.py for the layout)."""
+    """Train per `cfg`, write the run directory, return the final metrics (see helm/run.py for the layout). Rank 0
+    holds the run directory's lock throughout (a second `helm train` on it is refused) and first removes what a
+    killed writer left there (temporary checkpoint files)."""
+    from helm.callbacks import rank
+
+    if rank() != 0:  # started by rank 0 (Lightning) or beside it (srun): rank 0 owns the directory
+        return _fit(cfg)
+    with run.exclusive(cfg.output, PROG):
+        run.remove_temporaries(cfg.output, *(cfg.output / d for d in run.RUN_ENTRIES))
+        return _fit(cfg)
+
+
+def _fit(cfg: TrainConfig) -> dict[str, Any]:
     t0 = time.time()
     import lightning.pytorch as pl
-    import torch
 
     from helm.callbacks import callbacks, quiet_lightning, rank
     from helm.module import HelmModule, training_epochs
@@ -357,6 +369,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         check_checkpoint(Path(ckpt), list(dm.vocab.tokens))
 
     module = HelmModule(cfg, dm.vocab, updates_per_epoch)
+    started = (out / run.CONFIG_FILE).exists()  # an earlier start wrote it (a finished run was refused above)
     train_epochs = training_epochs(cfg.schedule)  # --epochs + cooldown, further lr cycles, warmup prefix (timm)
     if rank() == 0:
         if cfg.run.overwrite:  # every check passed: now remove what the earlier run wrote (nothing else)
@@ -365,15 +378,15 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                                                       "train_epochs": train_epochs})  # fmt: skip
         if ckpt:
             print(f"{PROG}: resuming {ckpt}", file=sys.stderr)
+        elif started and not cfg.run.overwrite:  # killed before its first checkpoint: never silently from zero
+            print(f"{PROG}: --output {out} holds an unfinished run without a checkpoint: starting over from step 0 "
+                  "(--checkpoint-every-n-steps sets how often one is written)", file=sys.stderr)  # fmt: skip
 
     best, clock, cbs = callbacks(cfg, out)
     trainer = build_trainer(cfg, out, cbs, train_epochs)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)  # data, never code (check_checkpoint)
     final = evaluate(cfg, trainer, module, dm, best.best_model_path)
-    # on the module's device: NCCL reduces CUDA tensors only
-    tokens = torch.tensor(float(module.tokens_seen), dtype=torch.float64, device=module.device)
-    if trainer.world_size > 1:
-        tokens = trainer.strategy.reduce(tokens, reduce_op="sum")
+    tokens = clock.train_tokens(trainer, module)  # since the run's first step, over resumes (every rank: a reduce)
     if trainer.global_rank == 0:
         module.eval_model().save_pretrained(out / run.MODEL_DIR)
         seconds = clock.seconds

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from train_utils import REPO, run_train, tiny_args, write_oas_txt
+from train_utils import KILL_AT, REPO, run_train, tiny_args, write_oas_txt
 
 from helm import run
 
@@ -79,23 +79,9 @@ def test_killed_run_resumes_to_the_same_result(prepared, tmp_path):
     for key, value in sa["ema_state_dict"].items():
         torch.testing.assert_close(sb["ema_state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=f"ema {key}")
     assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)
+    assert b["train_tokens"] == a["train_tokens"]  # the tokens before the kill travel in the checkpoint
 
 
-# SIGKILLs the training process itself just before the update after `step`, so last.ckpt holds `step`: with
-# --checkpoint-every-n-steps 1 mid-epoch, and on an epoch boundary the one saved after validation (--checkpoint-hist
-# keeps every epoch among the best, and Lightning refreshes last.ckpt at epoch end only when it saves a best one).
-KILL_AT = """
-import os, signal, sys
-from helm.module import HelmModule
-from helm.train import main
-
-def on_train_batch_start(self, batch, batch_idx):
-    if self.global_step == int(sys.argv[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-HelmModule.on_train_batch_start = on_train_batch_start
-sys.exit(main(sys.argv[2:]))
-"""
 PLATEAU_EPOCHS, PLATEAU_BATCHES = 6, 3
 
 

@@ -36,10 +36,29 @@ def tiny_args(data_dir: Path, output: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def run_train(args: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    """`python train.py ...` as a real subprocess (the seed's entry point)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+def run_train(
+    args: list[str], timeout: float = 300, env: dict[str, str] | None = None, **kw
+) -> subprocess.CompletedProcess:
+    """`python train.py ...` as a real subprocess (the seed's entry point); `env`: variables to add."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run(
         [sys.executable, str(REPO / "train.py"), *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kw,
     )  # fmt: skip
+
+
+# SIGKILLs the training process itself just before the update after `step`, so last.ckpt holds `step`: with
+# --checkpoint-every-n-steps 1 mid-epoch, and on an epoch boundary the one saved after validation (--checkpoint-hist
+# keeps every epoch among the best, and Lightning refreshes last.ckpt at epoch end only when it saves a best one).
+KILL_AT = """
+import os, signal, sys
+from helm.module import HelmModule
+from helm.train import main
+
+def on_train_batch_start(self, batch, batch_idx):
+    if self.global_step == int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+HelmModule.on_train_batch_start = on_train_batch_start
+sys.exit(main(sys.argv[2:]))
+"""

@@ -167,3 +167,21 @@ def test_multi_gpu_runs_become_one_slurm_job_with_a_task_per_rank(tmp_path: Path
     proc = snakemake(tmp_path, "-n", "-p", "results/pretrain/gpt2-mlm-50m-xe-3mer/metrics.json", config="")
     shell = proc.stdout.split("rule pretrain:")[1]
     assert "srun" not in shell.split("rule ")[0] and "--num_devices" not in shell.split("rule ")[0]
+
+
+@pytest.mark.parametrize("name", ["config/smoke.yaml", "config/study.yaml"])
+def test_every_pretrain_job_writes_a_resumable_checkpoint_before_it_ends(tmp_path: Path, name: str) -> None:
+    """Issue 27.6: a killed pretrain job resumes from last.ckpt instead of starting over, in every config: the smoke
+    config's own interval (below its run length) and the schema's default where a config names none."""
+    proc = snakemake(tmp_path, "-n", "-p", "--until", "pretrain", config=name)
+    commands = [c for c in re.findall(r"Shell command: (.*)", proc.stdout) if "helm train" in c]
+    assert commands
+    cfg = load_config(name)
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    setting = schema["properties"]["pretrain"]["properties"].get("checkpoint_every_n_steps", {})
+    want = cfg["pretrain"].get("checkpoint_every_n_steps", setting.get("default"))
+    for command in commands:
+        every = re.search(r"--checkpoint_every_n_steps (\d+) ", command)
+        assert every and int(every.group(1)) == want > 0, command
+    if "max-steps" in cfg["pretrain"]["args"]:
+        assert want < cfg["pretrain"]["args"]["max-steps"]

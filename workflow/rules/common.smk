@@ -278,7 +278,9 @@ def run_corpus(wildcards):
 def train_args(wildcards):
     """Grid point -> `helm train` flags (pretrain.args, then pretrain.arch_args.<arch>, then the grid point)."""
     c = RUNS[wildcards.run]
-    args = dict(config["pretrain"].get("args") or {})
+    # a resumable last.ckpt while the job runs (the schema's default, for every config; pretrain.args may override)
+    args = {"checkpoint_every_n_steps": config["pretrain"]["checkpoint_every_n_steps"]}
+    args.update(config["pretrain"].get("args") or {})
     args.update((config["pretrain"].get("arch_args") or {}).get(c["arch"], {}))
     args.update(
         {
