@@ -54,6 +54,8 @@ class BenchSettings:
     """host table of the trade-off designs (mRFP was expressed in E. coli)"""
     n: int = 4
     """designs per protein and run in the trade-off"""
+    sweeps: int = 8
+    """MLM sweeps (helm design --sweeps)"""
     gather: list[str] = field(default_factory=list)
     """instead: gather these designs.json files (helm design) into design.csv (the workflow's report rows)"""
     seed: int = 0
@@ -131,7 +133,7 @@ def recovery_rows(settings: BenchSettings) -> list[dict]:
             row[f"natural_syn_ll:{name}"] = float(logp[np.arange(len(nat)), nat].mean())
         for model in models:
             tag = model.run.run_id
-            ds = _DesignArgs(n=1, seed=settings.seed + k)
+            ds = _DesignArgs(n=1, seed=settings.seed + k, sweeps=settings.sweeps)
             method = resolve_method("auto", model.mode, 1)
             (codons,) = model_designs(model, protein, ds, method, 0 * host.log_weights, free, host)
             row[f"recovery:{tag}"] = float((codon_indices("".join(codons)) == nat).mean())
@@ -184,7 +186,7 @@ def trade_off(settings: BenchSettings, out: Path) -> list[dict]:
     rows = []
     for i, run in enumerate(settings.run):
         ds = DesignSettings(run=run, fasta=settings.fasta, out=str(out / "designs" / Path(run).name), n=settings.n,
-                            host=settings.trade_off_host, seed=settings.seed, overwrite=True,
+                            host=settings.trade_off_host, seed=settings.seed, overwrite=True, sweeps=settings.sweeps,
                             no_baselines=i > 0)  # fmt: skip
         record = design(ds, Constraints(), Objective())
         write_record(record, ds.out)
@@ -241,13 +243,12 @@ def gather_rows(files: list[str]) -> list[dict]:
 
 
 def write_table(rows: list[dict], file: Path) -> None:
+    """``file`` (.csv) and the same table as Markdown beside it (helm.tables.write_table)."""
     import pandas as pd
 
-    from helm.run import atomic_write
+    from helm.tables import write_table as write_frame
 
-    frame = pd.DataFrame(rows)
-    atomic_write(file, frame.to_csv(index=False, float_format="%.6g"))
-    atomic_write(file.with_suffix(".md"), frame.to_markdown(index=False, floatfmt=".4g") + "\n")
+    write_frame(pd.DataFrame(rows), file.with_suffix(""))
 
 
 def bench(settings: BenchSettings) -> dict:

@@ -167,13 +167,15 @@ def model_designs(model, protein: str, settings: DesignSettings, method: str, bi
 def finish(codons: list[str], protein: str, host, cons: Constraints, stop: bool) -> str:
     """The CDS of ``codons`` (with a stop codon when asked); checks the translation (a failure is a bug)."""
     from helm.codons import STOP_CODONS, translate
-    from helm.design.constraints import local_hits
+    from helm.design.constraints import local_hits, repair, violations
 
     cds = "".join(codons)
     if stop:
         ranked = sorted(STOP_CODONS, key=lambda c: -host.freq[CODON_INDEX[c]])
         free = [c for c in ranked if not local_hits(cds, c, "", cons.patterns())]
         cds += (free or ranked)[0]
+        if violations(cds, cons):  # the stop codon moved GC out of range: repair with it in place
+            cds = "".join(repair([cds[i : i + 3] for i in range(0, len(cds), 3)], None, cons))
     expected = protein + ("*" if stop else "")
     if translate(cds) != expected:
         raise RuntimeError(f"internal error: a design translates to {translate(cds)!r}, not {expected!r}")
