@@ -311,9 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         record = design(settings, cons, objective)
         write_record(record, settings.out)
     best = ", ".join(f"{d.protein} {d.scores['objective']:.3f}" for d in record.designs if d.rank == 1)
+    baselines = sum(d.source == "baseline" for d in record.designs)
     print(
         f"helm design: {len(record.proteins)} protein(s), {len(record.designs)} designs ({record.method} with "
-        f"{record.run}, baselines beside), {len(record.rejected)} rejected, best objective {best} in "
+        f"{record.run}; {baselines} of them baselines), {len(record.rejected)} rejected, best objective {best} in "
         f"{record.seconds:.1f} s -> {settings.out}"
     )
     return 0
