@@ -222,6 +222,7 @@ class CodonModel:
         bias_t = torch.as_tensor(bias, dtype=torch.float32)
         patterns = cons.patterns()
         block = max(1, math.ceil(mask_fraction * length))
+        last = torch.zeros(n, length, 64)  # the last sweep's conditionals: the preference repair trades
         for sweep in range(sweeps):
             frac = sweep / (sweeps - 1) if sweeps > 1 else 1.0
             temp = t_start + (t_end - t_start) * frac if anneal else t_start
@@ -231,6 +232,7 @@ class CodonModel:
                 ids = torch.cat([torch.full((n, 1), CLS_ID), self.codon_ids[cur], torch.full((n, 1), EOS_ID)], 1)
                 ids[:, pos + 1] = MASK_ID
                 s = self._logp(self.lm(ids)[:, pos + 1]) + bias_t  # [n, b, 64]
+                last[:, pos] = s
                 allowed = allowed_all[pos].expand(n, -1, -1).clone()
                 if patterns:
                     allowed &= self._pattern_free_at(cur, pos, allowed_all, patterns)
@@ -241,8 +243,7 @@ class CodonModel:
                     probs = torch.softmax(s / temp, dim=-1).view(-1, 64)
                     pick = torch.multinomial(probs, 1, generator=gen).view(n, len(pos))
                 cur[:, pos] = pick
-        final = self.codon_logprobs(cur.numpy()) + bias[None, None, :]
-        return [Decoded(cur[i].numpy(), final[i]) for i in range(n)]
+        return [Decoded(cur[i].numpy(), last[i].numpy()) for i in range(n)]
 
     @staticmethod
     def _pattern_free_at(cur: torch.Tensor, pos: torch.Tensor, allowed_all: torch.Tensor,
