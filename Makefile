@@ -31,8 +31,9 @@ $(VENV)/.torch: | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH_PINS)
 	touch $@
 
+# the design extra (ViennaRNA, DNA Chisel, python-codon-tables: `helm design`) too, so its tests run
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -q -e ".[dev]" $(TORCH_PINS)
+	$(BIN)/pip install -q -e ".[dev,design]" $(TORCH_PINS)
 	touch $@
 
 install: $(VENV)/.installed

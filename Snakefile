@@ -26,9 +26,11 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/downstream.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/design.smk"
 
 
 rule all:
     input:
         final_targets(),
+        design_targets(),
     default_target: True

@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("helm.downstream.baselines", "one-hot TextCNN / k-mer / TF-IDF ridge baselines"),
     "annotate": ("helm.downstream.annotate", "antibody region annotation (FWR/CDR per codon)"),
     "generate": ("helm.downstream.generate", "sample sequences from a CLM checkpoint and score them"),
+    "design": ("helm.design.command", "coding sequences for a protein, scored (CAI, GC, MFE, likelihood)"),
+    "design-bench": ("helm.design.benchmark", "design benchmark: codon recovery, natural-CDS likelihood, trade-off"),
     "cluster": ("helm.downstream.cluster", "synonymous-variant clustering (silhouette score)"),
     "tables": ("helm.tables", "gather run metrics into results/tables.csv and pivot tables"),
     "models": ("helm.models", "list registered backbones, presets, losses and tokenizers"),

@@ -51,7 +51,7 @@ def test_smoke_grid_covers_every_rule(tmp_path: Path) -> None:
     points = expected_runs(config)
     counts = job_counts(snakemake(tmp_path, "-n").stdout)
     rules = ("fetch", "learn_tokenizer", "prepare_unit", "merge_units", "pretrain", "probe", "baseline", "annotate",
-             "cluster", "generate", "tables", "all")  # fmt: skip
+             "cluster", "generate", "design", "design_table", "tables", "all")  # fmt: skip
     for rule in rules:
         assert counts.get(rule, 0) >= 1, rule
     assert counts["pretrain"] == len(points)

@@ -111,6 +111,25 @@ def test_smoke_grid_tables(smoke: dict) -> None:
             assert (smoke["work"] / "results" / "plots" / f"{name}.{ext}").stat().st_size > 1000, name
 
 
+def test_smoke_design_rows(smoke: dict) -> None:
+    """config `design`: every codon run designed for every protein of the set; each design translates exactly."""
+    from helm.codons import translate
+    from helm.design.protein import read_fasta_proteins
+
+    config = load_config("config/smoke.yaml")
+    proteins = dict(read_fasta_proteins(REPO / config["design"]["protein_sets"]["smoke"]))
+    codon_runs = {"-".join(p) for p in expected_runs(config) if p[4] == "3mer"}
+    table = pd.read_csv(smoke["work"] / "results" / "tables" / "design.csv")
+    assert set(table["run"]) == codon_runs and set(table["protein_set"]) == {"smoke"}
+    model = table[table["source"] == "model"]
+    assert (model.groupby(["run", "protein"]).size() == 2).all()  # args: n 2
+    assert {"most_frequent", "random", "dnachisel"} <= set(table["method"])
+    for run in codon_runs:
+        record = json.loads((smoke["work"] / "results" / "design" / run / "smoke" / "designs.json").read_text())
+        for d in record["designs"]:
+            assert translate(d["cds"]) == proteins[d["protein"]]
+
+
 def test_finished_run_is_not_relaunched_by_changed_settings(smoke: dict) -> None:
     path = smoke["work"] / "results" / "pretrain" / KILLED / "metrics.json"
     assert path.stat().st_mtime == smoke["killed_metrics_mtime"]
