@@ -26,6 +26,7 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/downstream.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/design_common.smk"
 include: "workflow/rules/design.smk"
 
 
