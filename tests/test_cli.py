@@ -31,6 +31,8 @@ BAD_INPUT = {
     "tables": (["--runs", "{tmp}/absent", "--out", "{tmp}/t.csv"], "absent"),
     "models": (["--vocab_size", "many"], "--vocab_size"),
     "export": (["{tmp}/absent", "{tmp}/out"], "absent"),
+    "design": (["--run", "{tmp}/absent", "--protein", "MKV", "--out", "{tmp}/d"], "absent"),
+    "design-bench": (["--run", "{tmp}/absent", "--prepared", "{tmp}/absent", "--out", "{tmp}/db"], "absent"),
 }
 
 
