@@ -456,10 +456,9 @@ def model_card(run: Any, mode: str, num_parameters: int, license_id: str = DEFAU
     training = f"{steps:,} optimizer updates" if isinstance(steps, int) else "unknown updates"
     if isinstance(seen, (int, float)):
         training += f", {int(seen):,} training tokens"
-    training += (
-        f", {cfg.get('epochs')} epoch(s) asked, max steps {cfg.get('max_steps')}, global batch "
-        f"{derived.get('global_batch')}, lr {derived.get('lr')}, seed {cfg.get('seed')}"
-    )
+    asked = {"epochs asked": cfg.get("epochs"), "max steps": cfg.get("max_steps"),
+             "global batch": derived.get("global_batch"), "lr": derived.get("lr"), "seed": cfg.get("seed")}  # fmt: skip
+    training += "".join(f", {name} {value}" for name, value in asked.items() if value is not None)
     rows = []
     for split in ("test", "val"):
         cells = [metrics.get(f"{split}_{key}") for key, _, _ in CARD_METRICS]
@@ -518,6 +517,7 @@ MODEL = "path/to/this/folder"
 tok = AutoTokenizer.from_pretrained(MODEL, trust_remote_code=True)
 model = {head}.from_pretrained(MODEL, trust_remote_code=True)
 hidden = AutoModel.from_pretrained(MODEL, trust_remote_code=True)(**tok(["ATGGCATCATCAGAAGAC"], return_tensors="pt"))
+hidden = hidden.last_hidden_state  # [batch, tokens, hidden size]
 {use}
 ```
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helm_free import NO_HELM, helm_free_env
 
 from helm.codons import CLS_ID, EOS_ID, MASK_ID, SPECIALS, UNK_ID, translate
 from helm.downstream.embed import encode
@@ -182,19 +183,6 @@ def reference(run_dir: Path, mode: str, tokenizer: str, arrays: Path) -> dict:
 
 # Runs in a fresh interpreter that must never import helm: only transformers' Auto classes and the exported files.
 CHECK_SCRIPT = r"""
-import importlib.abc
-import json
-import sys
-
-
-class NoHelm(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "helm" or name.startswith("helm."):
-            raise ImportError(f"an exported folder imported {name}")
-        return None
-
-
-sys.meta_path.insert(0, NoHelm())
 import numpy as np
 import torch
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer,
@@ -261,10 +249,8 @@ def exported(tmp_path_factory) -> dict:
         cases[name] = {**reference(run, mode, tokenizer, root / f"{name}.npz"), "out": str(out),
                        "arrays": str(root / f"{name}.npz")}  # fmt: skip
     (root / "cases.json").write_text(json.dumps(cases))
-    (root / "check.py").write_text(CHECK_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_MODULES_CACHE=str(root / "hf_modules"), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
-               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")  # fmt: skip
+    (root / "check.py").write_text(NO_HELM + CHECK_SCRIPT)
+    env = helm_free_env(root, TRANSFORMERS_VERBOSITY="error")
     proc = subprocess.run(
         [sys.executable, str(root / "check.py"), str(root / "cases.json"), str(root / "results.json")],
         cwd=root, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,

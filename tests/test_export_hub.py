@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helm_free import NO_HELM, helm_free_env
 from train_utils import REPO, run_train, tiny_args, write_oas_txt
 
 from helm import run
@@ -29,26 +30,8 @@ pytestmark = pytest.mark.slow
 UMASK = 0o027  # not the usual 022: files must follow the user's umask, not a mode chosen by a library
 TRAIN_FLAGS = ("--mode", "mlm", "--loss", "HXE", "--hxe-alpha", "0.4", "--epochs", "3", "--seed", "3")
 
-NO_HELM = r"""
-import importlib.abc
-import sys
-
-
-class NoHelm(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "helm" or name.startswith("helm."):
-            raise ImportError(f"an exported folder imported {name}")
-        return None
-
-
-sys.meta_path.insert(0, NoHelm())
-"""
-
-CHECK = (
-    NO_HELM
-    + r"""
-import json
-
+# the transformers side of the fixture (after NO_HELM): fill-mask on the trained export, its card as the Hub reads it
+CHECK = r"""
 from huggingface_hub import ModelCard
 from transformers import pipeline
 
@@ -62,15 +45,12 @@ results = {
 }
 json.dump(results, open(sys.argv[2], "w"))
 """
-)
 
 
 def helm_free(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TRANSFORMERS_VERBOSITY")}
-    env.update(HF_MODULES_CACHE=str(cwd / "hf_modules"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false")  # fmt: skip
-    return subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    """``script`` in a fresh interpreter that cannot import helm (tests/helm_free.py), stdin closed."""
+    return subprocess.run([sys.executable, "-c", NO_HELM + script, *args], cwd=cwd, env=helm_free_env(cwd),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +144,7 @@ def test_readme_snippet_runs_without_prompt_or_type_warning(hub):
     snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     assert 'OUT = "results/hf/my-run"' in snippet and 'pipeline("fill-mask"' in snippet
     snippet = snippet.replace('OUT = "results/hf/my-run"', f"OUT = {str(hub['out'])!r}")
-    proc = helm_free(NO_HELM + snippet + "\nprint('snippet ok', len(logits), len(hidden))", cwd=hub["tmp"])
+    proc = helm_free(snippet + "\nprint('snippet ok', len(logits), len(hidden))", cwd=hub["tmp"])
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "snippet ok" in proc.stdout, output[-3000:]
     assert "Do you wish to run the custom code" not in output
