@@ -456,7 +456,8 @@ def model_card(run: Any, mode: str, num_parameters: int, license_id: str = DEFAU
     training = f"{steps:,} optimizer updates" if isinstance(steps, int) else "unknown updates"
     if isinstance(seen, (int, float)):
         training += f", {int(seen):,} training tokens"
-    asked = {"epochs asked": cfg.get("epochs"), "max steps": cfg.get("max_steps"),
+    max_steps = cfg.get("max_steps") if isinstance(cfg.get("max_steps"), int) and cfg["max_steps"] > 0 else None
+    asked = {"epochs asked": cfg.get("epochs"), "max steps": max_steps,
              "global batch": derived.get("global_batch"), "lr": derived.get("lr"), "seed": cfg.get("seed")}  # fmt: skip
     training += "".join(f", {name} {value}" for name, value in asked.items() if value is not None)
     rows = []

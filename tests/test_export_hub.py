@@ -62,7 +62,7 @@ def hub(shared_data, tmp_path_factory) -> dict:
     prep = tmp / "prep"
     prepare(train_files=[write_oas_txt(shared_data, tmp / "oas.txt")], output=prep, progress=False)
     args = tiny_args(prep, tmp / "run", *TRAIN_FLAGS)
-    done = run_train(args, timeout=900, preexec_fn=lambda: os.umask(UMASK))
+    done = run_train(args, timeout=1800, preexec_fn=lambda: os.umask(UMASK))
     assert done.returncode == 0, done.stderr[-3000:]
     old = os.umask(UMASK)
     try:

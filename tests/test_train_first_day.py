@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 
 EPOCH = 17  # 266 training sequences / batch 16: updates in one pass
 WARNING = "could not find the monitored key"
+TIMEOUT = 1800  # a few seconds each on an idle machine; generous for a shared, loaded one
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def prepared(shared_data, tmp_path_factory):
 def finished(prepared, tmp_path_factory):
     """A finished 1-epoch MLM run (17 updates)."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    done = run_train(tiny_args(prepared, out, "--mode", "mlm", "--epochs", "1"))
+    done = run_train(tiny_args(prepared, out, "--mode", "mlm", "--epochs", "1"), timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert run.read_metrics(out)["steps"] == EPOCH
     return out
@@ -44,7 +45,7 @@ def snapshot(folder):
 def test_max_steps_inside_an_epoch_validates_at_its_last_update(prepared, tmp_path):
     """README's pretrain command shape (--epochs 1 --max-steps N, N below one epoch)."""
     out = tmp_path / "run"
-    done = run_train(tiny_args(prepared, out, "--mode", "mlm", "--epochs", "1", "--max-steps", "5"))
+    done = run_train(tiny_args(prepared, out, "--mode", "mlm", "--epochs", "1", "--max-steps", "5"), timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert WARNING not in done.stderr
     metrics = run.read_metrics(out)
@@ -59,7 +60,7 @@ def test_resume_that_would_train_nothing_is_refused_in_one_line(finished):
     cases = ((["--epochs", "1", "--max-steps", "500"], "--max-steps 500", "raise --epochs"),
              (["--epochs", "2", "--max-steps", "10"], "--max-steps 10", "--max-steps 17"))  # fmt: skip
     for extra, flag, hint in cases:
-        done = run_train([*base, *extra])
+        done = run_train([*base, *extra], timeout=TIMEOUT)
         assert done.returncode == 2, done.stderr[-3000:]
         line = done.stderr.strip().splitlines()[-1]
         assert line.startswith("helm train: error: " + flag) and hint in line and f"holds {EPOCH} updates" in line
@@ -73,7 +74,7 @@ def test_raising_epochs_extends_a_finished_run(finished, tmp_path):
     last = out / run.CHECKPOINT_DIR / run.LAST_CKPT
     args = tiny_args(run.read_config(finished)["data_dir"], out, "--mode", "mlm", "--epochs", "2", "--max-steps",
                      "500", "--resume", str(last), "--overwrite")  # fmt: skip
-    done = run_train(args)
+    done = run_train(args, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert run.read_metrics(out)["steps"] == 2 * EPOCH
 
@@ -82,6 +83,8 @@ def test_rerun_without_a_checkpoint_says_it_starts_from_scratch(finished, tmp_pa
     out = tmp_path / "run"
     out.mkdir()
     shutil.copy(finished / run.CONFIG_FILE, out / run.CONFIG_FILE)  # an earlier start killed before its checkpoint
-    done = run_train(tiny_args(run.read_config(finished)["data_dir"], out, "--mode", "mlm", "--max-steps", "2"))
+    done = run_train(
+        tiny_args(run.read_config(finished)["data_dir"], out, "--mode", "mlm", "--max-steps", "2"), timeout=TIMEOUT
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"--output {out}: no checkpoints/last.ckpt to resume: starting from scratch" in done.stderr
