@@ -15,6 +15,8 @@ SYSTEM_PKGS := mmseqs2
 .PHONY: install smoke study test test-fast lint bench slurm-deps slurm-profile system-deps clean help plan rerun
 
 help:
+	@echo "make install - set up only: .venv with pinned torch, helm-mrna (editable) and its dev tools; then"
+	@echo "               source .venv/bin/activate (helm, train.py, pytest, snakemake)"
 	@echo "make smoke   - set up, then run the smoke grid end to end -> results/tables.csv + results/report.html"
 	@echo "make study   - set up, then run the laptop study (config/study.yaml, ~2 h on 2 cores) -> docs/results/study/"
 	@echo "make test    - set up (venv, mmseqs2 and local Slurm packages when root), then run the whole test suite"

@@ -69,6 +69,16 @@ class Clock(pl.Callback):
         self.seconds_before = float(progress.get("train_time_s", 0.0))
 
 
+class ValidateAtMaxSteps(pl.Callback):
+    """A run that --max-steps stops inside an epoch validates at its last update, as one that ends with its epoch
+    does: the best-checkpoint selection sees the final weights (and Lightning does not warn that the monitored
+    metric is missing). Lightning validates when `should_stop` is set at the end of a training batch."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary name beside the target and renamed: a run killed mid-save (SIGKILL, a
     Slurm preemption) keeps its previous, complete last.ckpt instead of a truncated one that resume cannot read.
@@ -97,6 +107,8 @@ def callbacks(cfg: TrainConfig, out: Path) -> tuple[ModelCheckpoint, Clock, list
     )
     clock = Clock()
     out_list: list[pl.Callback] = [best, clock]
+    if cfg.schedule.max_steps > 0:
+        out_list.append(ValidateAtMaxSteps())
     if r.checkpoint_every_n_steps:  # last.ckpt between validations, so a killed run loses at most N updates
         every = r.checkpoint_every_n_steps
         out_list.append(ModelCheckpoint(ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 CONFIG_MODULE = "configuration_helm"
 MODELING_MODULE = "modeling_helm"
 WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"  # the model card, where the Hugging Face Hub looks for it
+DEFAULT_LICENSE = "mit"  # the repository's licence (LICENSE); `helm export --license` names another
 # files an export writes besides the copied model sources (see _export_file_names for everything --overwrite removes)
 EXPORT_FILES = (
     "config.json",
@@ -54,6 +56,7 @@ EXPORT_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
     "generation_config.json",
+    CARD_FILE,
 )
 BACKBONE_MODULES = {"gpt2": "helm.models.gpt2", "bert": "helm.models.bert", "mamba": "helm.models.mamba",
                     "hyena": "helm.models.hyena"}  # fmt: skip
@@ -292,16 +295,27 @@ def _probe_sequences(k: int) -> list[str]:
     return probes
 
 
+def _as_exported(tokenizer: Any, text: str) -> list[int]:
+    """The ids the export gives ``text``: special-token names written in it (``<mask>``, as the fill-mask pipeline
+    and every MLM user writes it) are those tokens, the text between them is read as ``tokenizer.encode`` reads a
+    sequence. Sequences without such names get exactly helm's ids."""
+    ids: list[int] = []
+    for piece in re.split("(" + "|".join(re.escape(t) for t in SPECIALS) + ")", text):
+        ids += [SPECIALS.index(piece)] if piece in SPECIALS else tokenizer.encode(piece).tolist()
+    return ids
+
+
 def build_tokenizer(tokenizer: Any, tokenizer_file: Path, mode: str) -> tokenizers.Tokenizer:
     """A ``tokenizers.Tokenizer`` encoding exactly as ``tokenizer.encode`` (checked), framed as the run frames:
-    MLM ``<cls> ... <eos>``, CLM ``<cls> ...``. Its ``encode_special_tokens`` says whether a special token's name in
-    the text is read as plain characters (fixed tokenizers, as ours) or as that token (learned ones, as ours)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    MLM ``<cls> ... <eos>``, CLM ``<cls> ...``. A special token's name in the text is read as that token (for the
+    k-mer tokenizers too, whose own ``encode`` reads it as characters: no sequence holds one, and transformers'
+    fill-mask pipeline writes ``<mask>``)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
-    from helm.tokenizers import KmerTokenizer, LearnedTokenizer
+    from helm.tokenizers import KmerTokenizer, LearnedTokenizer, sequence_normalizer
 
     if isinstance(tokenizer, LearnedTokenizer):
-        hf = Tokenizer.from_file(str(tokenizer_file))  # the very tokenizer our encode runs
+        hf = Tokenizer.from_str(tokenizer.hf.to_str())  # the very tokenizer our encode runs, normalizer included
         k = 1
         hf.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])  # our decode: pieces joined
     elif isinstance(tokenizer, KmerTokenizer):  # k-mers, and nuc / aa (one character per token)
@@ -313,16 +327,14 @@ def build_tokenizer(tokenizer: Any, tokenizer_file: Path, mode: str) -> tokenize
             )
         k = tokenizer.k
         hf = Tokenizer(models.WordLevel(dict(tokenizer.vocab.index), unk_token=SPECIALS[UNK_ID]))
-        steps = [normalizers.Replace(c.lower(), c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"]  # ASCII only, as ours
-        rna = tokenizer.encode("U" * k).tolist()
-        if "T" * k in tokenizer.vocab.index and rna == tokenizer.encode("T" * k).tolist():
-            steps.append(normalizers.Replace("U", "T"))  # RNA reads as DNA (not for amino acids: U is no residue)
-        hf.normalizer = normalizers.Sequence(steps)
+        rna = tokenizer.encode("U" * k).tolist()  # RNA reads as DNA where U means T (not for amino acids)
+        hf.normalizer = sequence_normalizer(
+            "T" * k in tokenizer.vocab.index and rna == tokenizer.encode("T" * k).tolist()
+        )
         # windows of k characters from the start; a shorter tail is dropped (invert: the tail is the delimiter)
         hf.pre_tokenizer = pre_tokenizers.Split(Regex(rf"[\s\S]{{{k}}}"), behavior="removed", invert=True)
         hf.decoder = decoders.Fuse()
         hf.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
-        hf.encode_special_tokens = True  # our k-mer windows never single out "<mask>" written in the text
     else:
         raise ExportError(f"{tokenizer_file}: unknown tokenizer type {type(tokenizer).__name__}")
     for token_id, token in enumerate(SPECIALS):
@@ -333,7 +345,7 @@ def build_tokenizer(tokenizer: Any, tokenizer_file: Path, mode: str) -> tokenize
         single=framing, special_tokens=[("<cls>", CLS_ID), ("<eos>", EOS_ID)]
     )
     for seq in _probe_sequences(k):
-        ours = tokenizer.encode(seq).tolist()
+        ours = _as_exported(tokenizer, seq)
         theirs = hf.encode(seq, add_special_tokens=False).ids
         framed = hf.encode(seq).ids
         want = [CLS_ID, *ours] + ([EOS_ID] if mode == "mlm" else [])
@@ -345,7 +357,7 @@ def build_tokenizer(tokenizer: Any, tokenizer_file: Path, mode: str) -> tokenize
     return hf
 
 
-def tokenizer_config(max_seq_len: int, split_special_tokens: bool) -> dict[str, Any]:
+def tokenizer_config(max_seq_len: int) -> dict[str, Any]:
     roles = {role: SPECIALS[i] for role, i in TOKEN_ROLES.items()}
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -355,8 +367,178 @@ def tokenizer_config(max_seq_len: int, split_special_tokens: bool) -> dict[str, 
         "model_input_names": ["input_ids", "attention_mask"],
         "padding_side": "right",
         "clean_up_tokenization_spaces": False,
-        "split_special_tokens": split_special_tokens,  # not kept in tokenizer.json: see build_tokenizer
+        "split_special_tokens": False,  # "<mask>" in the text is the mask token (fill-mask): see build_tokenizer
     }
+
+
+# ------------------------------------------------------------------------------------------------ model card
+# (metrics.json key, Hub metric type, what the card calls it): the intrinsic metrics, on the true codon tree
+CARD_METRICS = (
+    ("ppl", "perplexity", "codon perplexity"),
+    ("acc", "accuracy", "codon accuracy"),
+    ("aa_acc", "accuracy", "amino-acid accuracy"),
+    ("mistake_severity", "mistake_severity", "mistake severity"),
+)
+SPLIT_NAMES = {"test": "held-out test split", "val": "validation split"}
+
+
+def _corpus(run_config: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None]:
+    """(the corpus files' names, the prepared data's summary.json or None when it is no longer there)."""
+    from helm.prepare import SUMMARY_FILE
+
+    derived = run_config.get("derived") or {}
+    folder = Path(str(derived.get("prepared_data") or run_config.get("data_dir") or ""))
+    summary_file = folder / SUMMARY_FILE
+    if not folder.name or not summary_file.is_file():
+        return ([folder.name] if folder.name else []), None
+    summary = json.loads(summary_file.read_text())
+    names = [Path(f).name.split(".")[0] for f in summary.get("per_file", {})] or [folder.name]
+    return names, summary
+
+
+def _loss_text(run_config: dict[str, Any]) -> str:
+    loss = str(run_config.get("loss", "XE"))
+    tree = f", {run_config.get('hierarchy', 'true')} codon tree" if loss != "XE" else ""
+    if loss == "HXE":
+        return f"HXE (hierarchical cross-entropy), alpha {run_config.get('hxe_alpha')}{tree}"
+    if loss == "soft_labels":
+        return f"soft labels, beta {run_config.get('soft_labels_beta')}{tree}"
+    return {"XE": "XE (cross-entropy)"}.get(loss, loss) + tree
+
+
+def model_card(run: Any, mode: str, num_parameters: int, license_id: str = DEFAULT_LICENSE) -> str:
+    """README.md of an export as the Hugging Face Hub reads it: a YAML header (licence, library, tags, pipeline,
+    datasets, metrics and their values from the run's metrics.json as a model-index) and a body that says what the
+    model is, how it was trained, how to load it and what it is not."""
+    import yaml
+
+    cfg, metrics = run.config, run.metrics or {}
+    derived = cfg.get("derived") or {}
+    model = derived.get("model") or {}
+    arch, tokenizer = str(cfg.get("model_name")), str(derived.get("tokenizer") or run.tokenizer.name)
+    task = "fill-mask" if mode == "mlm" else "text-generation"
+    corpus, summary = _corpus(cfg)
+    corpus_name = ", ".join(corpus) or "unknown corpus"
+    results = []
+    for split in ("test", "val"):
+        values = [(kind, name, metrics[f"{split}_{key}"]) for key, kind, name in CARD_METRICS
+                  if isinstance(metrics.get(f"{split}_{key}"), (int, float))]  # fmt: skip
+        if values:
+            results.append({
+                "task": {"type": task, "name": "masked codon modelling" if mode == "mlm" else "codon modelling"},
+                "dataset": {"type": corpus[0] if corpus else "unknown", "name": f"{corpus_name} ({SPLIT_NAMES[split]})",
+                            "split": "validation" if split == "val" else split},
+                "metrics": [{"type": kind, "value": round(float(v), 6), "name": name} for kind, name, v in values],
+            })  # fmt: skip
+    header = {
+        "license": license_id,
+        "library_name": "transformers",
+        "tags": ["helm-mrna", "mrna", "codon", "biology", arch, "masked-lm" if mode == "mlm" else "causal-lm",
+                 "custom_code"],
+        "pipeline_tag": task,
+        "datasets": corpus or ["unknown"],
+        "metrics": sorted({kind for _, kind, _ in CARD_METRICS}),
+    }  # fmt: skip
+    if results:
+        header["model-index"] = [{"name": run.run_id, "results": results}]
+
+    size = f"{num_parameters:,} parameters"
+    if model:
+        size += f" ({model.get('num_layers')} layers x {model.get('hidden_size')}, context {model.get('max_seq_len')})"
+    if summary is not None:
+        kept, tokens = summary.get("kept", {}), summary.get("tokens", {})
+        corpus_text = (f"{corpus_name}: {summary.get('kept_total', 0):,} sequences after cleaning and deduplication "
+                       f"(train {kept.get('train', 0):,} / validation {kept.get('val', 0):,} / test "
+                       f"{kept.get('test', 0):,}; {tokens.get('train', 0):,} training tokens)")  # fmt: skip
+    else:
+        corpus_text = f"{corpus_name} (its prepared summary.json was not found at export time)"
+    steps, seen = metrics.get("steps"), metrics.get("train_tokens")
+    training = f"{steps:,} optimizer updates" if isinstance(steps, int) else "unknown updates"
+    if isinstance(seen, (int, float)):
+        training += f", {int(seen):,} training tokens"
+    max_steps = cfg.get("max_steps") if isinstance(cfg.get("max_steps"), int) and cfg["max_steps"] > 0 else None
+    asked = {"epochs asked": cfg.get("epochs"), "max steps": max_steps,
+             "global batch": derived.get("global_batch"), "lr": derived.get("lr"), "seed": cfg.get("seed")}  # fmt: skip
+    training += "".join(f", {name} {value}" for name, value in asked.items() if value is not None)
+    rows = []
+    for split in ("test", "val"):
+        cells = [metrics.get(f"{split}_{key}") for key, _, _ in CARD_METRICS]
+        if any(isinstance(c, (int, float)) for c in cells):
+            shown = [f"{c:.4g}" if isinstance(c, (int, float)) else "" for c in cells]
+            rows.append(f"| {SPLIT_NAMES[split]} | " + " | ".join(shown) + " |")
+    columns = " | ".join(name for _, _, name in CARD_METRICS)
+    table = "\n".join([f"| split | {columns} |", "| --- " * (len(CARD_METRICS) + 1) + "|", *rows])
+    # runs from before the command was recorded: their config.yaml is a complete --config
+    command = (
+        derived.get("command")
+        or "# not recorded; the run's config.yaml holds every flag\nhelm train --config config.yaml"
+    )
+    head = "AutoModelForMaskedLM" if mode == "mlm" else "AutoModelForCausalLM"
+    if mode == "mlm":
+        use = (
+            'fill = pipeline("fill-mask", model=MODEL, trust_remote_code=True)\n'
+            'fill("ATGGCATCA<mask>GAAGACGTC", top_k=5)  # the codons that fit the masked position, with scores'
+        )
+    else:
+        use = (
+            'gen = pipeline("text-generation", model=MODEL, trust_remote_code=True)\n'
+            'gen("ATGGCATCATCA", max_new_tokens=30, do_sample=True)  # continues the sequence codon by codon'
+        )
+    body = f"""# {run.run_id}
+
+A {"masked" if mode == "mlm" else "causal"} codon language model for mRNA coding sequences, pretrained with
+helm-mrna (a re-implementation of *HELM: Hierarchical Encoding for mRNA Language Modeling*,
+Yazdani-Jahromi et al., ICLR 2025) and exported by `helm export`.
+
+| | |
+| --- | --- |
+| backbone | {arch} ({"bidirectional, MLM" if mode == "mlm" else "causal, CLM"}) |
+| size | {size} |
+| tokenizer | {tokenizer} ({derived.get("vocab_size", len(run.tokenizer))} tokens; upper-cases, reads U as T) |
+| loss | {_loss_text(cfg)} |
+| corpus | {corpus_text} |
+| training | {training} |
+
+## Intrinsic metrics
+
+Scored on the true codon tree whatever tree the run was trained on (mistake severity: the mean tree distance of
+wrong predictions; lower is better).
+
+{table if rows else "No metrics were recorded."}
+
+## How to load it
+
+The model classes are helm's own code, shipped in this folder: pass `trust_remote_code=True` (helm itself is not
+needed).
+
+```python
+from transformers import AutoModel, AutoTokenizer, {head}, pipeline
+
+MODEL = "path/to/this/folder"
+tok = AutoTokenizer.from_pretrained(MODEL, trust_remote_code=True)
+model = {head}.from_pretrained(MODEL, trust_remote_code=True)
+hidden = AutoModel.from_pretrained(MODEL, trust_remote_code=True)(**tok(["ATGGCATCATCAGAAGAC"], return_tensors="pt"))
+hidden = hidden.last_hidden_state  # [batch, tokens, hidden size]
+{use}
+```
+
+## Training command
+
+```bash
+{command}
+```
+
+## Limitations
+
+- Trained only on the corpus above ({corpus_name}); sequences unlike it (other organisms, UTRs, non-coding RNA)
+  are out of distribution.
+- Reads coding sequences in frame from the first base; characters other than ACGT/U become `<unk>`, and sequences
+  longer than {model.get("max_seq_len", "the context")} tokens must be truncated.
+- The intrinsic metrics above say how well masked or next codons are predicted on held-out sequences of the same
+  corpus; they are no evidence of quality on downstream tasks, which must be evaluated separately.
+- Not a clinical or design tool: generated or scored sequences need experimental validation.
+"""
+    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -375,16 +557,18 @@ def _check_out(run_dir: Path, out: Path, overwrite: bool) -> None:
         raise ExportError(f"{out}: exists and is not empty (--overwrite replaces a previous export's files)")
 
 
-def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+def export_run(
+    run_dir: str | Path, out: str | Path, overwrite: bool = False, license_id: str = DEFAULT_LICENSE
+) -> Path:
     """Write ``out`` (see the module docstring) from a finished run directory; returns ``out``.
 
     ``overwrite`` lets a non-empty ``out`` be written: the files an export writes are replaced, others in ``out``
     are left alone, nothing outside ``out`` is touched."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from helm import __version__
     from helm.downstream.embed import run_mode
-    from helm.run import CONFIG_FILE, TOKENIZER_DIR, load_run
+    from helm.run import CONFIG_FILE, TOKENIZER_DIR, atomic_write, load_run
     from helm.tokenizers import TOKENIZER_FILE
 
     run_dir, out = Path(run_dir), Path(out)
@@ -444,15 +628,17 @@ def export_run(run_dir: str | Path, out: str | Path, overwrite: bool = False) ->
     modeling = MODELING_TEMPLATE.format(arch=arch, module=module, lm_class=lm_class, embedding=embedding_key)
     (out / f"{MODELING_MODULE}.py").write_text(modeling)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    save_file(weights, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    # bytes through atomic_write: the file gets the user's umask like every other (safetensors' save_file: 0600)
+    atomic_write(out / WEIGHTS_FILE, save(weights, metadata={"format": "pt"}))
     hf_tokenizer.save(str(out / "tokenizer.json"))
-    tok_config = tokenizer_config(cfg.max_seq_len, hf_tokenizer.encode_special_tokens)
+    tok_config = tokenizer_config(cfg.max_seq_len)
     (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
     special = {role: token for role, token in tok_config.items() if role.endswith("_token")}
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
     if mode == "clm":
         generation = {"bos_token_id": CLS_ID, "eos_token_id": EOS_ID, "pad_token_id": cfg.pad_token_id}
         (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    (out / CARD_FILE).write_text(model_card(run, mode, sum(p.numel() for p in model.parameters()), license_id))
     return out
 
 
@@ -467,6 +653,9 @@ def build_parser() -> HelmParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a previous export's files in OUT (other files stay)"
     )
+    parser.add_argument(
+        "--license", default=DEFAULT_LICENSE, help="licence of the weights in the model card (a Hub licence id)"
+    )
     return parser
 
 
@@ -475,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with command_errors("helm export"):  # ExportError, a missing or broken run
         try:
-            out = export_run(args.run, args.out, overwrite=args.overwrite)
+            out = export_run(args.run, args.out, overwrite=args.overwrite, license_id=args.license)
         except OSError as err:  # an unwritable OUT, a full disk: the user's to fix, one line too
             fail("helm export", str(err))
     print(f"exported {args.run} -> {out}", file=sys.stderr)

@@ -10,7 +10,9 @@ over codons. ``overlap`` makes the window stride ``k - overlap`` (the seed's ``-
 Learned tokenizers wrap HF ``tokenizers`` and are trained on the training split only (``helm.prepare`` does
 that). A sequence is pre-split into words of ``WORD_LENGTH`` (48) bases, in frame from position 0, so a learned
 token never spans such a boundary: whole-sequence words made BPE/WordPiece/Unigram training and WordPiece
-encoding take minutes on 100k antibody sequences. ``save(dir)`` writes ``dir/tokenizer.json``: the HF
+encoding take minutes on 100k antibody sequences. Learned tokenizers read text as the k-mer ones do: a normalizer
+(``sequence_normalizer``: ASCII upper case, U -> T) runs before training and before every encode, so RNA and
+lower-case input get the ids of the DNA they spell, never ``<unk>``. ``save(dir)`` writes ``dir/tokenizer.json``: the HF
 file for learned tokenizers, a small JSON (``{"helm_tokenizer": {...}}``) for the fixed ones;
 ``load_tokenizer(dir)`` reads either.
 """
@@ -43,6 +45,17 @@ _CODE[ord("U")] = _CODE[ord("u")] = 3
 
 
 _CODE_TABLE = bytes(_CODE.tolist())
+
+
+def sequence_normalizer(rna_as_dna: bool = True):
+    """A ``tokenizers`` normalizer that reads text as helm's k-mer tokenizers do: ASCII letters upper-cased (only
+    ASCII, as the byte lookup tables), and with ``rna_as_dna`` U read as T (not for amino acids: U is no residue)."""
+    from tokenizers import normalizers
+
+    steps = [normalizers.Replace(c.lower(), c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"]
+    if rna_as_dna:
+        steps.append(normalizers.Replace("U", "T"))
+    return normalizers.Sequence(steps)
 
 
 def list_tokenizers() -> list[str]:
@@ -206,6 +219,10 @@ class LearnedTokenizer:
             raise ValueError(f"unknown learned tokenizer {name!r}")
         self.name, self.vocab_size, self.overlap = name, vocab_size, 0
         self._tok = hf_tokenizer
+        if hf_tokenizer is not None and hf_tokenizer.normalizer is None:
+            # written before learned tokenizers had a normalizer: they were trained on cleaned (upper-case DNA)
+            # sequences, which the normalizer leaves as they are, so adding it only mends RNA / lower-case input
+            hf_tokenizer.normalizer = sequence_normalizer()
         self.vocab: Vocab | None = self._vocab_from_hf() if hf_tokenizer is not None else None
 
     def __len__(self) -> int:
@@ -250,6 +267,7 @@ class LearnedTokenizer:
                 show_progress=False,
                 seed_size=20_000,
             )
+        tok.normalizer = sequence_normalizer()  # before training: training and every later encode read alike
         # cut every sequence into words of WORD_LENGTH bases (the last one shorter): training and encoding costs
         # grow fast with the word length (300-nt words took minutes), and repeated words are counted once
         tok.pre_tokenizer = pre_tokenizers.Split(Regex(f".{{1,{WORD_LENGTH}}}"), behavior="isolated")
@@ -258,6 +276,12 @@ class LearnedTokenizer:
         # ties between equally likely segmentations after a reload
         self._tok = type(tok).from_str(tok.to_str())
         self.vocab = self._vocab_from_hf()
+
+    @property
+    def hf(self):
+        """The trained ``tokenizers.Tokenizer`` (normalizer included) that ``encode`` runs."""
+        self._require()
+        return self._tok
 
     def encode(self, seq: str) -> np.ndarray:
         self._require()

@@ -11,6 +11,7 @@ import difflib
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -205,6 +206,14 @@ def check_warmup(cfg: TrainConfig, updates_per_epoch: int) -> None:
                          "--sched-on-updates) or train longer")  # fmt: skip
 
 
+def updates_per_pass(cfg: TrainConfig, n_train: int) -> int:
+    """Optimizer updates in one pass over the training split (one Lightning epoch), per rank."""
+    batches = math.ceil(n_train // cfg.run.world_size / cfg.data.batch_size)
+    if (lim := cfg.run.limit_train_batches) is not None:
+        batches = min(batches, int(lim) if isinstance(lim, int) or lim > 1 else max(1, int(batches * lim)))
+    return math.ceil(batches / cfg.optim.grad_accum_steps)  # Lightning steps on an epoch's last partial group
+
+
 def load_data(cfg: TrainConfig, data_dir: Path) -> tuple[Any, dict[str, int], int]:
     """(the data module, sequences cut per split, optimizer updates per schedule epoch); checks the tokenizer, the
     split sizes and the warmup against the data."""
@@ -222,10 +231,7 @@ def load_data(cfg: TrainConfig, data_dir: Path) -> tuple[Any, dict[str, int], in
     n_train, world = len(dm.dataset("train")), cfg.run.world_size
     if n_train < world:
         raise ValueError(f"{data_dir}: {n_train} training sequences, fewer than the {world} processes")
-    batches = math.ceil(n_train // world / cfg.data.batch_size)
-    if (lim := cfg.run.limit_train_batches) is not None:
-        batches = min(batches, int(lim) if isinstance(lim, int) or lim > 1 else max(1, int(batches * lim)))
-    updates = math.ceil(batches / cfg.optim.grad_accum_steps)  # Lightning steps on an epoch's last partial group
+    updates = updates_per_pass(cfg, n_train)
     if cfg.schedule.epoch_repeats > 0:
         updates = max(1, round(updates * cfg.schedule.epoch_repeats))
     check_warmup(cfg, updates)
@@ -246,6 +252,8 @@ def prepare_run(cfg: TrainConfig) -> tuple[Path, str | None]:
     """Output directory checks (nothing is deleted here: `--overwrite` clears the old run only once every check
     has passed, in `fit`): refuse a finished run unless --overwrite, find the checkpoint to resume (never an old
     one when overwriting, on any rank)."""
+    from helm.callbacks import rank
+
     out = cfg.output
     if run.is_finished(out) and not cfg.run.overwrite:
         raise FileExistsError(f"--output {out}: holds a finished run (metrics.json); pass --overwrite to replace it")
@@ -260,11 +268,14 @@ def prepare_run(cfg: TrainConfig) -> tuple[Path, str | None]:
             raise ValueError(f"--output {out}: holds an unfinished run with different settings ({', '.join(changed)}); "
                              "use another --output or --overwrite")  # fmt: skip
         ckpt = str(last)
+    if ckpt is None and (out / run.CONFIG_FILE).exists() and rank() == 0:  # an earlier start of this --output
+        why = "--overwrite" if cfg.run.overwrite else f"no {run.CHECKPOINT_DIR}/{run.LAST_CKPT} to resume"
+        print(f"{PROG}: --output {out}: {why}: starting from scratch", file=sys.stderr)
     return out, ckpt
 
 
-def check_checkpoint(path: Path, vocab_tokens: list[str]) -> None:
-    """Refuse a checkpoint trained on another vocabulary before any training starts."""
+def check_checkpoint(path: Path, vocab_tokens: list[str]) -> int:
+    """Refuse a checkpoint trained on another vocabulary before any training starts; returns its update count."""
     try:
         ckpt = run.load_checkpoint(path)
     except (FileNotFoundError, ValueError) as e:  # its messages name the file and the reason
@@ -276,6 +287,29 @@ def check_checkpoint(path: Path, vocab_tokens: list[str]) -> None:
     if list(hp["vocab_tokens"]) != list(vocab_tokens):
         raise ValueError(f"--resume {path}: trained on a different vocabulary ({len(hp['vocab_tokens'])} tokens, "
                          f"{hp.get('vocab_kind')}) than this run's tokenizer ({len(vocab_tokens)} tokens)")  # fmt: skip
+    return int(ckpt.get("global_step", 0))
+
+
+def trainer_epochs(cfg: TrainConfig, train_epochs: int) -> int:
+    """Lightning epochs (passes over the data) of the whole run: with --epoch-repeats, several make one epoch."""
+    s = cfg.schedule
+    repeats = s.epoch_repeats if s.epoch_repeats > 0 else 1.0
+    return max(1, round((train_epochs - (s.start_epoch or 0)) * repeats))
+
+
+def check_resume_length(cfg: TrainConfig, path: Path, done: int, per_pass: int, train_epochs: int) -> None:
+    """Refuse a resume that would train 0 updates although the flags ask for more (or fewer) than the checkpoint
+    holds: the run would finish at once while its config.yaml claimed the asked length. A checkpoint that holds
+    exactly what is asked (a run killed after its last checkpoint) finishes as it should."""
+    max_steps, epochs = cfg.schedule.max_steps, cfg.schedule.epochs
+    by_epochs = trainer_epochs(cfg, train_epochs) * per_pass  # what the epochs allow
+    if 0 < max_steps < done:
+        raise ValueError(f"--max-steps {max_steps}: the checkpoint {path} already holds {done} updates; pass "
+                         f"--max-steps {done} or more, or start a new run")  # fmt: skip
+    if max_steps > done and by_epochs <= done:
+        raise ValueError(f"--max-steps {max_steps}: the checkpoint {path} already holds {done} updates, all that "
+                         f"--epochs {epochs} allows ({by_epochs}, {per_pass} per pass over the data); raise --epochs "
+                         "to train further")  # fmt: skip
 
 
 def write_start(cfg: TrainConfig, out: Path, data_dir: Path, dm: Any, module: Any, derived: dict[str, Any]) -> None:
@@ -307,7 +341,7 @@ def build_trainer(cfg: TrainConfig, out: Path, callbacks: list[Any], train_epoch
     try:
         return pl.Trainer(
             accelerator=r.accelerator, devices=r.num_devices, num_nodes=r.num_nodes, strategy=strategy,
-            precision=cfg.precision(), max_epochs=max(1, round((train_epochs - (s.start_epoch or 0)) * repeats)),
+            precision=cfg.precision(), max_epochs=trainer_epochs(cfg, train_epochs),
             max_steps=s.max_steps, accumulate_grad_batches=cfg.optim.grad_accum_steps,
             limit_train_batches=r.limit_train_batches, limit_val_batches=r.limit_val_batches,
             limit_test_batches=r.limit_test_batches, val_check_interval=r.val_check_interval,
@@ -340,20 +374,21 @@ def evaluate(cfg: TrainConfig, trainer: Any, module: Any, dm: Any, best: str) ->
     return final
 
 
-def fit(cfg: TrainConfig) -> dict[str, Any]:
+def fit(cfg: TrainConfig, command: list[str] | None = None) -> dict[str, Any]:
     """Train per `cfg`, write the run directory, return the final metrics (see helm/run.py for the layout). Rank 0
     holds the run directory's lock throughout (a second `helm train` on it is refused) and first removes what a
-    killed writer left there (temporary checkpoint files)."""
+    killed writer left there (temporary checkpoint files). ``command``: the command-line arguments, recorded in
+    config.yaml (``derived.command``) for the model card."""
     from helm.callbacks import rank
 
     if rank() != 0:  # started by rank 0 (Lightning) or beside it (srun): rank 0 owns the directory
-        return _fit(cfg)
+        return _fit(cfg, command)
     with run.exclusive(cfg.output, PROG):
         run.remove_temporaries(cfg.output, *(cfg.output / d for d in run.RUN_ENTRIES))
-        return _fit(cfg)
+        return _fit(cfg, command)
 
 
-def _fit(cfg: TrainConfig) -> dict[str, Any]:
+def _fit(cfg: TrainConfig, command: list[str] | None) -> dict[str, Any]:
     t0 = time.time()
     import lightning.pytorch as pl
 
@@ -365,22 +400,21 @@ def _fit(cfg: TrainConfig) -> dict[str, Any]:
     data_dir = resolve_data(cfg, out)
     pl.seed_everything(cfg.run.seed, workers=cfg.run.worker_seeding == "all", verbose=False)
     dm, truncated, updates_per_epoch = load_data(cfg, data_dir)
+    train_epochs = training_epochs(cfg.schedule)  # --epochs + cooldown, further lr cycles, warmup prefix (timm)
     if ckpt:
-        check_checkpoint(Path(ckpt), list(dm.vocab.tokens))
+        done = check_checkpoint(Path(ckpt), list(dm.vocab.tokens))
+        check_resume_length(cfg, Path(ckpt), done, updates_per_pass(cfg, len(dm.dataset("train"))), train_epochs)
 
     module = HelmModule(cfg, dm.vocab, updates_per_epoch)
-    started = (out / run.CONFIG_FILE).exists()  # an earlier start wrote it (a finished run was refused above)
-    train_epochs = training_epochs(cfg.schedule)  # --epochs + cooldown, further lr cycles, warmup prefix (timm)
     if rank() == 0:
         if cfg.run.overwrite:  # every check passed: now remove what the earlier run wrote (nothing else)
             run.clear_run(out, keep=cfg.run.resume)
-        write_start(cfg, out, data_dir, dm, module, {"updates_per_epoch": updates_per_epoch,
-                                                      "train_epochs": train_epochs})  # fmt: skip
+        derived = {"updates_per_epoch": updates_per_epoch, "train_epochs": train_epochs}
+        if command is not None:
+            derived["command"] = shlex.join([*PROG.split(), *command])
+        write_start(cfg, out, data_dir, dm, module, derived)
         if ckpt:
             print(f"{PROG}: resuming {ckpt}", file=sys.stderr)
-        elif started and not cfg.run.overwrite:  # killed before its first checkpoint: never silently from zero
-            print(f"{PROG}: --output {out} holds an unfinished run without a checkpoint: starting over from step 0 "
-                  "(--checkpoint-every-n-steps sets how often one is written)", file=sys.stderr)  # fmt: skip
 
     best, clock, cbs = callbacks(cfg, out)
     trainer = build_trainer(cfg, out, cbs, train_epochs)
@@ -411,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_args(argv)
         with command_errors(PROG):
-            fit(cfg)
+            fit(cfg, command=list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:  # a one-line user error (exit 2) or --help (0): the status, as from the shell
         return e.code if isinstance(e.code, int) else 1
     return 0

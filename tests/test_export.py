@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helm_free import NO_HELM, helm_free_env
 
-from helm.codons import CLS_ID, EOS_ID, translate
+from helm.codons import CLS_ID, EOS_ID, MASK_ID, SPECIALS, UNK_ID, translate
 from helm.downstream.embed import encode
 from helm.export import ExportError, export_run
 from helm.models import create_model
@@ -83,7 +84,28 @@ def tokenizer_inputs(tokenizer: str) -> list[str]:
     out = []
     for s in cds:
         out += [s, s.lower(), s.replace("T", "U"), s.lower().replace("t", "u"), s[:7] + "N" + s[8:], s + "AC"]
-    return out + [cds[0][:6] + "<mask>" + cds[0][6:30]]  # a special token's name in the text: read as helm reads it
+    return out + [cds[0][:6] + "<mask>" + cds[0][6:30]]  # a special token's name in the text: that token
+
+
+def exported_reading(tokenizer, text: str) -> list[int]:
+    """The ids an export must give: "<mask>" written in the text is the mask token (what transformers' fill-mask
+    pipeline writes), the rest is read as helm reads sequences."""
+    pieces = text.split("<mask>")
+    ids = tokenizer.encode(pieces[0]).tolist()
+    for piece in pieces[1:]:
+        ids += [MASK_ID, *tokenizer.encode(piece).tolist()]
+    return ids
+
+
+def masked_text(tokenizer, mode: str) -> tuple[str, list[int], int] | None:
+    """MLM runs with a fixed tokenizer: the mRFP prefix with its 5th token's text replaced by "<mask>", the framed
+    ids helm's model reads for it, and the mask's position in them."""
+    k = getattr(tokenizer, "k", 0)
+    if mode != "mlm" or not k or tokenizer.vocab.kind == "aa":
+        return None
+    seq = MRFP[: 12 * k]
+    text = seq[: 4 * k] + "<mask>" + seq[5 * k :]
+    return text, [CLS_ID, *exported_reading(tokenizer, text), EOS_ID], 5
 
 
 def model_batch_inputs(tokenizer: str) -> list[str]:
@@ -118,7 +140,7 @@ def reference(run_dir: Path, mode: str, tokenizer: str, arrays: Path) -> dict:
     run = load_run(run_dir)
     alphabet = "aa" if tokenizer == "aa" else "nuc"
     seqs = tokenizer_inputs(tokenizer)
-    ids = [run.tokenizer.encode(s).tolist() for s in seqs]
+    ids = [exported_reading(run.tokenizer, s) for s in seqs]
     framed = [[CLS_ID, *i] + ([EOS_ID] if mode == "mlm" else []) for i in ids]
     batch = model_batch_inputs(tokenizer)
     enc = encode(run.tokenizer, batch, MAX_SEQ_LEN, mode=mode, alphabet=alphabet)
@@ -144,33 +166,27 @@ def reference(run_dir: Path, mode: str, tokenizer: str, arrays: Path) -> dict:
                 if int(seq[0, -1]) == EOS_ID:
                     break
             generated = seq[0].tolist()
+        fill = None
+        if (masked := masked_text(run.tokenizer, mode)) is not None:  # the fill-mask pipeline's answer, by hand
+            text, framed_ids, at = masked
+            probs = model(torch.tensor([framed_ids]))[0, at].softmax(-1)
+            top = probs.topk(5)
+            fill = {"text": text, "ids": top.indices.tolist(), "scores": top.values.tolist(),
+                    "tokens": [run.tokenizer.vocab.tokens[i] for i in top.indices.tolist()]}  # fmt: skip
     np.savez(arrays, ids=enc.ids.numpy(), mask=enc.mask.numpy(), logits=logits.numpy(), hidden=hidden.numpy(),
              left_ids=left_ids.numpy(), left_mask=left_mask.numpy(), left_logits=left_logits.numpy(),
              left_hidden=left_hidden.numpy())  # fmt: skip
     return {"mode": mode, "seqs": seqs, "ids": ids, "framed": framed, "batch": batch, "batch_ids": enc.ids.tolist(),
-            "long_seq": long_seq, "long_ids": long_ids, "loss": float(loss), "generated": generated,
+            "long_seq": long_seq, "long_ids": long_ids, "loss": float(loss), "generated": generated, "fill": fill,
             "decoded": [run.tokenizer.decode(i) for i in ids]}  # fmt: skip
 
 
 # Runs in a fresh interpreter that must never import helm: only transformers' Auto classes and the exported files.
 CHECK_SCRIPT = r"""
-import importlib.abc
-import json
-import sys
-
-
-class NoHelm(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "helm" or name.startswith("helm."):
-            raise ImportError(f"an exported folder imported {name}")
-        return None
-
-
-sys.meta_path.insert(0, NoHelm())
 import numpy as np
 import torch
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer,
-                          PreTrainedTokenizerFast)
+                          PreTrainedTokenizerFast, pipeline)
 
 cases = json.load(open(sys.argv[1]))
 results = {}
@@ -208,6 +224,9 @@ for name, case in cases.items():
         if mode == "clm":
             res["generated"] = model.generate(batch["input_ids"][:1, :4], max_new_tokens=4, do_sample=False)[0].tolist()
     res["diffs"] = diffs
+    if case["fill"] is not None:  # transformers' own MLM client, with the tokenizer as it loads by default
+        fill = pipeline("fill-mask", model=out, trust_remote_code=True)
+        res["fill"] = fill(case["fill"]["text"], top_k=5)
     try:  # without trust_remote_code the folder must not load at all (no native class fits it)
         AutoModel.from_pretrained(out)
         res["plain_load"] = "loaded"
@@ -230,10 +249,8 @@ def exported(tmp_path_factory) -> dict:
         cases[name] = {**reference(run, mode, tokenizer, root / f"{name}.npz"), "out": str(out),
                        "arrays": str(root / f"{name}.npz")}  # fmt: skip
     (root / "cases.json").write_text(json.dumps(cases))
-    (root / "check.py").write_text(CHECK_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_MODULES_CACHE=str(root / "hf_modules"), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
-               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")  # fmt: skip
+    (root / "check.py").write_text(NO_HELM + CHECK_SCRIPT)
+    env = helm_free_env(root, TRANSFORMERS_VERBOSITY="error")
     proc = subprocess.run(
         [sys.executable, str(root / "check.py"), str(root / "cases.json"), str(root / "results.json")],
         cwd=root, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
@@ -258,6 +275,28 @@ def test_autotokenizer_gives_helm_ids_and_framing(exported, name):
     assert got["batch_ids"] == ref["batch_ids"]  # padded batch = helm's downstream encode
     assert got["long_ids"] == ref["long_ids"]  # truncation=True cuts to max_seq_len as helm does
     assert got["decoded"] == ref["decoded"]
+
+
+MLM_FIXED = [name for name, spec in ALL_CASES.items() if spec[1] == "mlm"]
+
+
+@pytest.mark.parametrize("name", MLM_FIXED)
+def test_fill_mask_pipeline_gives_helm_top_k_and_scores(exported, name):
+    """pipeline("fill-mask") finds the "<mask>" it writes (the tokenizer does not split it into characters) and
+    answers helm's top 5 at that position, with helm's softmax as scores (issue 22, point 1)."""
+    ref, got = exported["cases"][name]["fill"], exported["results"][name]["fill"]
+    assert [r["token"] for r in got] == ref["ids"]
+    assert [r["token_str"] for r in got] == ref["tokens"]
+    np.testing.assert_allclose([r["score"] for r in got], ref["scores"], rtol=1e-5, atol=1e-7)
+    for r in got:  # the filled sequence: the text with the answer in place of "<mask>"
+        assert r["sequence"] == ref["text"].replace("<mask>", r["token_str"] if r["token"] >= len(SPECIALS) else "")
+
+
+def test_learned_tokenizer_exports_read_rna_and_lower_case_as_dna(exported):
+    """BPE runs and their exports give lower-case and RNA text the ids of the DNA (never <unk>) (point 2)."""
+    got = exported["results"]["gpt2-clm-bpe"]["ids"]
+    for dna, lower, rna, lower_rna in zip(got[0::6], got[1::6], got[2::6], got[3::6], strict=False):
+        assert UNK_ID not in dna and dna == lower == rna == lower_rna
 
 
 @pytest.mark.parametrize("name", list(ALL_CASES))

@@ -274,5 +274,5 @@ def test_a_run_killed_before_its_first_checkpoint_says_it_starts_over(prepared, 
     assert run.last_checkpoint(out) is None and (out / run.CONFIG_FILE).exists()
     again = run_train(train_args(prepared, out), timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"helm train: --output {out} holds an unfinished run without a checkpoint: starting over" in again.stderr
+    assert f"helm train: --output {out}: no checkpoints/last.ckpt to resume: starting from scratch" in again.stderr
     assert run.read_metrics(out)["steps"] == 8 and not run.read_metrics(out)["resumed_from"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -147,6 +148,31 @@ def test_learned_tokenizer_roundtrip(name, oas_sample, tmp_path):
     again = load_tokenizer(tmp_path)
     assert again.name == name and again.vocab == tok.vocab
     assert [a.tolist() for a in again.encode_batch(held)] == [e.tolist() for e in enc]
+
+
+@pytest.mark.parametrize("name", ["bpe", "wp", "ug"])
+def test_learned_tokenizer_reads_rna_and_lower_case_as_the_kmer_ones_do(name, oas_sample, tmp_path):
+    """Issue 22, point 2: RNA and lower-case text get the ids of the DNA they spell (as the k-mer tokenizers give),
+    never silent <unk> rows; before training too (the sample trained on here is part RNA / lower case), after a
+    save and load, and for a tokenizer file written before the normalizer existed."""
+    train, held = oas_sample[:250], oas_sample[250:]
+    mixed = [s.lower() if i % 3 == 0 else s.replace("T", "U") if i % 3 == 1 else s for i, s in enumerate(train)]
+    tok = create_tokenizer(name, vocab_size=120)
+    tok.train(mixed)
+    learned = [t.removeprefix("##") for t in tok.vocab.tokens[len(SPECIALS) :]]
+    assert learned and all(t == t.upper() and "U" not in t for t in learned)  # training read them all as DNA
+    variants = [lambda s: s, str.lower, lambda s: s.replace("T", "U"), lambda s: s.lower().replace("t", "u")]
+    tok.save(tmp_path / "new")
+    payload = json.loads((tmp_path / "new" / "tokenizer.json").read_text())
+    payload["normalizer"] = None  # as files written before this change
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "tokenizer.json").write_text(json.dumps(payload))
+    for reader in (tok, load_tokenizer(tmp_path / "new"), load_tokenizer(tmp_path / "old")):
+        for seq in held:
+            dna = reader.encode(seq).tolist()
+            assert UNK_ID not in dna
+            assert all(reader.encode(v(seq)).tolist() == dna for v in variants)
+    assert tok.encode("acgn").tolist()[-1] == UNK_ID  # what is no base stays <unk>
 
 
 def test_untrained_learned_tokenizer_refuses():

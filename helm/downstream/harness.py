@@ -184,16 +184,18 @@ def sweep(
     pretrained weights every time), or None for frozen features.
     """
     grid, best_model, best_cfg, best_fit = [], None, None, None
-    for bs in batch_sizes:
-        for lr in lrs:
-            cfg = FitConfig(**{**asdict(base), "batch_size": int(bs), "lr": float(lr)})
-            encoder = make_encoder() if make_encoder else None
-            model, res = fit(train, val, dim, cfg, encoder, progress)
-            grid.append({"batch_size": bs, "lr": lr, "val": res.val, "best_epoch": res.best_epoch})
-            if best_fit is None or _score(res.val) > _score(best_fit.val):
-                best_model, best_cfg, best_fit = model, cfg, res
-            else:
-                del model
+    # one bar over the grid, with its ETA (a grid of TextCNN fits takes minutes), above each fit's epoch bar
+    points = tqdm([(bs, lr) for bs in batch_sizes for lr in lrs], desc="head grid", unit="fit", disable=not progress)
+    for bs, lr in points:
+        cfg = FitConfig(**{**asdict(base), "batch_size": int(bs), "lr": float(lr)})
+        encoder = make_encoder() if make_encoder else None
+        model, res = fit(train, val, dim, cfg, encoder, progress)
+        grid.append({"batch_size": bs, "lr": lr, "val": res.val, "best_epoch": res.best_epoch})
+        if best_fit is None or _score(res.val) > _score(best_fit.val):
+            best_model, best_cfg, best_fit = model, cfg, res
+        else:
+            del model
+        points.set_postfix(best_val_spearman=f"{_score(best_fit.val):.3f}")
     test_pred = predict_targets(best_model, test, base.eval_batch_size)
     test_metrics = regression_metrics(test.y, test_pred)
     return {

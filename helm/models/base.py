@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -150,6 +151,10 @@ class HelmLM(nn.Module):
         config = {"model_type": self.arch, **self.config.to_dict()}
         (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         save_model(self, str(directory / WEIGHTS_NAME))
+        # safetensors creates the file 0600: give it the user's umask like every other file of the run
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(directory / WEIGHTS_NAME, 0o666 & ~mask)
         return directory
 
 

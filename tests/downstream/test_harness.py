@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -46,3 +48,16 @@ def test_one_hot_encoder_is_identity_rows():
     enc = OneHotEncoder(5)
     ids = torch.tensor([[0, 4, 2]])
     assert enc.embed(ids).argmax(-1).tolist() == [[0, 4, 2]] and enc.embed(ids).sum() == 3
+
+
+def test_sweep_shows_one_progress_bar_over_the_head_grid_with_its_eta(capsys):
+    """A grid of head fits takes minutes (README: `helm probe --run ... --dataset mrfp`): the sweep shows a bar over
+    the grid points with elapsed<remaining time, above each fit's epoch bar (issue 22, point 7)."""
+    train, val, test = toy_splits()
+    base = FitConfig(head="linear", epochs=3, patience=3, seed=0)
+    sweep(train, val, test, 6, base, batch_sizes=[16, 64], lrs=[1e-2, 1e-3], progress=True)
+    err = capsys.readouterr().err
+    final = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("head grid")][-1]
+    assert "4/4" in final and "100%" in final
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d", final), final  # elapsed<remaining: the ETA
+    assert "best_val_spearman=" in final
