@@ -151,7 +151,7 @@ def test_resume_from_another_vocabulary_is_refused(raw_dir, tmp_path, capsys):
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"not a checkpoint")
     assert main(tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--resume", str(broken))) == 2
-    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert "damaged checkpoint (not a readable zip archive" in capsys.readouterr().err
     assert main(tiny_args(raw_dir, out, "--train_file", "seqs.txt", "--resume", str(tmp_path / "none.ckpt"))) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     assert not (out / "checkpoints").exists()
