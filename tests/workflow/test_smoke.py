@@ -156,7 +156,7 @@ def test_report_html(smoke: dict) -> None:
     snakemake(work, "--report", str(work / "report.html"), env=smoke["env"])
     text = (work / "report.html").read_text(errors="replace")
     assert "learning_curves.png" in text and "task_scores.png" in text and "delta_vs_xe.csv" in text
-    assert "tables.csv" in text and "paired bootstrap" in text  # a caption made it into the report
+    assert "tables.csv" in text and "paired t interval" in text  # a caption made it into the report
 
 
 def test_make_rerun_retrains_one_run_and_redoes_only_what_read_it(smoke: dict) -> None:
@@ -173,9 +173,13 @@ def test_make_rerun_retrains_one_run_and_redoes_only_what_read_it(smoke: dict) -
             want[spec["command"]] = want.get(spec["command"], 0) + len(config["downstream"]["seeds"])
             if spec["command"] == "probe":
                 want["embed"] = want.get("embed", 0) + 1  # its features, embedded once per run and dataset
+    design = config.get("design") or {}
+    assert "grids" not in design  # the smoke config designs with every codon run
+    if design.get("protein_sets") and run.endswith("-3mer"):  # a codon run designs for every protein set again
+        want |= {"design": len(design["protein_sets"]), "design_table": 1}
     others = {p.name: (p / "metrics.json").stat().st_mtime for p in (work / "results" / "pretrain").iterdir()}
     rerun = [sys.executable, str(REPO / "workflow/scripts/rerun.py"), "--run", run, "--directory", str(work),
-             "--profile", PROFILE]  # fmt: skip
+             "--profile", PROFILE, "--configfile", str(REPO / "config/smoke.yaml")]  # fmt: skip
     dry = subprocess.run([*rerun, "-n"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert dry.returncode == 0, dry.stderr
     assert job_counts(dry.stdout + dry.stderr) == want
