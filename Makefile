@@ -18,7 +18,7 @@ help:
 	@echo "make install - set up only: .venv with pinned torch, helm-mrna (editable) and its dev tools; then"
 	@echo "               source .venv/bin/activate (helm, train.py, pytest, snakemake)"
 	@echo "make smoke   - set up, then run the smoke grid end to end -> results/tables.csv + results/report.html"
-	@echo "make study   - set up, then run the laptop study (config/study.yaml, ~2 h on 2 cores) -> docs/results/study/"
+	@echo "make study   - set up, then run the laptop study (config/study.yaml, ~1.5 h on 2 cores) -> docs/results/study/"
 	@echo "make test    - set up (venv, mmseqs2 and local Slurm packages when root), then run the whole test suite"
 	@echo "make slurm-profile ACCOUNT=... PARTITION=gpu CPU_PARTITION=cpu - install the site Slurm profile (snakemake --profile slurm)"
 	@echo "make plan [PROFILE=slurm] [CONFIG=...] - price a grid: jobs per rule, GPU-hours and CPU-hours it reserves"
