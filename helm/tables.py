@@ -332,7 +332,8 @@ def intrinsic(table: pd.DataFrame) -> pd.DataFrame:
     pre = table[(table["task"] == "pretrain") & table["metric"].isin(list(INTRINSIC))]
     clustering = table[table["metric"] == "silhouette_cosine"]
     rows = []
-    order = list(dict.fromkeys(run_info(table)["model"]))  # XE first
+    info = run_info(table)
+    order = list(dict.fromkeys(info["model"]))  # XE first
     for model, sub in sorted(pre.groupby("model"), key=lambda item: order.index(item[0])):
         row = {"model": model, "loss": sub["loss_id"].iloc[0], "pretrain seeds": sub["run"].nunique()}
         for metric, label in INTRINSIC.items():
@@ -347,7 +348,6 @@ def intrinsic(table: pd.DataFrame) -> pd.DataFrame:
             row["synonymous clustering (silhouette)"] = stats.format_mean_sd(mean, sd)
             row["silhouette_cosine mean"], row["silhouette_cosine sd"] = mean, sd
         rows.append(row)
-    info = run_info(table)
     for model, xe in _xe_partner(info).items():  # each loss minus XE, the pretraining seed as the unit
         row = {"model": f"{model} - {xe}", "loss": f"{info[info['model'] == model]['loss_id'].iloc[0]} - xe"}
         for metric, label in INTRINSIC.items():
