@@ -26,9 +26,7 @@ per codon or base) and held-out rows need the checkpoint's pretraining corpus; a
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,7 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helm.args import HelmParser
-from helm.downstream.common import InputError, run_json_command
+from helm.downstream.command import EvalRecord, FromRun, Output, parse, recorded, run_json_command, settings_parser
+from helm.downstream.common import InputError
 from helm.io import OAS_FIELDS, OAS_REGIONS, OasRow  # numpy, no torch: --help stays instant
 from helm.prepare import SUMMARY_FILE
 
@@ -49,6 +48,39 @@ DEFAULT_SHA256 = "e8392df2b4a0ffe65cde3d34d645d73a8b5d9da23153ef27571e8c18245eaa
 CLASSES = (*OAS_REGIONS, "none")
 CHUNK_ROWS = 8192
 CORPUS_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class AnnotateSettings(FromRun, Output):
+    """The rows and the token classifier."""
+
+    data: str | None = None
+    """OAS unit (CSV, optionally gzipped); unset: pretrain/oas_parameswaran2013_heavy_100k.csv.gz found in --mirror
+    (sha256-checked)"""
+    mirror: str | None = None
+    """local data mirror (unset: $HELM_DATA_MIRROR)"""
+    corpus: str | None = None
+    """the run's prepared pretraining corpus (unset: config.yaml derived.prepared_data); rows in its training split
+    are skipped; 'none' = no check (rows may overlap pretraining)"""
+    num_rows: int = 2000
+    """held-out rows to use (the paper: 2,000)"""
+    epochs: int = 30
+    """most epochs of the token classifier"""
+    patience: int = 5
+    """early-stopping patience (epochs, validation macro F1)"""
+    lr: float = 1e-3
+    """classifier learning rate (Adam)"""
+    batch_size: int = 32
+    """sequences per training step"""
+    hidden: int = 0
+    """0 = linear head, else MLP width"""
+    seed: int = 0
+    """seed of the 8/1/1 split and the classifier"""
+    quiet: bool = False
+    """no progress bars"""
+
+
+RECORDED = ("epochs", "lr", "batch_size", "hidden")
 
 
 def keys_in_split(split_dir: Path, keys: np.ndarray) -> np.ndarray:
@@ -286,20 +318,10 @@ def classification_report(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return m
 
 
-def annotate(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
-    import torch
-    from torch import nn
-
-    from helm.downstream.embed import check_compatible, embed_tokens, encode, run_mode
-    from helm.downstream.heads import TokenHead
+def heldout_rows(args: AnnotateSettings, run) -> tuple[Path, HeldOutFilter | None, OasRegionRows]:
+    """The OAS file, the held-out filter (None: ``--corpus none``) and the rows read (at least 10)."""
     from helm.fetch import locate_file
-    from helm.run import load_run
 
-    t0 = time.time()
-    torch.manual_seed(args.seed)
-    run = load_run(args.run)
-    check_compatible(run.model, run.tokenizer, where=str(args.run))
     heldout = resolve_corpus(args.corpus, run)
     if heldout is None:
         print(
@@ -309,27 +331,30 @@ def annotate(args: argparse.Namespace) -> dict[str, Any]:
         )
     path = args.data or locate_file(DEFAULT_FILE, sha256=DEFAULT_SHA256, mirror=args.mirror)
     oas = read_oas_regions(path, args.num_rows, heldout)
-    cds, labels = oas.cds, oas.labels
-    if len(cds) < 10:
+    if len(oas.cds) < 10:
         raise InputError(
-            f"{path}: only {len(cds)} usable held-out OAS rows of {oas.rows_scanned} "
+            f"{path}: only {len(oas.cds)} usable held-out OAS rows of {oas.rows_scanned} "
             f"(rejected: {oas.rejected}, in the pretraining training split: {oas.in_pretraining_train})"
         )
-    if len(cds) < args.num_rows:
-        print(f"helm annotate: warning: {path}: only {len(cds)} of --num-rows {args.num_rows} held-out rows",
+    if len(oas.cds) < args.num_rows:
+        print(f"helm annotate: warning: {path}: only {len(oas.cds)} of --num-rows {args.num_rows} held-out rows",
               file=sys.stderr)  # fmt: skip
-    mode = run_mode(run.config)
-    enc = encode(run.tokenizer, cds, int(run.model.config.max_seq_len), mode=mode, where=str(path))
-    y = token_labels(labels, run.tokenizer, enc.ids.shape[1], mode)
-    feats = embed_tokens(run.model, enc, 64, progress=not args.quiet)
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(cds))
-    n_val = n_test = max(1, len(cds) // 10)
-    parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+    return path, heldout, oas
+
+
+def train_token_head(args: AnnotateSettings, feats: torch.Tensor, y: torch.Tensor,
+                     parts: dict[str, np.ndarray]) -> tuple[dict[str, dict[str, float]], int]:  # fmt: skip
+    """The per-token classifier, trained by the probes' head trainer (cross entropy, epoch chosen on validation
+    macro F1, no lr schedule): ({"val": report, "test": report}, best epoch)."""
+    import torch
+    from torch import nn
+
+    from helm.downstream.harness import FitConfig, train_head
+    from helm.downstream.heads import TokenHead
 
     head = TokenHead(feats.shape[-1], len(CLASSES), hidden=args.hidden)
-    opt = torch.optim.Adam(head.parameters(), lr=args.lr)
     loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
+    train_rows = torch.as_tensor(parts["train"])
 
     def predict(rows) -> tuple[np.ndarray, np.ndarray]:
         head.eval()
@@ -338,97 +363,69 @@ def annotate(args: argparse.Namespace) -> dict[str, Any]:
         keep = y[rows] != -100
         return y[rows][keep].numpy(), logits.argmax(-1)[keep].numpy()
 
-    best, best_state, best_epoch, since = -math.inf, None, -1, 0
-    gen = torch.Generator().manual_seed(args.seed)
-    train_rows = torch.as_tensor(parts["train"])
-    for epoch in range(args.epochs):
-        head.train()
-        perm = train_rows[torch.randperm(len(train_rows), generator=gen)]
-        for start in range(0, len(perm), args.batch_size):
-            rows = perm[start : start + args.batch_size]
-            loss = loss_fn(head(feats[rows].float()).flatten(0, 1), y[rows].flatten())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        f1 = classification_report(*predict(torch.as_tensor(parts["val"])))["macro_f1"]
-        if f1 > best:
-            best, best_epoch, since = f1, epoch, 0
-            best_state = {k: v.clone() for k, v in head.state_dict().items()}
-        else:
-            since += 1
-            if since >= args.patience:
-                break
-    head.load_state_dict(best_state)
-    val = classification_report(*predict(torch.as_tensor(parts["val"])))
-    test = classification_report(*predict(torch.as_tensor(parts["test"])))
-    counts = {c: sum(lab.count(c) for lab in labels) for c in CLASSES}
-    return {
-        "run": run.run_id,
-        "task": "region_annotation",
-        "seed": args.seed,
-        "metrics": {
-            **test,
-            "val_macro_f1": val["macro_f1"],
-            "val_accuracy": val["accuracy"],
-            "n_rows": len(cds),
-            "n_truncated": enc.n_truncated,
-        },
-        "config": {
-            "kind": "annotate",
-            "run_dir": str(args.run),
-            "data": str(path),
-            "heldout_source": heldout.describe() if heldout is not None else "none",
-            "rows_scanned": oas.rows_scanned,
-            "rows_in_pretraining_train": oas.in_pretraining_train if heldout is not None else None,
-            "rows_in_train_shards": oas.in_train_shards if heldout is not None else None,
-            "rows_duplicate": oas.duplicate,
-            "rows_rejected": oas.rejected,
-            "rows_by_corpus_split": heldout.where(np.array(oas.keys, dtype=np.uint64)) if heldout else None,
-            "rows_used": {k: sorted(int(oas.lines[i]) for i in v) for k, v in parts.items()},
-            "codons_per_region": counts,
-            "classes": list(CLASSES),
-            "split_rows": {k: len(v) for k, v in parts.items()},
-            "epochs": args.epochs,
-            "best_epoch": best_epoch,
-            "lr": args.lr,
-            "batch_size": args.batch_size,
-            "hidden": args.hidden,
-            "seconds": round(time.time() - t0, 2),
-        },
-    }
+    def loss(positions: torch.Tensor) -> torch.Tensor:
+        rows = train_rows[positions]
+        return loss_fn(head(feats[rows].float()).flatten(0, 1), y[rows].flatten())
+
+    def validate() -> float:
+        return classification_report(*predict(torch.as_tensor(parts["val"])))["macro_f1"]
+
+    cfg = FitConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+                    plateau_patience=None, seed=args.seed)  # fmt: skip
+    best_epoch = train_head(head, [{"params": list(head.parameters()), "lr": args.lr}], len(train_rows), loss,
+                            validate, cfg)[0]  # fmt: skip
+    return {p: classification_report(*predict(torch.as_tensor(parts[p]))) for p in ("val", "test")}, best_epoch
+
+
+def annotate(args: AnnotateSettings) -> EvalRecord:
+    import numpy as np
+    import torch
+
+    from helm.downstream.embed import check_compatible, embed_tokens, encode, run_mode
+    from helm.run import load_run
+
+    t0 = time.time()
+    torch.manual_seed(args.seed)
+    run = load_run(args.run)
+    check_compatible(run.model, run.tokenizer, where=str(args.run))
+    path, heldout, oas = heldout_rows(args, run)
+    cds, labels = oas.cds, oas.labels
+    mode = run_mode(run.config)
+    enc = encode(run.tokenizer, cds, int(run.model.config.max_seq_len), mode=mode, where=str(path))
+    y = token_labels(labels, run.tokenizer, enc.ids.shape[1], mode)
+    feats = embed_tokens(run.model, enc, 64, progress=not args.quiet)
+    order = np.random.default_rng(args.seed).permutation(len(cds))
+    n_val = n_test = max(1, len(cds) // 10)
+    parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+    reports, best_epoch = train_token_head(args, feats, y, parts)
+    val, test = reports["val"], reports["test"]
+    metrics = {**test, "val_macro_f1": val["macro_f1"], "val_accuracy": val["accuracy"], "n_rows": len(cds),
+               "n_truncated": enc.n_truncated}  # fmt: skip
+    found = heldout is not None
+    provenance = {
+        "kind": "annotate", "run_dir": str(args.run), "data": str(path),
+        "heldout_source": heldout.describe() if found else "none", "rows_scanned": oas.rows_scanned,
+        "rows_in_pretraining_train": oas.in_pretraining_train if found else None,
+        "rows_in_train_shards": oas.in_train_shards if found else None, "rows_duplicate": oas.duplicate,
+        "rows_rejected": oas.rejected,
+        "rows_by_corpus_split": heldout.where(np.array(oas.keys, dtype=np.uint64)) if found else None,
+        "rows_used": {k: sorted(int(oas.lines[i]) for i in v) for k, v in parts.items()},
+        "codons_per_region": {c: sum(lab.count(c) for lab in labels) for c in CLASSES}, "classes": list(CLASSES),
+        "split_rows": {k: len(v) for k, v in parts.items()}, "best_epoch": best_epoch,
+        "seconds": round(time.time() - t0, 2),
+    }  # fmt: skip
+    return EvalRecord(run.run_id, "region_annotation", args.seed, metrics, recorded(args, RECORDED), provenance)
 
 
 def build_parser() -> HelmParser:
-    parser = HelmParser("helm annotate", __doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="run directory (model/, tokenizer/, config.yaml)")
-    parser.add_argument("--out", "--output", dest="out", required=True, help="output JSON file")
-    parser.add_argument("--data", default=None, help=f"OAS unit (CSV, optionally gzipped); unset: {DEFAULT_FILE} "
-                        "found in --mirror (sha256-checked)")  # fmt: skip
-    parser.add_argument("--mirror", default=None, help="local data mirror (unset: $HELM_DATA_MIRROR)")
-    parser.add_argument(
-        "--corpus",
-        default=None,
-        help="the run's prepared pretraining corpus (unset: config.yaml derived.prepared_data); rows in its "
-        "training split are skipped; 'none' = no check (rows may overlap pretraining)",
-    )
-    parser.add_argument("--num-rows", type=int, default=2000, help="held-out rows to use (the paper: 2,000)")
-    parser.add_argument("--epochs", type=int, default=30, help="most epochs of the token classifier")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs, validation macro F1)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="classifier learning rate (Adam)")
-    parser.add_argument("--batch-size", type=int, default=32, help="sequences per training step")
-    parser.add_argument("--hidden", type=int, default=0, help="0 = linear head, else MLP width")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the 8/1/1 split and the classifier")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
+    return settings_parser("helm annotate", __doc__.splitlines()[0], AnnotateSettings, ("run", "out"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     return run_json_command(
         "helm annotate",
         annotate,
-        args,
+        parse(build_parser(), AnnotateSettings, argv),
         lambda p: (
             f"{p['run']}: region annotation accuracy {p['metrics']['accuracy']:.3f}, "
             f"macro F1 {p['metrics']['macro_f1']:.3f}"

@@ -13,26 +13,51 @@ with ``run = "baseline-<kind>"``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from helm.args import HelmParser
-from helm.downstream.common import (
-    add_fit_args,
-    load_data,
-    ridge_select,
-    run_regression_command,
-    set_threads,
-    splits_of,
-    test_predictions,
+from helm.downstream.command import (
+    Dataset,
+    EvalRecord,
+    HeadGrid,
+    Output,
+    Runtime,
+    parse,
+    recorded,
+    regression_summary,
+    run_json_command,
+    settings_parser,
 )
+from helm.downstream.common import load_data, ridge_select, set_threads, splits_of, test_predictions
 
 if TYPE_CHECKING:
     from helm.downstream.datasets import DownstreamData
 
 KINDS = ("onehot-textcnn", "kmer-ridge", "tfidf-ridge")
+
+
+@dataclass
+class BaselineSettings(Dataset, Output, HeadGrid, Runtime):
+    """The baseline."""
+
+    kind: Literal[KINDS] | None = None
+    """which baseline (see above)"""
+    tokenizer: Literal["3mer", "nuc"] = "3mer"
+    """one-hot alphabet"""
+    max_len: int = 1024
+    """one-hot TextCNN token cap (specials included)"""
+    ks: list[int] = field(default_factory=lambda: [3, 4, 5])
+    """k-mer sizes tried (kmer-ridge)"""
+    ngrams: list[int] = field(default_factory=lambda: [1, 2])
+    """codon n-gram ranges tried (tfidf)"""
+
+
+# the settings every baseline JSON records, and those of the one-hot TextCNN
+RECORDED = ("max_train",)
+RECORDED_ONEHOT = ("tokenizer", "max_len", "epochs", "patience", "batch_sizes", "lrs")
 
 
 def codon_words(seq: str, frame: int = 0) -> str:
@@ -80,11 +105,11 @@ def tfidf_ridge(data: DownstreamData, ngrams: list[int], alphas: list[float]) ->
     return ridge_select({f"ngram=1..{n}": builder(n) for n in ngrams}, y, alphas)
 
 
-def onehot_textcnn(data: DownstreamData, args: argparse.Namespace) -> dict[str, Any]:
+def onehot_textcnn(data: DownstreamData, args: BaselineSettings) -> dict[str, Any]:
     import torch
 
     from helm.downstream.embed import encode
-    from helm.downstream.harness import FitConfig, OneHotEncoder, sweep
+    from helm.downstream.harness import FitConfig, OneHotEncoder, grid_rows, sweep
     from helm.tokenizers import create_tokenizer
 
     tok = create_tokenizer(args.tokenizer)
@@ -112,23 +137,12 @@ def onehot_textcnn(data: DownstreamData, args: argparse.Namespace) -> dict[str, 
         progress=not args.quiet,
     )
     result.pop("model")
-    result["grid"] = [
-        {k: g[k] for k in ("batch_size", "lr", "best_epoch")} | {"val_spearman": g["val"]["spearman"]}
-        for g in result["grid"]
-    ]
+    result["grid"] = grid_rows(result["grid"])
     result["metrics"].update(n_truncated=enc.n_truncated, n_tail_trimmed=enc.n_tail_trimmed)
-    result["extra"] = {
-        "tokenizer": args.tokenizer,
-        "max_len": args.max_len,
-        "epochs": args.epochs,
-        "patience": args.patience,
-        "batch_sizes": args.batch_sizes,
-        "lrs": args.lrs,
-    }
     return result
 
 
-def baseline(args: argparse.Namespace) -> dict[str, Any]:
+def baseline(args: BaselineSettings) -> EvalRecord:
     t0 = time.time()
     data = load_data(args)
     if args.kind == "kmer-ridge":
@@ -137,45 +151,25 @@ def baseline(args: argparse.Namespace) -> dict[str, Any]:
         result = tfidf_ridge(data, args.ngrams, args.alphas)
     else:
         result = onehot_textcnn(data, args)
-    return {
-        "run": f"baseline-{args.kind}",
-        "task": data.spec.name,
-        "seed": args.seed,
-        "metrics": {**result["metrics"], **data.stats},
-        "predictions": test_predictions(data, result["test_pred"]),
-        "config": {
-            "kind": "baseline",
-            "baseline": args.kind,
-            "selected": result["selected"],
-            "grid": result["grid"],
-            "max_train": args.max_train,
-            "dataset_file": str(data.path),
-            "sha256": data.spec.sha256,
-            "metric": data.spec.metric,
-            "codon_frame": data.spec.codon_frame,
-            **data.split_info,  # split kind, split_seed (+ similarity settings, n_clusters)
-            **result.get("extra", {}),
-            "seconds": round(time.time() - t0, 2),
-        },
-    }
+    settings = recorded(args, RECORDED + (RECORDED_ONEHOT if args.kind == "onehot-textcnn" else ()))
+    provenance = {
+        "kind": "baseline", "baseline": args.kind, "selected": result["selected"], "grid": result["grid"],
+        "dataset_file": str(data.path), "sha256": data.spec.sha256, "metric": data.spec.metric,
+        "codon_frame": data.spec.codon_frame, **data.split_info,  # split kind, split_seed (+ similarity settings)
+        "seconds": round(time.time() - t0, 2),
+    }  # fmt: skip
+    return EvalRecord(f"baseline-{args.kind}", data.spec.name, args.seed, {**result["metrics"], **data.stats},
+                      settings, provenance, test_predictions(data, result["test_pred"]))  # fmt: skip
 
 
 def build_parser() -> HelmParser:
-    parser = HelmParser("helm baseline", __doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=KINDS, required=True, help="which baseline (see above)")
-    add_fit_args(parser)
-    parser.add_argument("--tokenizer", choices=("3mer", "nuc"), default="3mer", help="one-hot alphabet")
-    parser.add_argument("--max-len", type=int, default=1024, help="one-hot TextCNN token cap (specials included)")
-    parser.add_argument("--ks", type=int, nargs="+", default=[3, 4, 5], help="k-mer sizes tried (kmer-ridge)")
-    parser.add_argument("--ngrams", type=int, nargs="+", default=[1, 2], help="codon n-gram ranges tried (tfidf)")
-    return parser
+    return settings_parser("helm baseline", __doc__.splitlines()[0], BaselineSettings, ("kind", "dataset", "out"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(build_parser(), BaselineSettings, argv)
     set_threads(args.threads)
-    return run_regression_command("helm baseline", baseline, args)
+    return run_json_command("helm baseline", baseline, args, regression_summary)
 
 
 if __name__ == "__main__":

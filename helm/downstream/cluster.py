@@ -11,15 +11,27 @@ protein as the cluster label (euclidean and cosine). 1 = variants of a protein s
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from helm.args import HelmParser
-from helm.downstream.common import InputError, add_reference_args, run_json_command
-from helm.downstream.source import add_source_args, load_source, source_error
+from helm.downstream.command import (
+    EvalRecord,
+    FromHf,
+    FromRun,
+    Output,
+    Reference,
+    SourceChecked,
+    parse,
+    recorded,
+    run_json_command,
+    settings_parser,
+)
+from helm.downstream.common import InputError
+from helm.downstream.source import load_source
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,7 +83,26 @@ def variant_sets(cds_list: list[str], num_proteins: int, variants: int, seed: in
     return seqs, np.array(labels)
 
 
-def cluster(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class ClusterSettings(SourceChecked, FromRun, FromHf, Reference, Output):
+    """The variant sets."""
+
+    num_proteins: int = 20
+    """distinct proteins (clusters)"""
+    variants: int = 10
+    """sequences per protein, the original included"""
+    batch_size: int = 64
+    """sequences per forward pass"""
+    max_len: int | None = None
+    """token cap (unset: the model's limit)"""
+    seed: int = 0
+    """seed of the synonymous resampling"""
+
+
+RECORDED = ("reference", "variants", "num_proteins")
+
+
+def cluster(args: ClusterSettings) -> EvalRecord:
     from sklearn.metrics import silhouette_score
 
     from helm.downstream.embed import embed_pooled
@@ -93,45 +124,24 @@ def cluster(args: argparse.Namespace) -> dict[str, Any]:
         "num_sequences": len(seqs),
         "n_truncated": enc.n_truncated,
     }
-    return {
-        "run": src.run_id,
-        "task": "synonymous_clustering",
-        "seed": args.seed,
-        "metrics": metrics,
-        "config": {
-            "kind": "cluster",
-            "run_dir": src.run_dir,
-            "hf": src.meta["hf"],
-            "reference": str(args.reference),
-            "variants": args.variants,
-            "num_proteins": args.num_proteins,
-            "seconds": round(time.time() - t0, 2),
-        },
+    provenance = {
+        "kind": "cluster",
+        "run_dir": src.run_dir,
+        "hf": src.meta["hf"],
+        "seconds": round(time.time() - t0, 2),
     }
+    return EvalRecord(src.run_id, "synonymous_clustering", args.seed, metrics, recorded(args, RECORDED), provenance)
 
 
 def build_parser() -> HelmParser:
-    parser = HelmParser("helm cluster", __doc__.splitlines()[0])
-    add_source_args(parser)
-    add_reference_args(parser)
-    parser.add_argument("--out", "--output", dest="out", required=True, help="output JSON file")
-    parser.add_argument("--num-proteins", type=int, default=20, help="distinct proteins (clusters)")
-    parser.add_argument("--variants", type=int, default=10, help="sequences per protein, the original included")
-    parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass")
-    parser.add_argument("--max-len", type=int, default=None, help="token cap (unset: the model's limit)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synonymous resampling")
-    return parser
+    return settings_parser("helm cluster", __doc__.splitlines()[0], ClusterSettings, ("reference", "out"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if err := source_error(args):
-        parser.error(err)
     return run_json_command(
         "helm cluster",
         cluster,
-        args,
+        parse(build_parser(), ClusterSettings, argv),
         lambda p: (
             f"{p['run']}: silhouette {p['metrics']['silhouette_euclidean']:.3f} "
             f"(cosine {p['metrics']['silhouette_cosine']:.3f}) over {p['metrics']['num_proteins']} proteins"

@@ -1,25 +1,18 @@
 """What the downstream commands share (`helm embed | probe | baseline | annotate | generate | cluster`).
 
-- flags: `add_data_args` (dataset, output, registry/mirror/file, subset, threads) and `add_fit_args` (those plus
-  the seed, head and grid of `helm probe` / `helm baseline`), written with helm.args' convention;
 - data: `load_data` (the dataset as the flags ask), `splits_of` (train/val/test parts), `test_predictions`;
 - the closed-form `ridge_select` behind `helm probe --head ridge` and the ridge baselines;
-- the tail of a command: `run_json_command` (user errors -> one line, exit 2; else the JSON at ``--out``) and
-  `run_regression_command` (its summary line for the Spearman tasks);
 - `InputError`: sequences or a checkpoint that cannot be evaluated as asked (a user error).
 
-Nothing heavy is imported at module level (torch, numpy, sklearn only inside functions), so a command builds its
-parser and answers ``--help`` at once.
+The commands' settings, flags, record and tail are in helm/downstream/command.py. Nothing heavy is imported at
+module level (torch, numpy, sklearn only inside functions), so a command answers ``--help`` at once.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-from helm.args import command_errors
 
 if TYPE_CHECKING:
     import torch
@@ -36,71 +29,6 @@ class InputError(ValueError):
     """Sequences or a checkpoint that cannot be evaluated as asked."""
 
 
-# ------------------------------------------------------------------------------------------------- flags
-def add_data_args(parser: argparse.ArgumentParser, out_help: str = "output JSON file") -> None:
-    """The dataset and output flags of `helm embed`, `helm probe` and `helm baseline`."""
-    parser.add_argument("--dataset", required=True, help="registry name (config/datasets.yaml)")
-    parser.add_argument("--out", "--output", dest="out", required=True, help=out_help)
-    parser.add_argument("--registry", default=None, help="dataset registry YAML (unset: config/datasets.yaml)")
-    parser.add_argument("--mirror", default=None, help="local data mirror searched before the URL")
-    parser.add_argument(
-        "--data-file",
-        "--data",
-        dest="data_file",
-        default=None,
-        help="read the dataset from this file instead (no sha256 check)",
-    )
-    parser.add_argument(
-        "--max-rows",
-        type=int,
-        default=None,
-        help="a fixed random subset of the dataset's rows, the same for every seed (large sets)",
-    )
-    parser.add_argument(
-        "--overlong",
-        choices=("truncate", "error"),
-        default="truncate",
-        help="sequences longer than the model's max_seq_len: cut (counted) or refuse",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (unset: torch's default)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def add_reference_args(parser: argparse.ArgumentParser) -> None:
-    """The held-out sequences of `helm generate` and `helm cluster`."""
-    parser.add_argument(
-        "--reference",
-        "--data",
-        dest="reference",
-        required=True,
-        help="held-out sequences: a prepared directory (its test split) or a sequence file",
-    )
-
-
-def add_fit_args(parser: argparse.ArgumentParser, head_default: str = "textcnn") -> None:
-    """Flags shared by `helm probe` and `helm baseline`: `add_data_args`, the seed, the head and its grid."""
-    add_data_args(parser)
-    parser.add_argument("--seed", type=int, default=0, help="downstream seed (also re-draws random splits)")
-    parser.add_argument(
-        "--head",
-        choices=PROBE_HEADS,
-        default=head_default,
-        help="textcnn (the paper's), linear/mlp on pooled embeddings, ridge (closed form, pooled)",
-    )
-    parser.add_argument("--epochs", type=int, default=100, help="most epochs per grid point")
-    parser.add_argument("--patience", type=int, default=15, help="early-stopping patience (epochs)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32], help="head batch sizes tried")
-    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 1e-4], help="head learning rates")
-    parser.add_argument("--max-train", type=int, default=None, help="subsample the training split (smoke runs)")
-    parser.add_argument(
-        "--alphas",
-        type=float,
-        nargs="+",
-        default=DEFAULT_ALPHAS,
-        help="ridge penalties tried (chosen on validation Spearman)",
-    )
-
-
 def set_threads(threads: int | None) -> None:
     """``--threads``: torch's CPU threads (unset: torch's default)."""
     if threads:
@@ -110,7 +38,7 @@ def set_threads(threads: int | None) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- data
-def load_data(args: argparse.Namespace, check: Callable[[DownstreamData], None] | None = None) -> DownstreamData:
+def load_data(args: Any, check: Callable[[DownstreamData], None] | None = None) -> DownstreamData:
     """The dataset as the flags ask: the seed's split, --max-rows, then --max-train. ``check(data)`` sees the
     rows before --max-train (what a features file must match)."""
     from helm.downstream.datasets import load_dataset, subsample
@@ -175,35 +103,3 @@ def ridge_select(features: dict[str, Any], y: dict[str, Any], alphas: list[float
         "grid": grid,
         "test_pred": pred,
     }
-
-
-# ----------------------------------------------------------------------------------------------- the tail
-def run_json_command(
-    prog: str,
-    compute: Callable[[argparse.Namespace], dict[str, Any]],
-    args: argparse.Namespace,
-    summary: Callable[[dict[str, Any]], str],
-) -> int:
-    """Shared tail of the downstream commands: the JSON at --out and a summary line; a user error (bad input, a
-    missing file: helm.args.command_errors) ends the command with one line, exit 2, and no JSON."""
-    from helm.run import write_json
-
-    with command_errors(prog):
-        payload = compute(args)
-        write_json(args.out, payload)
-    print(f"{summary(payload)} -> {args.out}")
-    return 0
-
-
-def run_regression_command(prog: str, compute: Callable[[argparse.Namespace], dict[str, Any]],
-                           args: argparse.Namespace) -> int:  # fmt: skip
-    """`helm probe` / `helm baseline`: test (and validation) Spearman of the selected configuration."""
-
-    def summary(payload: dict[str, Any]) -> str:
-        m = payload["metrics"]
-        return (
-            f"{payload['run']} {payload['task']} seed={args.seed}: test spearman={m['spearman']:.4f} "
-            f"(val {m['val_spearman']:.4f})"
-        )
-
-    return run_json_command(prog, compute, args, summary)

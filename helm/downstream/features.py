@@ -15,7 +15,6 @@ tail-trimmed sequences.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -25,8 +24,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helm.args import HelmParser, command_errors
-from helm.downstream.common import InputError, add_data_args, set_threads
-from helm.downstream.source import add_source_args, load_source, source_error
+from helm.downstream.command import (
+    Dataset,
+    Embedding,
+    FromHf,
+    FromRun,
+    Output,
+    Runtime,
+    SourceChecked,
+    parse,
+    recorded,
+    settings_parser,
+)
+from helm.downstream.common import InputError, set_threads
+from helm.downstream.source import load_source
 
 if TYPE_CHECKING:
     import torch
@@ -86,7 +97,15 @@ def check_features(feats: Features, data: DownstreamData, where: str) -> None:
                          "give the same --data-file and --max-rows as `helm embed`")  # fmt: skip
 
 
-def embed_dataset(args: argparse.Namespace) -> tuple[Features, dict[str, Any]]:
+@dataclass
+class EmbedSettings(SourceChecked, FromRun, FromHf, Dataset, Output, Embedding, Runtime):
+    """`helm embed`."""
+
+    out: str = ""
+    """output features file (.safetensors)"""
+
+
+def embed_dataset(args: EmbedSettings) -> tuple[Features, dict[str, Any]]:
     import torch
 
     from helm.downstream.datasets import load_dataset
@@ -105,38 +124,20 @@ def embed_dataset(args: argparse.Namespace) -> tuple[Features, dict[str, Any]]:
     meta = {
         "run": src.run_id, "run_dir": src.run_dir, "dataset": data.spec.name, "dataset_file": str(data.path),
         "sha256": data.spec.sha256, "n_rows": len(data.sequences), "sequences_sha256": sequences_digest(data.sequences),
-        "max_rows": args.max_rows, "mode": src.meta["mode"], "tokenizer": src.meta["tokenizer"],
-        "max_len": max_len, "overlong": args.overlong, "codon_frame": data.spec.codon_frame,
-        "n_truncated": enc.n_truncated, "n_tail_trimmed": enc.n_tail_trimmed, "hidden_size": int(x.shape[-1]),
-        "bf16": args.bf16, "compile": args.compile, "hf": src.meta["hf"], "seconds": round(time.time() - t0, 2),
+        "mode": src.meta["mode"], "tokenizer": src.meta["tokenizer"], "max_len": max_len,
+        "codon_frame": data.spec.codon_frame, "n_truncated": enc.n_truncated, "n_tail_trimmed": enc.n_tail_trimmed,
+        "hidden_size": int(x.shape[-1]), "hf": src.meta["hf"], "seconds": round(time.time() - t0, 2),
+        **recorded(args, ("max_rows", "overlong", "bf16", "compile")),
     }  # fmt: skip
     return Features(x, enc.mask, meta), meta
 
 
-def add_embed_args(parser: argparse.ArgumentParser) -> None:
-    """Flags of the embedding step, shared by `helm embed` and `helm probe`."""
-    parser.add_argument("--max-len", type=int, default=None,
-                        help="token cap (default and upper bound: max_seq_len; --hf: max positions)")  # fmt: skip
-    parser.add_argument("--embed-batch-size", type=int, default=64, help="sequences per forward pass when embedding")
-    parser.add_argument("--bf16", action="store_true", help="extract frozen embeddings under bfloat16 autocast")
-    parser.add_argument(
-        "--compile", action="store_true", help="torch.compile the backbone for embedding (compiles once: large sets)"
-    )
-
-
 def build_parser() -> HelmParser:
-    parser = HelmParser("helm embed", __doc__.splitlines()[0])
-    add_source_args(parser)
-    add_data_args(parser, out_help="output features file (.safetensors)")
-    add_embed_args(parser)
-    return parser
+    return settings_parser("helm embed", __doc__.splitlines()[0], EmbedSettings, ("dataset", "out"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if err := source_error(args):
-        parser.error(err)
+    args = parse(build_parser(), EmbedSettings, argv)
     with command_errors("helm embed"):
         feats, meta = embed_dataset(args)
         save_features(args.out, feats)

@@ -23,18 +23,76 @@ Samples are written as FASTA next to the JSON (``--samples`` to choose).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 from helm.args import HelmParser
-from helm.downstream.common import InputError, add_reference_args, run_json_command
+from helm.downstream.command import (
+    EvalRecord,
+    FromRun,
+    Output,
+    Reference,
+    parse,
+    recorded,
+    run_json_command,
+    settings_parser,
+)
+from helm.downstream.common import InputError
 
 if TYPE_CHECKING:  # torch, numpy and scipy load when a command runs (`helm generate --help` is instant)
     import numpy as np
     import torch
+
+
+@dataclass
+class GenerateSettings(FromRun, Output, Reference):
+    """Sampling and scoring."""
+
+    run: str | None = None
+    """CLM run directory"""
+    num_samples: int = 64
+    """sequences to sample"""
+    num_reference: int = 200
+    """held-out sequences read"""
+    prompt: Literal["none", "codons", "cdr3"] = "none"
+    """none: from <cls>; codons: a reference's first codons; cdr3: an OAS reference up to its CDR3"""
+    prompt_codons: int = 30
+    """prompt length for --prompt codons"""
+    temperature: float = 1.0
+    """softmax temperature"""
+    top_k: int = 10
+    """0 = off"""
+    top_p: float = 0.95
+    """1.0 = off"""
+    max_new_tokens: int | None = None
+    """unset: up to the model's max_seq_len"""
+    batch_size: int = 32
+    """sequences sampled at once"""
+    embed_run: str | None = None
+    """run whose encoder embeds for the Fréchet distance (unset: --run); an aa run embeds the proteins"""
+    esm: str | None = None
+    """Hugging Face ESM checkpoint directory: embed the translated proteins with it (the paper: ESM-2 35M)"""
+    pca_components: int = 4
+    """PCA dimensions for the Fréchet distance"""
+    pca_fit: Literal["reference", "both"] = "reference"
+    """fit the PCA on the reference embeddings (the paper's) or on generated + reference (our earlier default)"""
+    nn_threshold: float = 0.05
+    """cosine distance for precision/recall"""
+    samples: str | None = None
+    """FASTA of the samples (unset: OUT with .fasta)"""
+    seed: int = 0
+    """sampling seed"""
+
+    def __post_init__(self) -> None:
+        if self.embed_run and self.esm:
+            raise ValueError("argument --esm: not allowed with argument --embed-run")
+
+
+RECORDED = ("reference", "prompt", "prompt_codons", "temperature", "top_k", "top_p", "pca_components", "pca_fit",
+            "nn_threshold")  # fmt: skip
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -369,7 +427,7 @@ def score(
     return m
 
 
-def generate(args: argparse.Namespace) -> dict[str, Any]:
+def generate(args: GenerateSettings) -> EvalRecord:
     import torch
 
     from helm.downstream.embed import check_alphabet, check_compatible, run_mode
@@ -406,84 +464,25 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     samples = Path(args.samples) if args.samples else Path(args.out).with_suffix(".fasta")
     fasta = "".join(f">sample_{i} prompt_tokens={len(p)}\n{s}\n" for i, (p, s) in enumerate(zip(prompts, generated)))
     atomic_write(samples, fasta)
-    return {
-        "run": run.run_id,
-        "task": "generation",
-        "seed": args.seed,
-        "metrics": metrics,
-        "config": {
-            "kind": "generate",
-            "run_dir": str(args.run),
-            "reference": str(args.reference),
-            "num_reference": len(refs),
-            "prompt": args.prompt,
-            "prompt_codons": args.prompt_codons if args.prompt == "codons" else None,
-            "temperature": args.temperature,
-            "top_k": args.top_k,
-            "top_p": args.top_p,
-            "max_new_tokens": max_new,
-            "embedder": str(args.esm or args.embed_run or args.run),
-            "embedder_name": embedder.name,
-            "embedding_space": "protein" if embedder.alphabet == "aa" else "nucleotide",
-            "pca_components": args.pca_components,
-            "pca_fit": args.pca_fit,
-            "nn_threshold": args.nn_threshold,
-            "samples_file": str(samples),
-            "seconds": round(time.time() - t0, 2),
-        },
-    }
+    provenance = {
+        "kind": "generate", "run_dir": str(args.run), "num_reference": len(refs), "max_new_tokens": max_new,
+        "embedder": str(args.esm or args.embed_run or args.run), "embedder_name": embedder.name,
+        "embedding_space": "protein" if embedder.alphabet == "aa" else "nucleotide", "samples_file": str(samples),
+        "seconds": round(time.time() - t0, 2),
+    }  # fmt: skip
+    settings = recorded(args, RECORDED, {"prompt_codons": args.prompt == "codons"})
+    return EvalRecord(run.run_id, "generation", args.seed, metrics, settings, provenance)
 
 
 def build_parser() -> HelmParser:
-    parser = HelmParser("helm generate", __doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="CLM run directory")
-    parser.add_argument("--out", "--output", dest="out", required=True, help="output JSON file")
-    parser.add_argument("--num-samples", type=int, default=64, help="sequences to sample")
-    add_reference_args(parser)
-    parser.add_argument("--num-reference", type=int, default=200, help="held-out sequences read")
-    parser.add_argument(
-        "--prompt",
-        choices=("none", "codons", "cdr3"),
-        default="none",
-        help="none: from <cls>; codons: a reference's first codons; cdr3: an OAS reference up to its CDR3",
-    )
-    parser.add_argument("--prompt-codons", type=int, default=30, help="prompt length for --prompt codons")
-    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature")
-    parser.add_argument("--top-k", type=int, default=10, help="0 = off")
-    parser.add_argument("--top-p", type=float, default=0.95, help="1.0 = off")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="unset: up to the model's max_seq_len")
-    parser.add_argument("--batch-size", type=int, default=32, help="sequences sampled at once")
-    embedders = parser.add_mutually_exclusive_group()
-    embedders.add_argument(
-        "--embed-run",
-        default=None,
-        help="run whose encoder embeds for the Fréchet distance (unset: --run); an aa run embeds the proteins",
-    )
-    embedders.add_argument(
-        "--esm",
-        default=None,
-        help="Hugging Face ESM checkpoint directory: embed the translated proteins with it (the paper: ESM-2 35M)",
-    )
-    parser.add_argument("--pca-components", type=int, default=4, help="PCA dimensions for the Fréchet distance")
-    parser.add_argument(
-        "--pca-fit",
-        choices=("reference", "both"),
-        default="reference",
-        help="fit the PCA on the reference embeddings (the paper's) or on generated + reference (our earlier default)",
-    )
-    parser.add_argument("--nn-threshold", type=float, default=0.05, help="cosine distance for precision/recall")
-    parser.add_argument("--samples", default=None, help="FASTA of the samples (unset: OUT with .fasta)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    return parser
+    return settings_parser("helm generate", __doc__.splitlines()[0], GenerateSettings, ("run", "reference", "out"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     return run_json_command(
         "helm generate",
         generate,
-        args,
+        parse(build_parser(), GenerateSettings, argv),
         lambda p: (
             f"{p['run']}: {p['metrics']['num_samples']} samples, in frame {p['metrics']['in_frame_frac']:.3f} "
             f"(reference {p['metrics']['ref_in_frame_frac']:.3f}), Fréchet distance "

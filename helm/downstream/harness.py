@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ class FitConfig:
     lr: float = 1e-3  # head learning rate
     backbone_lr: float = 1e-5  # fine-tuning only
     weight_decay: float = 0.0
-    plateau_patience: int = 5  # ReduceLROnPlateau on validation Spearman
+    plateau_patience: int | None = 5  # ReduceLROnPlateau on validation Spearman (None: a fixed lr)
     plateau_factor: float = 0.5
     eval_batch_size: int = 128
     seed: int = 0
@@ -121,29 +123,62 @@ def fit(
     enc_params = [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
     if enc_params:
         groups.append({"params": enc_params, "lr": cfg.backbone_lr})
+
+    def loss(rows: torch.Tensor) -> torch.Tensor:
+        x, mask = train.batch(rows)
+        return nn.functional.mse_loss(model(x, mask), y_train[rows])
+
+    def validate() -> float:
+        return regression_metrics(val.y, predict(model, val, cfg.eval_batch_size))["spearman"]
+
+    trained = train_head(model, groups, len(train), loss, validate, cfg, min_rows=2,
+                         desc=f"fit bs={cfg.batch_size} lr={cfg.lr:g}", progress=progress)  # fmt: skip
+    model.target_mean, model.target_std = mean, std  # predictions are de-standardized by `evaluate`
+    val_metrics = evaluate(model, val, cfg.eval_batch_size)
+    return model, FitResult(val_metrics, *trained)
+
+
+def train_head(
+    model: nn.Module,
+    groups: list[dict],
+    n_train: int,
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    validate: Callable[[], float],
+    cfg: FitConfig,
+    min_rows: int = 1,
+    desc: str = "fit",
+    progress: bool = False,
+) -> tuple[int, int, dict[str, torch.Tensor], list[float]]:
+    """The head trainer of `helm probe`, `helm baseline` and `helm annotate`: Adam over parameter ``groups``,
+    ``cfg.epochs`` epochs of shuffled batches (seeded by ``cfg.seed``; a batch under ``min_rows`` rows is skipped
+    when there are more), ReduceLROnPlateau on the validation score when ``cfg.plateau_patience`` is set, early
+    stopping after ``cfg.patience`` epochs without a better one. ``loss(rows)``: the loss of training rows;
+    ``validate()``: the validation score (higher is better; NaN counts as the worst). Loads the best epoch's
+    weights into ``model``; returns (best epoch, epochs run, its state, the score per epoch)."""
     opt = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
-    )
+    sched = None
+    if cfg.plateau_patience is not None:
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.plateau_factor,
+                                                           patience=cfg.plateau_patience)  # fmt: skip
     gen = torch.Generator().manual_seed(cfg.seed)
     best, best_epoch, best_state, since, history = -math.inf, -1, None, 0, []
-    bar = tqdm(range(cfg.epochs), desc=f"fit bs={cfg.batch_size} lr={cfg.lr:g}", disable=not progress, leave=False)
+    bar = tqdm(range(cfg.epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         model.train()
-        perm = torch.randperm(len(train), generator=gen)
-        for start in range(0, len(train), cfg.batch_size):
+        perm = torch.randperm(n_train, generator=gen)
+        for start in range(0, n_train, cfg.batch_size):
             rows = perm[start : start + cfg.batch_size]
-            if len(rows) < 2 and len(train) > 1:  # a 1-row batch gives no useful signal with dropout
+            if len(rows) < min_rows and n_train > 1:  # a 1-row batch gives no useful signal with dropout
                 continue
-            x, mask = train.batch(rows)
-            loss = nn.functional.mse_loss(model(x, mask), y_train[rows])
+            value = loss(rows)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             opt.step()
-        metrics = regression_metrics(val.y, predict(model, val, cfg.eval_batch_size))
-        score = _score(metrics)
-        history.append(metrics["spearman"])
-        sched.step(score if math.isfinite(score) else -1.0)
+        raw = validate()
+        score = -math.inf if raw is None or not math.isfinite(raw) else raw
+        history.append(raw)
+        if sched is not None:
+            sched.step(score if math.isfinite(score) else -1.0)
         if score > best or best_state is None:
             best, best_epoch, since = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -151,11 +186,9 @@ def fit(
             since += 1
             if since >= cfg.patience:
                 break
-        bar.set_postfix(val_spearman=f"{metrics['spearman']:.3f}", best=f"{best:.3f}")
+        bar.set_postfix(val=f"{raw:.3f}", best=f"{best:.3f}")
     model.load_state_dict(best_state)
-    model.target_mean, model.target_std = mean, std  # predictions are de-standardized by `evaluate`
-    val_metrics = evaluate(model, val, cfg.eval_batch_size)
-    return model, FitResult(val_metrics, best_epoch, epoch + 1, best_state, history)
+    return best_epoch, epoch + 1, best_state, history
 
 
 def predict_targets(model: Regressor, data: Split, batch_size: int = 128) -> np.ndarray:
@@ -210,6 +243,12 @@ def sweep(
         "model": best_model,
         "test_pred": test_pred,
     }
+
+
+def grid_rows(grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The grid as the JSON records it: batch size, lr, best epoch and validation Spearman per point."""
+    return [{k: g[k] for k in ("batch_size", "lr", "best_epoch")} | {"val_spearman": g["val"]["spearman"]}
+            for g in grid]  # fmt: skip
 
 
 def copy_encoder(model: nn.Module, finetune: str, lora_r: int = 8, lora_alpha: float = 16.0) -> nn.Module:

@@ -13,26 +13,72 @@ learning rate (``--backbone-lr``). ``--hf DIR`` probes any local Hugging Face ch
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from helm.args import HelmParser
-from helm.downstream.common import (
-    InputError,
-    add_fit_args,
-    load_data,
-    ridge_select,
-    run_regression_command,
-    set_threads,
-    splits_of,
-    test_predictions,
+from helm.downstream.command import (
+    Dataset,
+    Embedding,
+    EvalRecord,
+    FromFeatures,
+    FromHf,
+    FromRun,
+    HeadGrid,
+    Output,
+    Runtime,
+    SourceChecked,
+    parse,
+    recorded,
+    regression_summary,
+    run_json_command,
+    settings_parser,
 )
-from helm.downstream.source import add_source_args, load_source, source_error
+from helm.downstream.common import load_data, ridge_select, set_threads, splits_of, test_predictions
+from helm.downstream.source import load_source
 
 if TYPE_CHECKING:
+    import torch
+
+    from helm.downstream.datasets import DownstreamData
     from helm.downstream.harness import Split
+
+
+@dataclass
+class ProbeSettings(SourceChecked, FromRun, FromFeatures, FromHf, Dataset, Output, HeadGrid, Embedding, Runtime):
+    """Fine-tuning."""
+
+    finetune: Literal["none", "full", "lora"] = "none"
+    """none: frozen embeddings; full / lora: train a copy of the backbone per grid point"""
+    backbone_lr: float = 1e-5
+    """backbone learning rate when fine-tuning"""
+    lora_r: int = 8
+    """LoRA rank (--finetune lora)"""
+    lora_alpha: float = 16.0
+    """LoRA scale numerator (--finetune lora)"""
+    feature_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """storage of the frozen embeddings (float16 halves memory on big datasets)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.features and self.finetune != "none":
+            raise ValueError(f"{self.features}: --finetune {self.finetune} needs the model (--run/--hf), not features")
+        if self.head == "ridge" and self.finetune != "none":
+            raise ValueError(f"--head ridge is a frozen-feature probe; --finetune {self.finetune} needs a trained head")
+
+
+# the settings a probe JSON records (config), and when each applies (else recorded as None)
+RECORDED = ("features", "head", "finetune", "batch_sizes", "lrs", "alphas", "backbone_lr", "epochs", "patience",
+            "max_train", "max_rows", "overlong", "bf16")  # fmt: skip
+
+
+def recorded_settings(s: ProbeSettings) -> dict[str, Any]:
+    grid, ridge = s.head != "ridge", s.head == "ridge"
+    applies = {"batch_sizes": grid, "lrs": grid, "epochs": grid, "patience": grid, "alphas": ridge,
+               "backbone_lr": s.finetune != "none"}  # fmt: skip
+    return recorded(s, RECORDED, applies)
 
 
 def ridge_probe(parts: dict[str, Split], alphas: list[float]) -> dict[str, Any]:
@@ -48,135 +94,101 @@ def ridge_probe(parts: dict[str, Split], alphas: list[float]) -> dict[str, Any]:
     return ridge_select({"mean-pooled": lambda: mats}, ys, alphas)
 
 
-def probe(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class ProbeInputs:
+    """What the head grid trains on: the dataset, one row of inputs per sequence and where they come from."""
+
+    data: DownstreamData
+    x: torch.Tensor  # frozen embeddings [N, L, D], or token ids [N, L] when fine-tuning
+    mask: torch.Tensor
+    dim: int
+    model: Any  # the backbone (None for a features file)
+    run_id: str
+    meta: dict[str, Any]  # mode, tokenizer, max_len, run_dir, hf
+    n_truncated: int
+    n_tail_trimmed: int
+
+
+def probe_inputs(args: ProbeSettings) -> ProbeInputs:
+    """The dataset and its inputs: a features file, or a model's frozen embeddings / token ids (fine-tuning)."""
     import torch
 
     from helm.downstream.embed import embed_tokens
-    from helm.downstream.harness import FitConfig, copy_encoder, sweep
 
-    t0 = time.time()
-    set_threads(args.threads)
     if args.features:
         from helm.downstream.features import check_features, load_features
 
         feats = load_features(args.features)
         data = load_data(args, check=lambda d: check_features(feats, d, str(args.features)))
-        run_id, meta, model = feats.meta["run"], feats.meta, None
-        x, mask, dim = feats.x, feats.mask, int(feats.x.shape[-1])
-        n_truncated, n_tail = meta["n_truncated"], meta["n_tail_trimmed"]
-    else:
-        src = load_source(args)  # --run or --hf: the same encoding/embedding interface
-        data = load_data(args)
-        max_len = src.resolve_max_len(args.max_len)
-        enc = src.encode(data.sequences, max_len, codon_frame=data.spec.codon_frame, overlong=args.overlong,
-                         where=f"{data.path}")  # fmt: skip
-        run_id, model, dim = src.run_id, src.model, int(src.model.config.hidden_size)
-        meta = {**src.meta, "max_len": max_len, "run_dir": src.run_dir}
-        n_truncated, n_tail = enc.n_truncated, enc.n_tail_trimmed
-        x, mask = enc.ids, enc.mask
-        if args.finetune == "none":
-            x = embed_tokens(model, enc, args.embed_batch_size, dtype=getattr(torch, args.feature_dtype),
-                             progress=not args.quiet, bf16=args.bf16, compile=args.compile)  # fmt: skip
-    if args.features and args.finetune != "none":
-        raise InputError(f"{args.features}: --finetune {args.finetune} needs the model (--run/--hf), not features")
-    if args.head == "ridge" and args.finetune != "none":
-        raise InputError(f"--head ridge is a frozen-feature probe; --finetune {args.finetune} needs a trained head")
-    base = FitConfig(
-        head=args.head, epochs=args.epochs, patience=args.patience, backbone_lr=args.backbone_lr, seed=args.seed
-    )
+        meta = feats.meta
+        return ProbeInputs(data, feats.x, feats.mask, int(feats.x.shape[-1]), None, meta["run"], meta,
+                           meta["n_truncated"], meta["n_tail_trimmed"])  # fmt: skip
+    src = load_source(args)  # --run or --hf: the same encoding/embedding interface
+    data = load_data(args)
+    max_len = src.resolve_max_len(args.max_len)
+    enc = src.encode(data.sequences, max_len, codon_frame=data.spec.codon_frame, overlong=args.overlong,
+                     where=f"{data.path}")  # fmt: skip
+    x = enc.ids
+    if args.finetune == "none":
+        x = embed_tokens(src.model, enc, args.embed_batch_size, dtype=getattr(torch, args.feature_dtype),
+                         progress=not args.quiet, bf16=args.bf16, compile=args.compile)  # fmt: skip
+    meta = {**src.meta, "max_len": max_len, "run_dir": src.run_dir}
+    return ProbeInputs(data, x, enc.mask, int(src.model.config.hidden_size), src.model, src.run_id, meta,
+                       enc.n_truncated, enc.n_tail_trimmed)  # fmt: skip
+
+
+def fit_heads(args: ProbeSettings, inputs: ProbeInputs) -> dict[str, Any]:
+    """The head grid (or the ridge probe) on the train/val/test parts: metrics, selection, grid, test_pred."""
+    import torch
+
+    from helm.downstream.harness import FitConfig, copy_encoder, grid_rows, sweep
+
     torch.manual_seed(args.seed)
-    parts = splits_of(data, x, mask, by_rows=bool(args.features))
+    parts = splits_of(inputs.data, inputs.x, inputs.mask, by_rows=bool(args.features))
+    if args.head == "ridge":
+        return ridge_probe(parts, args.alphas)
     make_encoder = None
     if args.finetune != "none":
 
         def make_encoder():
-            return copy_encoder(model, args.finetune, args.lora_r, args.lora_alpha)
+            return copy_encoder(inputs.model, args.finetune, args.lora_r, args.lora_alpha)
 
+    base = FitConfig(head=args.head, epochs=args.epochs, patience=args.patience, backbone_lr=args.backbone_lr,
+                     seed=args.seed)  # fmt: skip
+    result = sweep(parts["train"], parts["val"], parts["test"], inputs.dim, base, args.batch_sizes, args.lrs,
+                   make_encoder, progress=not args.quiet)  # fmt: skip
+    result["grid"] = grid_rows(result["grid"])
+    return result
+
+
+def probe(args: ProbeSettings) -> EvalRecord:
+    t0 = time.time()
+    set_threads(args.threads)
+    inputs = probe_inputs(args)
     t_embed = time.time() - t0
-    if args.head == "ridge":
-        result = ridge_probe(parts, args.alphas)
-        grid = result["grid"]
-    else:
-        result = sweep(parts["train"], parts["val"], parts["test"], dim, base, args.batch_sizes, args.lrs,
-                       make_encoder, progress=not args.quiet)  # fmt: skip
-        grid = [
-            {k: g[k] for k in ("batch_size", "lr", "best_epoch")} | {"val_spearman": g["val"]["spearman"]}
-            for g in result["grid"]
-        ]
-    metrics = dict(result["metrics"])
-    metrics.update({k: v for k, v in data.stats.items()})
-    metrics.update(n_truncated=n_truncated, n_tail_trimmed=n_tail)
-    return {
-        "run": run_id,
-        "task": data.spec.name,
-        "seed": args.seed,
-        "metrics": metrics,
-        "predictions": test_predictions(data, result["test_pred"]),
-        "config": {
-            "kind": "probe",
-            "run_dir": meta.get("run_dir"),
-            "features": str(args.features) if args.features else None,
-            "head": args.head,
-            "finetune": args.finetune,
-            "batch_sizes": args.batch_sizes if args.head != "ridge" else None,
-            "lrs": args.lrs if args.head != "ridge" else None,
-            "alphas": args.alphas if args.head == "ridge" else None,
-            "backbone_lr": args.backbone_lr if args.finetune != "none" else None,
-            "epochs": args.epochs if args.head != "ridge" else None,
-            "patience": args.patience if args.head != "ridge" else None,
-            "max_train": args.max_train,
-            "max_rows": args.max_rows,
-            "selected": result["selected"],
-            "grid": grid,
-            "dataset_file": str(data.path),
-            "sha256": data.spec.sha256,
-            "metric": data.spec.metric,
-            "mode": meta.get("mode"),
-            "tokenizer": meta.get("tokenizer"),
-            "max_len": meta.get("max_len"),
-            "overlong": args.overlong,
-            "codon_frame": data.spec.codon_frame,
-            "sequence_type": data.spec.sequence_type,
-            **data.split_info,  # split kind, split_seed (+ similarity settings, n_clusters)
-            "bf16": args.bf16,
-            "hf": meta.get("hf"),  # a foreign checkpoint's identity (path, config sha256), else None
-            "embed_seconds": round(t_embed, 2),
-            "seconds": round(time.time() - t0, 2),
-        },
-    }
+    result = fit_heads(args, inputs)
+    data, meta = inputs.data, inputs.meta
+    metrics = {**result["metrics"], **data.stats, "n_truncated": inputs.n_truncated,
+               "n_tail_trimmed": inputs.n_tail_trimmed}  # fmt: skip
+    provenance = {
+        "kind": "probe", "run_dir": meta.get("run_dir"), "selected": result["selected"], "grid": result["grid"],
+        "dataset_file": str(data.path), "sha256": data.spec.sha256, "metric": data.spec.metric,
+        "mode": meta.get("mode"), "tokenizer": meta.get("tokenizer"), "max_len": meta.get("max_len"),
+        "codon_frame": data.spec.codon_frame, "sequence_type": data.spec.sequence_type,
+        **data.split_info,  # split kind, split_seed (+ similarity settings, n_clusters)
+        "hf": meta.get("hf"),  # a foreign checkpoint's identity (path, config sha256), else None
+        "embed_seconds": round(t_embed, 2), "seconds": round(time.time() - t0, 2),
+    }  # fmt: skip
+    return EvalRecord(inputs.run_id, data.spec.name, args.seed, metrics, recorded_settings(args), provenance,
+                      test_predictions(data, result["test_pred"]))  # fmt: skip
 
 
 def build_parser() -> HelmParser:
-    from helm.downstream.features import add_embed_args
-
-    parser = HelmParser("helm probe", __doc__.splitlines()[0])
-    add_source_args(parser, features=True)
-    add_fit_args(parser)
-    parser.add_argument(
-        "--finetune",
-        choices=("none", "full", "lora"),
-        default="none",
-        help="none: frozen embeddings; full / lora: train a copy of the backbone per grid point",
-    )
-    parser.add_argument("--backbone-lr", type=float, default=1e-5, help="backbone learning rate when fine-tuning")
-    parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (--finetune lora)")
-    parser.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale numerator (--finetune lora)")
-    add_embed_args(parser)
-    parser.add_argument(
-        "--feature-dtype",
-        choices=("float32", "float16", "bfloat16"),
-        default="float32",
-        help="storage of the frozen embeddings (float16 halves memory on big datasets)",
-    )
-    return parser
+    return settings_parser("helm probe", __doc__.splitlines()[0], ProbeSettings, ("dataset", "out"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if err := source_error(args):
-        parser.error(err)
-    return run_regression_command("helm probe", probe, args)
+    return run_json_command("helm probe", probe, parse(build_parser(), ProbeSettings, argv), regression_summary)
 
 
 if __name__ == "__main__":

@@ -64,24 +64,6 @@ class Source:
         return self._encode(sequences, max_len, codon_frame=codon_frame, overlong=overlong, where=where)
 
 
-def add_source_args(parser: argparse.ArgumentParser, features: bool = False) -> None:
-    """--run / --hf (/ --features) and the --hf options; `source_error` checks them after parsing."""
-    parser.add_argument("--run", default=None, help="run directory (model/, tokenizer/, config.yaml)")
-    if features:
-        parser.add_argument("--features", default=None, help="frozen embeddings of the dataset written by "
-                            "`helm embed` (shared by every head and seed)")  # fmt: skip
-    hf = parser.add_argument_group("any Hugging Face checkpoint (docs/PROTOCOL.md, 'Foreign checkpoints')")
-    hf.add_argument("--hf", default=None, metavar="DIR", help="local Hugging Face model + tokenizer folder; "
-                    "features = hidden states of the last layer")  # fmt: skip
-    hf.add_argument("--hf-name", default=None, help="run id is hf:<name> (default: the folder's name)")
-    hf.add_argument("--trust-remote-code", action="store_true", default=None,
-                    help="let the checkpoint run its own code (trust_remote_code=True)")  # fmt: skip
-    hf.add_argument("--hf-alphabet", choices=("dna", "rna"), default=None, help="T or U in the text (default dna)")
-    hf.add_argument("--hf-words", choices=("none", "base", "codon"), default=None,
-                    help="none: one string (default); base / codon: bases / codons joined by --hf-sep")  # fmt: skip
-    hf.add_argument("--hf-sep", default=None, help="separator of --hf-words (default: one space)")
-
-
 def source_error(args: argparse.Namespace) -> str | None:
     """A one-line usage error (exit 2) for the source flags, or None: exactly one source, --hf options only with
     --hf, and --hf naming a Hugging Face folder."""

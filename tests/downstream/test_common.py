@@ -1,5 +1,5 @@
 """One command-line convention (helm.args) for every downstream command, tables, export and fetch: the flag
-spellings, one-line errors with exit 2, the shared JSON tail (helm.downstream.common) and a --help that loads
+spellings, one-line errors with exit 2, the shared JSON tail (helm.downstream.command) and a --help that loads
 no heavy library."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from helm.downstream.common import InputError, run_json_command
+from helm.downstream.command import EvalRecord, run_json_command
+from helm.downstream.common import InputError
 
 MODULES = {"embed": "helm.downstream.features", "probe": "helm.downstream.probe",
            "baseline": "helm.downstream.baselines", "annotate": "helm.downstream.annotate",
@@ -73,8 +74,10 @@ def test_a_bad_flag_is_one_line_and_exit_2(command, capsys):
 def test_json_tail_writes_the_json_or_one_line_and_exit_2(tmp_path, capsys):
     out = tmp_path / "sub" / "r.json"
     args = argparse.Namespace(out=str(out))
-    assert run_json_command("helm x", lambda a: {"run": "r", "v": 1.5}, args, lambda p: p["run"]) == 0
-    assert json.loads(out.read_text()) == {"run": "r", "v": 1.5} and capsys.readouterr().out == f"r -> {out}\n"
+    record = EvalRecord("r", "t", 3, {"v": 1.5}, {"head": "mlp"}, {"seconds": 2.0})
+    assert run_json_command("helm x", lambda a: record, args, lambda p: p["run"]) == 0
+    expected = {"run": "r", "task": "t", "seed": 3, "metrics": {"v": 1.5}, "config": {"head": "mlp", "seconds": 2.0}}
+    assert json.loads(out.read_text()) == expected and capsys.readouterr().out == f"r -> {out}\n"
     assert [p.name for p in out.parent.iterdir()] == ["r.json"]  # written atomically: no temporary left
 
     def fails(_):
