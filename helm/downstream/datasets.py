@@ -317,39 +317,10 @@ def load_dataset(
     (0 = the registry's split); predefined (column) splits ignore it. ``max_rows`` keeps a fixed random subset
     of the rows (numpy seed 0, whatever the downstream seed, so every seed and every model sees the same rows)
     before the split: for laptop-sized runs on large sets such as iCodon."""
-    import pandas as pd
-
     spec = get_spec(name, registry)
     file = Path(path) if path else locate(spec, mirror)
-    try:
-        frame = read_table(file)
-    except DataError as exc:
-        raise DatasetError(str(exc)) from exc
-    for key in ("sequence_column", "target_column"):
-        column = getattr(spec, key)
-        if column not in frame.columns:
-            raise DatasetError(
-                f"{file}: {key} {column!r} (registry entry {name!r}) is not a column; columns: {list(frame.columns)}"
-            )
-    if len(frame) == 0:
-        raise DatasetError(f"{file}: no data rows")
-    line = np.arange(len(frame)) + 2  # header is line 1
-    n_full = len(frame)
-    if max_rows is not None and max_rows < 1:
-        raise DatasetError(f"{file}: --max-rows {max_rows}: must be >= 1")
-    if max_rows is not None and max_rows < len(frame):
-        keep = np.sort(np.random.default_rng(0).choice(len(frame), max_rows, replace=False))
-        frame, line = frame.iloc[keep].reset_index(drop=True), line[keep]
-
-    raw_targets = frame[spec.target_column].str.strip()
-    targets = pd.to_numeric(raw_targets, errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.nonzero(~np.isfinite(targets))[0]
-    if len(bad):
-        shown = ", ".join(f"line {line[i]} ({raw_targets.iloc[i]!r})" for i in bad[:5])
-        raise DatasetError(
-            f"{file}: target column {spec.target_column!r} has {len(bad)} non-numeric or missing value(s): {shown}"
-        )
-
+    frame, line, n_full = _read_rows(spec, file, max_rows)
+    targets = _targets(spec, frame, file, line)
     sequences = []
     for i, raw in enumerate(frame[spec.sequence_column]):
         seq, reason = clean_sequence(raw)
@@ -358,41 +329,7 @@ def load_dataset(
         if reason:
             raise DatasetError(f"{file}, line {line[i]}: sequence column {spec.sequence_column!r}: {reason}")
         sequences.append(seq)
-
-    if "column" in spec.split:
-        column = spec.split["column"]
-        if column not in frame.columns:
-            raise DatasetError(f"{file}: split column {column!r} (registry entry {name!r}) is not a column")
-        mapped = frame[column].str.strip().str.lower().map(_SPLIT_ALIASES)
-        bad = np.nonzero(mapped.isna().to_numpy())[0]
-        if len(bad):
-            i = bad[0]
-            raise DatasetError(
-                f"{file}, line {line[i]}: split {frame[column].iloc[i]!r} in column {column!r} is not train/val/test"
-            )
-        split = mapped.to_numpy(dtype=str)
-        info: dict[str, Any] = {"split": "predefined", "split_seed": None}
-    else:
-        kind = "similarity" if "similarity" in spec.split else "random"
-        split_seed = int(spec.split.get("seed", 0)) + int(seed)
-        info = {"split": kind, "split_seed": split_seed}
-        group_col = spec.split.get("group_column")
-        if group_col and group_col not in frame.columns:
-            raise DatasetError(f"{file}: split group_column {group_col!r} (registry entry {name!r}) is not a column")
-        groups = frame[group_col].to_numpy(dtype=str) if group_col else None
-        if kind == "similarity":
-            min_id, cov = float(spec.split["min_seq_id"]), float(spec.split["coverage"])
-            clusters, n_pairs = similarity_groups(sequences, min_id, cov, where=f"{file} (registry entry {name!r})")
-            groups = clusters if groups is None else merge_groups(clusters, groups)
-            n_groups = len(np.unique(groups))
-            info.update(
-                min_seq_id=min_id,
-                coverage=cov,
-                n_similar_pairs=n_pairs,
-                n_clusters=len(np.unique(clusters)),
-                n_groups=n_groups,
-            )
-        split = split_indices(len(frame), spec.split[kind], split_seed, groups)
+    split, info = _assign_split(spec, frame, sequences, seed, file, line)
     for part in SPLITS:
         if not (split == part).any():
             how = ", ".join(f"{k}={v}" for k, v in info.items())
@@ -404,6 +341,78 @@ def load_dataset(
     return DownstreamData(
         spec=spec, path=file, sequences=sequences, targets=targets, split=split, stats=stats, split_info=info
     )
+
+
+def _read_rows(spec: DatasetSpec, file: Path, max_rows: int | None) -> tuple[Any, np.ndarray, int]:
+    """(the table, or its fixed ``max_rows`` subsample; the 1-based file line of each row; the rows in the file)."""
+    try:
+        frame = read_table(file)
+    except DataError as exc:
+        raise DatasetError(str(exc)) from exc
+    for key in ("sequence_column", "target_column"):
+        column = getattr(spec, key)
+        if column not in frame.columns:
+            raise DatasetError(
+                f"{file}: {key} {column!r} (registry entry {spec.name!r}) is not a column; columns: "
+                f"{list(frame.columns)}"
+            )
+    if len(frame) == 0:
+        raise DatasetError(f"{file}: no data rows")
+    line = np.arange(len(frame)) + 2  # header is line 1
+    n_full = len(frame)
+    if max_rows is not None and max_rows < 1:
+        raise DatasetError(f"{file}: --max-rows {max_rows}: must be >= 1")
+    if max_rows is not None and max_rows < len(frame):
+        keep = np.sort(np.random.default_rng(0).choice(len(frame), max_rows, replace=False))
+        frame, line = frame.iloc[keep].reset_index(drop=True), line[keep]
+    return frame, line, n_full
+
+
+def _targets(spec: DatasetSpec, frame: Any, file: Path, line: np.ndarray) -> np.ndarray:
+    """The target column as floats; a non-numeric or missing value is an error naming its lines."""
+    import pandas as pd
+
+    raw_targets = frame[spec.target_column].str.strip()
+    targets = pd.to_numeric(raw_targets, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.nonzero(~np.isfinite(targets))[0]
+    if len(bad):
+        shown = ", ".join(f"line {line[i]} ({raw_targets.iloc[i]!r})" for i in bad[:5])
+        raise DatasetError(
+            f"{file}: target column {spec.target_column!r} has {len(bad)} non-numeric or missing value(s): {shown}"
+        )
+    return targets
+
+
+def _assign_split(spec: DatasetSpec, frame: Any, sequences: list[str], seed: int, file: Path,
+                  line: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+    """(train/val/test per row, what the JSON records about the split): predefined, random or similarity."""
+    name = spec.name
+    if "column" in spec.split:
+        column = spec.split["column"]
+        if column not in frame.columns:
+            raise DatasetError(f"{file}: split column {column!r} (registry entry {name!r}) is not a column")
+        mapped = frame[column].str.strip().str.lower().map(_SPLIT_ALIASES)
+        bad = np.nonzero(mapped.isna().to_numpy())[0]
+        if len(bad):
+            i = bad[0]
+            raise DatasetError(
+                f"{file}, line {line[i]}: split {frame[column].iloc[i]!r} in column {column!r} is not train/val/test"
+            )
+        return mapped.to_numpy(dtype=str), {"split": "predefined", "split_seed": None}
+    kind = "similarity" if "similarity" in spec.split else "random"
+    split_seed = int(spec.split.get("seed", 0)) + int(seed)
+    info: dict[str, Any] = {"split": kind, "split_seed": split_seed}
+    group_col = spec.split.get("group_column")
+    if group_col and group_col not in frame.columns:
+        raise DatasetError(f"{file}: split group_column {group_col!r} (registry entry {name!r}) is not a column")
+    groups = frame[group_col].to_numpy(dtype=str) if group_col else None
+    if kind == "similarity":
+        min_id, cov = float(spec.split["min_seq_id"]), float(spec.split["coverage"])
+        clusters, n_pairs = similarity_groups(sequences, min_id, cov, where=f"{file} (registry entry {name!r})")
+        groups = clusters if groups is None else merge_groups(clusters, groups)
+        info.update(min_seq_id=min_id, coverage=cov, n_similar_pairs=n_pairs, n_clusters=len(np.unique(clusters)),
+                    n_groups=len(np.unique(groups)))  # fmt: skip
+    return split_indices(len(frame), spec.split[kind], split_seed, groups), info
 
 
 def subsample(data: DownstreamData, max_train: int | None, seed: int) -> DownstreamData:
