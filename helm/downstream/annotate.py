@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helm.args import HelmParser
-from helm.downstream.command import EvalRecord, FromRun, Output, parse, recorded, run_json_command, settings_parser
+from helm.downstream.command import EvalRecord, FromRun, Output, recorded, run_command, settings_parser
 from helm.downstream.common import InputError
 from helm.io import OAS_FIELDS, OAS_REGIONS, OasRow  # numpy, no torch: --help stays instant
 from helm.prepare import SUMMARY_FILE
@@ -421,16 +421,15 @@ def build_parser() -> HelmParser:
     return settings_parser("helm annotate", __doc__.splitlines()[0], AnnotateSettings, ("run", "out"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_json_command(
-        "helm annotate",
-        annotate,
-        parse(build_parser(), AnnotateSettings, argv),
-        lambda p: (
-            f"{p['run']}: region annotation accuracy {p['metrics']['accuracy']:.3f}, "
-            f"macro F1 {p['metrics']['macro_f1']:.3f}"
-        ),
+def summary(p: dict[str, Any]) -> str:
+    return (
+        f"{p['run']}: region annotation accuracy {p['metrics']['accuracy']:.3f}, "
+        f"macro F1 {p['metrics']['macro_f1']:.3f}"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), annotate, argv, summary)
 
 
 if __name__ == "__main__":

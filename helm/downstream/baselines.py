@@ -25,10 +25,9 @@ from helm.downstream.command import (
     HeadGrid,
     Output,
     Runtime,
-    parse,
     recorded,
     regression_summary,
-    run_json_command,
+    run_command,
     settings_parser,
 )
 from helm.downstream.common import load_data, ridge_select, set_threads, splits_of, test_predictions
@@ -144,6 +143,7 @@ def onehot_textcnn(data: DownstreamData, args: BaselineSettings) -> dict[str, An
 
 def baseline(args: BaselineSettings) -> EvalRecord:
     t0 = time.time()
+    set_threads(args.threads)
     data = load_data(args)
     if args.kind == "kmer-ridge":
         result = kmer_ridge(data, args.ks, args.alphas)
@@ -167,9 +167,7 @@ def build_parser() -> HelmParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(build_parser(), BaselineSettings, argv)
-    set_threads(args.threads)
-    return run_json_command("helm baseline", baseline, args, regression_summary)
+    return run_command(build_parser(), baseline, argv, regression_summary)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import functools
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from helm.args import HelmParser
 from helm.downstream.command import (
@@ -25,9 +25,8 @@ from helm.downstream.command import (
     Output,
     Reference,
     SourceChecked,
-    parse,
     recorded,
-    run_json_command,
+    run_command,
     settings_parser,
 )
 from helm.downstream.common import InputError
@@ -137,16 +136,15 @@ def build_parser() -> HelmParser:
     return settings_parser("helm cluster", __doc__.splitlines()[0], ClusterSettings, ("reference", "out"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_json_command(
-        "helm cluster",
-        cluster,
-        parse(build_parser(), ClusterSettings, argv),
-        lambda p: (
-            f"{p['run']}: silhouette {p['metrics']['silhouette_euclidean']:.3f} "
-            f"(cosine {p['metrics']['silhouette_cosine']:.3f}) over {p['metrics']['num_proteins']} proteins"
-        ),
+def summary(p: dict[str, Any]) -> str:
+    return (
+        f"{p['run']}: silhouette {p['metrics']['silhouette_euclidean']:.3f} "
+        f"(cosine {p['metrics']['silhouette_cosine']:.3f}) over {p['metrics']['num_proteins']} proteins"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), cluster, argv, summary)
 
 
 if __name__ == "__main__":

@@ -175,15 +175,16 @@ def settings_parser(prog: str, description: str, cls: type, required: tuple[str,
     for action in parser._actions:
         if action.dest in required:
             action.required = True
+    parser.set_defaults(settings_class=cls)
     return parser
 
 
-def parse(parser: HelmParser, cls: type, argv: list[str] | None) -> Any:
-    """Typed settings `cls` from the command line; a check in its ``__post_init__`` that fails is a usage error
-    (one line, exit 2)."""
+def parse(parser: HelmParser, argv: list[str] | None) -> Any:
+    """The typed settings of `settings_parser`'s class from the command line; a check in its ``__post_init__``
+    that fails is a usage error (one line, exit 2)."""
     args = parser.parse_args(argv)
     try:
-        return from_values(cls, vars(args))
+        return from_values(args.settings_class, vars(args))
     except ValueError as e:
         parser.error(e.as_flag() if hasattr(e, "as_flag") else str(e))
 
@@ -232,6 +233,12 @@ def run_json_command(prog: str, compute: Callable[[Any], EvalRecord], settings: 
         write_json(settings.out, payload)
     print(f"{summary(payload)} -> {settings.out}")
     return 0
+
+
+def run_command(parser: HelmParser, compute: Callable[[Any], EvalRecord], argv: list[str] | None,
+                summary: Callable[[dict[str, Any]], str]) -> int:  # fmt: skip
+    """A downstream command's ``main``: its settings from ``argv``, then `run_json_command`."""
+    return run_json_command(parser.prog, compute, parse(parser, argv), summary)
 
 
 def regression_summary(payload: dict[str, Any]) -> str:

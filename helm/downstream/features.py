@@ -137,7 +137,7 @@ def build_parser() -> HelmParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(build_parser(), EmbedSettings, argv)
+    args = parse(build_parser(), argv)
     with command_errors("helm embed"):
         feats, meta = embed_dataset(args)
         save_features(args.out, feats)

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from helm.args import HelmParser
 from helm.downstream.command import (
@@ -35,9 +35,8 @@ from helm.downstream.command import (
     FromRun,
     Output,
     Reference,
-    parse,
     recorded,
-    run_json_command,
+    run_command,
     settings_parser,
 )
 from helm.downstream.common import InputError
@@ -88,7 +87,7 @@ class GenerateSettings(FromRun, Output, Reference):
 
     def __post_init__(self) -> None:
         if self.embed_run and self.esm:
-            raise ValueError("argument --esm: not allowed with argument --embed-run")
+            raise ValueError("argument --embed-run: not allowed with argument --esm")
 
 
 RECORDED = ("reference", "prompt", "prompt_codons", "temperature", "top_k", "top_p", "pca_components", "pca_fit",
@@ -478,18 +477,17 @@ def build_parser() -> HelmParser:
     return settings_parser("helm generate", __doc__.splitlines()[0], GenerateSettings, ("run", "reference", "out"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_json_command(
-        "helm generate",
-        generate,
-        parse(build_parser(), GenerateSettings, argv),
-        lambda p: (
-            f"{p['run']}: {p['metrics']['num_samples']} samples, in frame {p['metrics']['in_frame_frac']:.3f} "
-            f"(reference {p['metrics']['ref_in_frame_frac']:.3f}), Fréchet distance "
-            f"{p['metrics'].get('frechet_distance@' + p['config']['embedder_name'], float('nan')):.3f} "
-            f"in {p['config']['embedder_name']}"
-        ),
+def summary(p: dict[str, Any]) -> str:
+    return (
+        f"{p['run']}: {p['metrics']['num_samples']} samples, in frame {p['metrics']['in_frame_frac']:.3f} "
+        f"(reference {p['metrics']['ref_in_frame_frac']:.3f}), Fréchet distance "
+        f"{p['metrics'].get('frechet_distance@' + p['config']['embedder_name'], float('nan')):.3f} "
+        f"in {p['config']['embedder_name']}"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), generate, argv, summary)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ encoder turns into embeddings on the fly (``Tokens``: fine-tuning, or the one-ho
 trained with Adam (separate backbone/head learning rates), MSE on standardized targets,
 ReduceLROnPlateau on validation Spearman, early stopping; the epoch is chosen on validation. ``sweep`` runs
 a grid of (batch size, head lr) and selects on validation Spearman; only the selected model ever sees the
-test rows.
+test rows. The loop itself (``train_head``) also trains `helm annotate`'s per-token classifier.
 """
 
 from __future__ import annotations

@@ -30,10 +30,9 @@ from helm.downstream.command import (
     Output,
     Runtime,
     SourceChecked,
-    parse,
     recorded,
     regression_summary,
-    run_json_command,
+    run_command,
     settings_parser,
 )
 from helm.downstream.common import load_data, ridge_select, set_threads, splits_of, test_predictions
@@ -188,7 +187,7 @@ def build_parser() -> HelmParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_json_command("helm probe", probe, parse(build_parser(), ProbeSettings, argv), regression_summary)
+    return run_command(build_parser(), probe, argv, regression_summary)
 
 
 if __name__ == "__main__":
