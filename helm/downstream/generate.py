@@ -40,6 +40,7 @@ from helm.downstream.command import (
     settings_parser,
 )
 from helm.downstream.common import InputError
+from helm.downstream.source import checkpoint_name
 
 if TYPE_CHECKING:  # torch, numpy and scipy load when a command runs (`helm generate --help` is instant)
     import numpy as np
@@ -276,15 +277,6 @@ def to_protein(cds: str) -> str:
     return translate(cds).split("*", 1)[0]
 
 
-def esm_checkpoint_name(path: str | Path) -> str:
-    """The name an ESM checkpoint goes by in metric names: its directory name, or for a Hugging Face cache
-    snapshot (``models--facebook--esm2_t12_35M_UR50D/snapshots/<commit>``) the model's name."""
-    path = Path(path).resolve()
-    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
-        return path.parent.parent.name.split("--")[-1]
-    return path.name
-
-
 class RunEmbedder:
     """Mean-pooled embeddings from a helm run's encoder; an ``aa`` run embeds the translated proteins.
     ``name`` (``run:<run id>``) is the embedding space's label in metric names."""
@@ -317,7 +309,7 @@ class EsmEmbedder:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"--esm {path}: not a Hugging Face model directory (no config.json)")
-        self.name = f"esm:{esm_checkpoint_name(path)}"
+        self.name = f"esm:{checkpoint_name(path)}"
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = EsmModel.from_pretrained(path, add_pooling_layer=False).eval()
         self.batch_size = batch_size

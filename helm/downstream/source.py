@@ -136,9 +136,13 @@ def hf_encoder(model: nn.Module, hidden_size: int, max_seq_len: int | None) -> n
 
 
 def checkpoint_name(path: str | Path) -> str:
-    from helm.downstream.generate import esm_checkpoint_name  # the same rule: folder name, or a snapshot's model
-
-    return esm_checkpoint_name(path)
+    """The name a Hugging Face checkpoint (``--hf``, an ESM embedder) goes by in run ids and metric names: its
+    directory name, or for a hub cache snapshot (``models--facebook--esm2_t12_35M_UR50D/snapshots/<commit>``) the
+    model's name."""
+    path = Path(path).resolve()
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.split("--")[-1]
+    return path.name
 
 
 def hf_max_len(config: Any, tokenizer: Any) -> tuple[int | None, str | None]:

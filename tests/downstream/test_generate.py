@@ -284,7 +284,7 @@ def test_embedding_metric_names_carry_the_embedder(tiny_runs, shared_data, tmp_p
 
 
 def test_esm_checkpoint_name_of_a_hub_cache_snapshot(tmp_path):
-    from helm.downstream.generate import esm_checkpoint_name
+    from helm.downstream.source import checkpoint_name as esm_checkpoint_name
 
     snapshot = tmp_path / "models--facebook--esm2_t12_35M_UR50D" / "snapshots" / "0123abcd"
     snapshot.mkdir(parents=True)
