@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from helm import run
+from helm import files, run
 
 if TYPE_CHECKING:
     from helm.config import TrainConfig
@@ -83,10 +83,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary name beside the target and renamed: a run killed mid-save (SIGKILL, a
     Slurm preemption) keeps its previous, complete last.ckpt instead of a truncated one that resume cannot read.
     Written here, not by Lightning's saver: that one stages the file in the system's temporary folder (fsspec), where
-    a kill leaves it for good; ours is removed by the next start (`run.remove_temporaries`)."""
+    a kill leaves it for good; ours is removed by the next start (`files.remove_temporaries`)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        with run.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        with files.atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename makes it last.ckpt

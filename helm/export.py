@@ -568,7 +568,8 @@ def export_run(
 
     from helm import __version__
     from helm.downstream.embed import run_mode
-    from helm.run import CONFIG_FILE, TOKENIZER_DIR, atomic_write, load_run
+    from helm.files import atomic_write
+    from helm.run import CONFIG_FILE, TOKENIZER_DIR, load_run
     from helm.tokenizers import TOKENIZER_FILE
 
     run_dir, out = Path(run_dir), Path(out)

@@ -25,7 +25,6 @@ from helm.downstream.common import (
     ridge_select,
     run_regression_command,
     set_threads,
-    splits_of,
     test_predictions,
 )
 
@@ -84,7 +83,7 @@ def onehot_textcnn(data: DownstreamData, args: argparse.Namespace) -> dict[str, 
     import torch
 
     from helm.downstream.embed import encode
-    from helm.downstream.harness import FitConfig, OneHotEncoder, sweep
+    from helm.downstream.harness import FitConfig, OneHotEncoder, splits_of, sweep
     from helm.tokenizers import create_tokenizer
 
     tok = create_tokenizer(args.tokenizer)

@@ -2,7 +2,7 @@
 
 - flags: `add_data_args` (dataset, output, registry/mirror/file, subset, threads) and `add_fit_args` (those plus
   the seed, head and grid of `helm probe` / `helm baseline`), written with helm.args' convention;
-- data: `load_data` (the dataset as the flags ask), `splits_of` (train/val/test parts), `test_predictions`;
+- data: `load_data` (the dataset as the flags ask), `test_predictions`;
 - the closed-form `ridge_select` behind `helm probe --head ridge` and the ridge baselines;
 - the tail of a command: `run_json_command` (user errors -> one line, exit 2; else the JSON at ``--out``) and
   `run_regression_command` (its summary line for the Spearman tasks);
@@ -22,10 +22,7 @@ from typing import TYPE_CHECKING, Any
 from helm.args import command_errors
 
 if TYPE_CHECKING:
-    import torch
-
     from helm.downstream.datasets import DownstreamData
-    from helm.downstream.harness import Split
 
 HEADS = ("textcnn", "linear", "mlp")  # trained heads (helm.downstream.heads.build_head)
 PROBE_HEADS = (*HEADS, "ridge")  # ridge: closed-form, on mean-pooled embeddings (a fast linear probe)
@@ -123,21 +120,6 @@ def load_data(args: argparse.Namespace, check: Callable[[DownstreamData], None] 
     return subsample(data, args.max_train, args.seed)
 
 
-def splits_of(data: DownstreamData, x: torch.Tensor, mask: torch.Tensor, by_rows: bool = False) -> dict[str, Split]:
-    """train/val/test parts. ``x``/``mask`` hold one row per kept sequence of ``data``, or, with ``by_rows``, one
-    per row of the dataset as loaded (a features file, indexed through ``data.rows``)."""
-    import torch
-
-    from helm.downstream.harness import Split
-
-    out = {}
-    for part in ("train", "val", "test"):
-        idx = data.indices(part)
-        rows = torch.as_tensor(data.rows[idx] if by_rows else idx)
-        out[part] = Split(x[rows], mask[rows], data.targets[idx])
-    return out
-
-
 def test_predictions(data: DownstreamData, pred) -> dict[str, list]:
     """The selected model's test predictions with their rows, so tables can bootstrap paired differences."""
     idx = data.indices("test")
@@ -186,7 +168,7 @@ def run_json_command(
 ) -> int:
     """Shared tail of the downstream commands: the JSON at --out and a summary line; a user error (bad input, a
     missing file: helm.args.command_errors) ends the command with one line, exit 2, and no JSON."""
-    from helm.run import write_json
+    from helm.files import write_json
 
     with command_errors(prog):
         payload = compute(args)

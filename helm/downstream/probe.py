@@ -26,7 +26,6 @@ from helm.downstream.common import (
     ridge_select,
     run_regression_command,
     set_threads,
-    splits_of,
     test_predictions,
 )
 from helm.downstream.source import add_source_args, load_source, source_error
@@ -52,7 +51,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from helm.downstream.embed import embed_tokens
-    from helm.downstream.harness import FitConfig, copy_encoder, sweep
+    from helm.downstream.harness import FitConfig, copy_encoder, splits_of, sweep
 
     t0 = time.time()
     set_threads(args.threads)

@@ -12,7 +12,7 @@ import yaml
 
 REPO = Path(workflow.basedir)
 R = config.get("results", "results")
-LEARNED_TOKENIZERS = ("bpe", "wp", "ug")
+from helm.tokenizers import LEARNED as LEARNED_TOKENIZERS  # noqa: E402 (helm is installed beside snakemake)
 
 
 def resolve_mirror():
