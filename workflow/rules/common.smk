@@ -10,9 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from helm.tokenizers import LEARNED as LEARNED_TOKENIZERS  # trained on the corpus, once per grid
+
 REPO = Path(workflow.basedir)
 R = config.get("results", "results")
-from helm.tokenizers import LEARNED as LEARNED_TOKENIZERS  # noqa: E402 (helm is installed beside snakemake)
 
 
 def resolve_mirror():
