@@ -343,7 +343,7 @@ def build_trainer(cfg: TrainConfig, out: Path, callbacks: list[Any], train_epoch
         return pl.Trainer(
             accelerator=r.accelerator, devices=r.num_devices, num_nodes=r.num_nodes, strategy=strategy,
             precision=cfg.precision(), max_epochs=trainer_epochs(cfg, train_epochs),
-            max_steps=s.max_steps, accumulate_grad_batches=cfg.optim.grad_accum_steps,
+            max_steps=-1, accumulate_grad_batches=cfg.optim.grad_accum_steps,  # --max-steps: StopAtMaxSteps
             limit_train_batches=r.limit_train_batches, limit_val_batches=r.limit_val_batches,
             limit_test_batches=r.limit_test_batches, val_check_interval=r.val_check_interval,
             check_val_every_n_epoch=max(1, round(repeats)), num_sanity_val_steps=r.num_sanity_val_steps,
