@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from helm import run
+from helm import files, run
 
 if TYPE_CHECKING:
     from helm.config import TrainConfig
@@ -69,13 +69,22 @@ class Clock(pl.Callback):
         self.seconds_before = float(progress.get("train_time_s", 0.0))
 
 
-class ValidateAtMaxSteps(pl.Callback):
-    """A run that --max-steps stops inside an epoch validates at its last update, as one that ends with its epoch
-    does: the best-checkpoint selection sees the final weights (and Lightning does not warn that the monitored
-    metric is missing). Lightning validates when `should_stop` is set at the end of a training batch."""
+class StopAtMaxSteps(pl.Callback):
+    """--max-steps, kept here rather than in the Trainer's own `max_steps`: Lightning treats every resume of a
+    max_steps run as a restart inside an epoch, so a checkpoint saved at the end of an epoch resumed into an epoch
+    of 0 batches (a finished run extended with --epochs trained nothing). A run that stops inside an epoch
+    validates at its last update, as one that ends with its epoch does: the best-checkpoint selection sees the final
+    weights. Lightning validates when `should_stop` is set at the end of a training batch."""
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.global_step >= self.max_steps:  # a resumed checkpoint that already holds every update asked
+            trainer.should_stop = True
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
-        if 0 < trainer.max_steps <= trainer.global_step:
+        if trainer.global_step >= self.max_steps:
             trainer.should_stop = True
 
 
@@ -83,10 +92,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary name beside the target and renamed: a run killed mid-save (SIGKILL, a
     Slurm preemption) keeps its previous, complete last.ckpt instead of a truncated one that resume cannot read.
     Written here, not by Lightning's saver: that one stages the file in the system's temporary folder (fsspec), where
-    a kill leaves it for good; ours is removed by the next start (`run.remove_temporaries`)."""
+    a kill leaves it for good; ours is removed by the next start (`files.remove_temporaries`)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        with run.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        with files.atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename makes it last.ckpt
@@ -108,7 +117,7 @@ def callbacks(cfg: TrainConfig, out: Path) -> tuple[ModelCheckpoint, Clock, list
     clock = Clock()
     out_list: list[pl.Callback] = [best, clock]
     if cfg.schedule.max_steps > 0:
-        out_list.append(ValidateAtMaxSteps())
+        out_list.append(StopAtMaxSteps(cfg.schedule.max_steps))
     if r.checkpoint_every_n_steps:  # last.ckpt between validations, so a killed run loses at most N updates
         every = r.checkpoint_every_n_steps
         out_list.append(ModelCheckpoint(ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=every,

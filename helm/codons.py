@@ -193,7 +193,7 @@ class Tree:
         return out
 
     def level_weights(self, alpha: float, normalize: bool = True) -> np.ndarray:
-        """lambda(n) = exp(-alpha * depth(n)) / Z per node; Z sums over every node (helm/losses.py)."""
+        """lambda(n) = exp(-alpha * depth(n)) / Z per node; Z sums over every node (helm/losses/kernels.py)."""
         w = np.exp(-alpha * self.depth.astype(np.float64))
         return w / w.sum() if normalize else w
 

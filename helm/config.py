@@ -21,15 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from helm.args import ConfigError
+from helm.losses import LOSSES
 from helm.models.config import ModelConfig
-from helm.tokenizers import LEARNED, create_tokenizer, list_tokenizers
+from helm.tokenizers import CODON_TOKENIZERS, LEARNED, TOKENIZERS, create_tokenizer
 
-# the loss registry's names (helm/losses.py builds them; defined here, where no torch is imported)
-LOSSES = ("XE", "HXE", "soft_labels", "aa_loss_add", "aa_loss_only")
-TOKENIZERS = tuple(list_tokenizers())
-# tokenizers whose vocabulary has a codon hierarchy (helm/codons.py build_tree): HXE, soft labels, the amino-acid
-# losses and the aa / severity metrics need one
-CODON_TOKENIZERS = ("3mer", "6mer")
 # metric name -> better direction; `--eval-metric` picks one, `--val-metric-mode` defaults from it
 EVAL_METRICS = {
     "val_loss": "min",

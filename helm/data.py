@@ -59,6 +59,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from helm.codons import CLS_ID, EOS_ID, MASK_ID, PAD_ID, SPECIALS
 from helm.config import MASK_REPLACE, MASKING_STRATEGIES, DataArgs, RunArgs, TrainConfig
 from helm.shards import TokenShards
+from helm.splits import SPLITS
 from helm.tokenizers import load_tokenizer
 
 __all__ = [
@@ -428,7 +429,7 @@ class HelmDataModule(pl.LightningDataModule):
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             self.dataset(split)
 
     def _rank(self) -> tuple[int, int]:

@@ -406,18 +406,9 @@ def _loss_text(run_config: dict[str, Any]) -> str:
     return {"XE": "XE (cross-entropy)"}.get(loss, loss) + tree
 
 
-def model_card(run: Any, mode: str, num_parameters: int, license_id: str = DEFAULT_LICENSE) -> str:
-    """README.md of an export as the Hugging Face Hub reads it: a YAML header (licence, library, tags, pipeline,
-    datasets, metrics and their values from the run's metrics.json as a model-index) and a body that says what the
-    model is, how it was trained, how to load it and what it is not."""
-    import yaml
-
-    cfg, metrics = run.config, run.metrics or {}
-    derived = cfg.get("derived") or {}
-    model = derived.get("model") or {}
-    arch, tokenizer = str(cfg.get("model_name")), str(derived.get("tokenizer") or run.tokenizer.name)
+def _card_results(metrics: dict[str, Any], mode: str, corpus: list[str]) -> list[dict[str, Any]]:
+    """The model-index results of the card's header: one entry per split (test, val) with recorded metrics."""
     task = "fill-mask" if mode == "mlm" else "text-generation"
-    corpus, summary = _corpus(cfg)
     corpus_name = ", ".join(corpus) or "unknown corpus"
     results = []
     for split in ("test", "val"):
@@ -430,28 +421,38 @@ def model_card(run: Any, mode: str, num_parameters: int, license_id: str = DEFAU
                             "split": "validation" if split == "val" else split},
                 "metrics": [{"type": kind, "value": round(float(v), 6), "name": name} for kind, name, v in values],
             })  # fmt: skip
+    return results
+
+
+def _card_header(run: Any, mode: str, corpus: list[str], license_id: str) -> dict[str, Any]:
+    """The YAML header the Hub reads: licence, library, tags, pipeline, datasets, metrics and the model-index."""
     header = {
         "license": license_id,
         "library_name": "transformers",
-        "tags": ["helm-mrna", "mrna", "codon", "biology", arch, "masked-lm" if mode == "mlm" else "causal-lm",
-                 "custom_code"],
-        "pipeline_tag": task,
+        "tags": ["helm-mrna", "mrna", "codon", "biology", str(run.config.get("model_name")),
+                 "masked-lm" if mode == "mlm" else "causal-lm", "custom_code"],
+        "pipeline_tag": "fill-mask" if mode == "mlm" else "text-generation",
         "datasets": corpus or ["unknown"],
         "metrics": sorted({kind for _, kind, _ in CARD_METRICS}),
     }  # fmt: skip
+    results = _card_results(run.metrics or {}, mode, corpus)
     if results:
         header["model-index"] = [{"name": run.run_id, "results": results}]
+    return header
 
-    size = f"{num_parameters:,} parameters"
-    if model:
-        size += f" ({model.get('num_layers')} layers x {model.get('hidden_size')}, context {model.get('max_seq_len')})"
-    if summary is not None:
-        kept, tokens = summary.get("kept", {}), summary.get("tokens", {})
-        corpus_text = (f"{corpus_name}: {summary.get('kept_total', 0):,} sequences after cleaning and deduplication "
-                       f"(train {kept.get('train', 0):,} / validation {kept.get('val', 0):,} / test "
-                       f"{kept.get('test', 0):,}; {tokens.get('train', 0):,} training tokens)")  # fmt: skip
-    else:
-        corpus_text = f"{corpus_name} (its prepared summary.json was not found at export time)"
+
+def _corpus_text(corpus_name: str, summary: dict[str, Any] | None) -> str:
+    if summary is None:
+        return f"{corpus_name} (its prepared summary.json was not found at export time)"
+    kept, tokens = summary.get("kept", {}), summary.get("tokens", {})
+    return (f"{corpus_name}: {summary.get('kept_total', 0):,} sequences after cleaning and deduplication "
+            f"(train {kept.get('train', 0):,} / validation {kept.get('val', 0):,} / test "
+            f"{kept.get('test', 0):,}; {tokens.get('train', 0):,} training tokens)")  # fmt: skip
+
+
+def _training_text(cfg: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """Updates and tokens the run made, then what it was asked (epochs, max steps, batch, lr, seed)."""
+    derived = cfg.get("derived") or {}
     steps, seen = metrics.get("steps"), metrics.get("train_tokens")
     training = f"{steps:,} optimizer updates" if isinstance(steps, int) else "unknown updates"
     if isinstance(seen, (int, float)):
@@ -459,32 +460,53 @@ def model_card(run: Any, mode: str, num_parameters: int, license_id: str = DEFAU
     max_steps = cfg.get("max_steps") if isinstance(cfg.get("max_steps"), int) and cfg["max_steps"] > 0 else None
     asked = {"epochs asked": cfg.get("epochs"), "max steps": max_steps,
              "global batch": derived.get("global_batch"), "lr": derived.get("lr"), "seed": cfg.get("seed")}  # fmt: skip
-    training += "".join(f", {name} {value}" for name, value in asked.items() if value is not None)
+    return training + "".join(f", {name} {value}" for name, value in asked.items() if value is not None)
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    """The intrinsic metrics as a Markdown table (a row per split that has any), or a line saying there are none."""
     rows = []
     for split in ("test", "val"):
         cells = [metrics.get(f"{split}_{key}") for key, _, _ in CARD_METRICS]
         if any(isinstance(c, (int, float)) for c in cells):
             shown = [f"{c:.4g}" if isinstance(c, (int, float)) else "" for c in cells]
             rows.append(f"| {SPLIT_NAMES[split]} | " + " | ".join(shown) + " |")
+    if not rows:
+        return "No metrics were recorded."
     columns = " | ".join(name for _, _, name in CARD_METRICS)
-    table = "\n".join([f"| split | {columns} |", "| --- " * (len(CARD_METRICS) + 1) + "|", *rows])
+    return "\n".join([f"| split | {columns} |", "| --- " * (len(CARD_METRICS) + 1) + "|", *rows])
+
+
+def _usage(mode: str) -> tuple[str, str]:
+    """(the Auto class of the head, the pipeline lines) of the card's loading example."""
+    if mode == "mlm":
+        return "AutoModelForMaskedLM", (
+            'fill = pipeline("fill-mask", model=MODEL, trust_remote_code=True)\n'
+            'fill("ATGGCATCA<mask>GAAGACGTC", top_k=5)  # the codons that fit the masked position, with scores'
+        )
+    return "AutoModelForCausalLM", (
+        'gen = pipeline("text-generation", model=MODEL, trust_remote_code=True)\n'
+        'gen("ATGGCATCATCA", max_new_tokens=30, do_sample=True)  # continues the sequence codon by codon'
+    )
+
+
+def _card_body(run: Any, mode: str, num_parameters: int, corpus: list[str], summary: dict[str, Any] | None) -> str:
+    """The card's Markdown: what the model is, how it was trained, its metrics, how to load it, its limits."""
+    cfg, metrics = run.config, run.metrics or {}
+    derived = cfg.get("derived") or {}
+    model = derived.get("model") or {}
+    arch, tokenizer = str(cfg.get("model_name")), str(derived.get("tokenizer") or run.tokenizer.name)
+    corpus_name = ", ".join(corpus) or "unknown corpus"
+    size = f"{num_parameters:,} parameters"
+    if model:
+        size += f" ({model.get('num_layers')} layers x {model.get('hidden_size')}, context {model.get('max_seq_len')})"
     # runs from before the command was recorded: their config.yaml is a complete --config
     command = (
         derived.get("command")
         or "# not recorded; the run's config.yaml holds every flag\nhelm train --config config.yaml"
     )
-    head = "AutoModelForMaskedLM" if mode == "mlm" else "AutoModelForCausalLM"
-    if mode == "mlm":
-        use = (
-            'fill = pipeline("fill-mask", model=MODEL, trust_remote_code=True)\n'
-            'fill("ATGGCATCA<mask>GAAGACGTC", top_k=5)  # the codons that fit the masked position, with scores'
-        )
-    else:
-        use = (
-            'gen = pipeline("text-generation", model=MODEL, trust_remote_code=True)\n'
-            'gen("ATGGCATCATCA", max_new_tokens=30, do_sample=True)  # continues the sequence codon by codon'
-        )
-    body = f"""# {run.run_id}
+    head, use = _usage(mode)
+    return f"""# {run.run_id}
 
 A {"masked" if mode == "mlm" else "causal"} codon language model for mRNA coding sequences, pretrained with
 helm-mrna (a re-implementation of *HELM: Hierarchical Encoding for mRNA Language Modeling*,
@@ -496,15 +518,15 @@ Yazdani-Jahromi et al., ICLR 2025) and exported by `helm export`.
 | size | {size} |
 | tokenizer | {tokenizer} ({derived.get("vocab_size", len(run.tokenizer))} tokens; upper-cases, reads U as T) |
 | loss | {_loss_text(cfg)} |
-| corpus | {corpus_text} |
-| training | {training} |
+| corpus | {_corpus_text(corpus_name, summary)} |
+| training | {_training_text(cfg, metrics)} |
 
 ## Intrinsic metrics
 
 Scored on the true codon tree whatever tree the run was trained on (mistake severity: the mean tree distance of
 wrong predictions; lower is better).
 
-{table if rows else "No metrics were recorded."}
+{_metrics_table(metrics)}
 
 ## How to load it
 
@@ -538,6 +560,17 @@ hidden = hidden.last_hidden_state  # [batch, tokens, hidden size]
   corpus; they are no evidence of quality on downstream tasks, which must be evaluated separately.
 - Not a clinical or design tool: generated or scored sequences need experimental validation.
 """
+
+
+def model_card(run: Any, mode: str, num_parameters: int, license_id: str = DEFAULT_LICENSE) -> str:
+    """README.md of an export as the Hugging Face Hub reads it: a YAML header (licence, library, tags, pipeline,
+    datasets, metrics and their values from the run's metrics.json as a model-index) and a body that says what the
+    model is, how it was trained, how to load it and what it is not."""
+    import yaml
+
+    corpus, summary = _corpus(run.config)
+    header = _card_header(run, mode, corpus, license_id)
+    body = _card_body(run, mode, num_parameters, corpus, summary)
     return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body
 
 
@@ -566,15 +599,15 @@ def export_run(
     are left alone, nothing outside ``out`` is touched."""
     from safetensors.torch import save
 
-    from helm import __version__
     from helm.downstream.embed import run_mode
-    from helm.run import CONFIG_FILE, TOKENIZER_DIR, atomic_write, load_run
+    from helm.files import atomic_write
+    from helm.run import CONFIG_FILE, TOKENIZER_DIR, load_run
     from helm.tokenizers import TOKENIZER_FILE
 
     run_dir, out = Path(run_dir), Path(out)
     _check_out(run_dir, out, overwrite)
     run = load_run(run_dir)
-    model, cfg = run.model, run.model.config
+    cfg = run.model.config
     mode = run_mode(run.config)
     if (mode == "mlm") != bool(cfg.bidirectional):
         raise ExportError(
@@ -586,22 +619,37 @@ def export_run(
             f"vocab_size={cfg.vocab_size})"
         )
     hf_tokenizer = build_tokenizer(run.tokenizer, run_dir / TOKENIZER_DIR / TOKENIZER_FILE, mode)
+    weights = _exported_weights(run.model)
+    model_files = _model_files(run, mode, weights)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in _export_file_names():  # a previous export's files only (--overwrite): stale backbone sources too
+        path = out / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    for name, text in model_files.items():
+        (out / name).write_text(text)
+    # bytes through atomic_write: the file gets the user's umask like every other (safetensors' save_file: 0600)
+    atomic_write(out / WEIGHTS_FILE, save(weights, metadata={"format": "pt"}))
+    _write_tokenizer(out, hf_tokenizer, mode, cfg)
+    (out / CARD_FILE).write_text(model_card(run, mode, sum(p.numel() for p in run.model.parameters()), license_id))
+    return out
 
-    arch = model.arch
-    embedding = model.get_input_embeddings().weight
-    embedding_key = next(
-        name
-        for name, p in model.named_parameters(remove_duplicate=False)
-        if p is embedding and not name.startswith("lm_head")
-    )
+
+def _exported_weights(model: Any) -> dict[str, Any]:
+    """The state dict under the wrapper's ``helm.`` prefix; a tied LM head is stored once (transformers ties
+    lm_head to the embedding: HelmPreTrainedModel._tied_weights_keys)."""
     state = model.state_dict()
-    if cfg.tie_embeddings:  # stored once; transformers ties lm_head to it (HelmPreTrainedModel._tied_weights_keys)
+    if model.config.tie_embeddings:
         state.pop("lm_head.weight")
-    weights = {f"helm.{name}": t.detach().contiguous().cpu() for name, t in state.items()}
-    sources = model_sources(arch)
-    module = BACKBONE_MODULES[arch].rsplit(".", 1)[-1]
-    head = "HelmForMaskedLM" if mode == "mlm" else "HelmForCausalLM"
-    config = {
+    return {f"helm.{name}": t.detach().contiguous().cpu() for name, t in state.items()}
+
+
+def _hf_config(run: Any, mode: str, weights: dict[str, Any]) -> dict[str, Any]:
+    """config.json: the ModelConfig fields, the model_type and auto_map that load helm's classes, token ids."""
+    from helm import __version__
+
+    arch, head = run.model.arch, "HelmForMaskedLM" if mode == "mlm" else "HelmForCausalLM"
+    return {
         "model_type": f"helm_{arch}",
         "architectures": [head],
         "auto_map": {
@@ -609,27 +657,35 @@ def export_run(
             "AutoModel": f"{MODELING_MODULE}.HelmModel",
             ("AutoModelForMaskedLM" if mode == "mlm" else "AutoModelForCausalLM"): f"{MODELING_MODULE}.{head}",
         },
-        **cfg.to_dict(),
+        **run.model.config.to_dict(),
         "bos_token_id": CLS_ID,
         "eos_token_id": EOS_ID,
         "dtype": str(next(iter(weights.values())).dtype).removeprefix("torch."),
         "helm_export": {"run": run.run_id, "mode": mode, "tokenizer": run.tokenizer.name, "helm_version": __version__},
     }
 
-    out.mkdir(parents=True, exist_ok=True)
-    for name in _export_file_names():  # a previous export's files only (--overwrite): stale backbone sources too
-        path = out / name
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-    for name, text in sources.items():
-        (out / name).write_text(text)
-    (out / f"{CONFIG_MODULE}.py").write_text(CONFIG_TEMPLATE.format(model_type=f"helm_{arch}"))
+
+def _model_files(run: Any, mode: str, weights: dict[str, Any]) -> dict[str, str]:
+    """File name -> text: the backbone's sources, the two generated modules and config.json."""
+    model, arch = run.model, run.model.arch
+    embedding = model.get_input_embeddings().weight
+    embedding_key = next(
+        name
+        for name, p in model.named_parameters(remove_duplicate=False)
+        if p is embedding and not name.startswith("lm_head")
+    )
+    files = model_sources(arch)
+    files[f"{CONFIG_MODULE}.py"] = CONFIG_TEMPLATE.format(model_type=f"helm_{arch}")
+    module = BACKBONE_MODULES[arch].rsplit(".", 1)[-1]
     lm_class = type(model).__name__
     modeling = MODELING_TEMPLATE.format(arch=arch, module=module, lm_class=lm_class, embedding=embedding_key)
-    (out / f"{MODELING_MODULE}.py").write_text(modeling)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    # bytes through atomic_write: the file gets the user's umask like every other (safetensors' save_file: 0600)
-    atomic_write(out / WEIGHTS_FILE, save(weights, metadata={"format": "pt"}))
+    files[f"{MODELING_MODULE}.py"] = modeling
+    files["config.json"] = json.dumps(_hf_config(run, mode, weights), indent=2) + "\n"
+    return files
+
+
+def _write_tokenizer(out: Path, hf_tokenizer: tokenizers.Tokenizer, mode: str, cfg: Any) -> None:
+    """tokenizer.json, its config and special tokens; for a causal model the generation config too."""
     hf_tokenizer.save(str(out / "tokenizer.json"))
     tok_config = tokenizer_config(cfg.max_seq_len)
     (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
@@ -638,8 +694,6 @@ def export_run(
     if mode == "clm":
         generation = {"bos_token_id": CLS_ID, "eos_token_id": EOS_ID, "pad_token_id": cfg.pad_token_id}
         (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    (out / CARD_FILE).write_text(model_card(run, mode, sum(p.numel() for p in model.parameters()), license_id))
-    return out
 
 
 def build_parser() -> HelmParser:

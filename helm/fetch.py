@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from helm.args import HelmParser, command_errors
-from helm.run import atomic_path, atomic_write
+from helm.files import atomic_path, atomic_write, cache_dir
 
 
 class FetchError(ValueError):
@@ -33,11 +33,6 @@ class FetchError(ValueError):
 def default_mirror() -> str | None:
     """``$HELM_DATA_MIRROR``: a local copy of the raw data, searched before any download."""
     return os.environ.get("HELM_DATA_MIRROR") or None
-
-
-def cache_dir() -> Path:
-    """Where downloads without an explicit destination land (``$HELM_CACHE``, else ~/.cache/helm-mrna)."""
-    return Path(os.environ.get("HELM_CACHE") or Path.home() / ".cache" / "helm-mrna")
 
 
 def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:

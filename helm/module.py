@@ -229,6 +229,9 @@ class HelmModule(pl.LightningModule):
     def on_train_start(self) -> None:
         if self.ema is not None and not self.cfg.ema.model_ema_force_cpu:
             self.ema.module.to(self.device)
+        if self.trainer.ckpt_path and self._stateless_schedule():
+            # a resume: the optimizer state holds the lr of the old schedule; set this run's lr at this position
+            self._step_schedule(self.current_epoch)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         # Update the EMA right after each optimizer update (once per update under gradient accumulation),
@@ -315,12 +318,23 @@ class HelmModule(pl.LightningModule):
         interval = "step" if s.sched_on_updates else "epoch"
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
-    def _schedule_epoch(self) -> float:
+    def _schedule_epoch(self, lightning_epochs: int) -> float:
         # with --epoch-repeats, `repeats` Lightning epochs make one schedule epoch; a whole epoch goes as an int,
         # which timm's --lr-noise needs (it seeds its generator with noise_seed + epoch)
         repeats = self.cfg.schedule.epoch_repeats or 1.0
-        epoch = (self.current_epoch + 1) / repeats + (self.cfg.schedule.start_epoch or 0)
+        epoch = lightning_epochs / repeats + (self.cfg.schedule.start_epoch or 0)
         return int(epoch) if float(epoch).is_integer() else epoch
+
+    def _stateless_schedule(self) -> bool:
+        # timm's schedulers other than plateau keep no progress, only their settings (lr = f(epoch or update))
+        return self.cfg.schedule.sched not in ("none", "plateau")
+
+    def _step_schedule(self, lightning_epochs: int) -> None:
+        scheduler = self.lr_schedulers()
+        if self.cfg.schedule.sched_on_updates:
+            scheduler.step_update(num_updates=self.global_step + self._update_offset())
+        else:
+            scheduler.step(epoch=self._schedule_epoch(lightning_epochs))
 
     def _update_offset(self) -> int:
         """Updates before this run's first one in the schedule: --start-epoch whole schedule epochs (as timm)."""
@@ -328,10 +342,8 @@ class HelmModule(pl.LightningModule):
 
     def lr_scheduler_step(self, scheduler, metric: Any) -> None:
         # timm schedulers take the epoch / update count explicitly
-        if self.cfg.schedule.sched_on_updates:
-            scheduler.step_update(num_updates=self.global_step + self._update_offset())
-        elif self.cfg.schedule.sched != "plateau":  # plateau: stepped in on_train_epoch_end, after validation
-            scheduler.step(epoch=self._schedule_epoch())
+        if self.cfg.schedule.sched_on_updates or self.cfg.schedule.sched != "plateau":
+            self._step_schedule(self.current_epoch + 1)  # plateau: stepped in on_train_epoch_end, after validation
 
     def on_validation_end(self) -> None:
         if self.cfg.schedule.sched == "plateau" and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
@@ -343,7 +355,7 @@ class HelmModule(pl.LightningModule):
         # absent after a resume) and its ReduceLROnPlateau path after the epoch-end checkpoint is saved; stepping
         # here uses this epoch's validation (if one ran) and comes before ModelCheckpoint saves on train epoch end.
         if self.cfg.schedule.sched == "plateau":
-            self.lr_schedulers().step(epoch=self._schedule_epoch(), metric=self._plateau_metric)
+            self.lr_schedulers().step(epoch=self._schedule_epoch(self.current_epoch + 1), metric=self._plateau_metric)
             self._plateau_metric = None
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
@@ -360,6 +372,11 @@ class HelmModule(pl.LightningModule):
             checkpoint["ema_state_dict"] = self.ema.module.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._stateless_schedule():
+            # such a scheduler's state is its settings: this run's win (a finished run resumed with more --epochs
+            # follows the longer schedule, as timm's train.py rebuilds its scheduler on resume); on_train_start
+            # sets the lr of the resumed position
+            checkpoint["lr_schedulers"] = [{} for _ in checkpoint.get("lr_schedulers", [])]
         if self.ema is not None:
             if "ema_state_dict" not in checkpoint:
                 raise ValueError("--model-ema is on but the checkpoint holds no EMA weights")

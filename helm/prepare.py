@@ -34,9 +34,8 @@ multiple of 3 (``length_not_multiple_of_3``): that is not an in-frame CDS.
 
 Split and dedup are keyed on the *cleaned* (and tail-trimmed) sequence: key = blake2b-64(sequence). A row
 whose key was seen before is rejected as ``duplicate`` (the first occurrence is kept). The split is a pure
-function of the key and ``--seed``: u = splitmix64(key ^ seed) / 2**64, test if u < test_fraction, val if
-u < test + val fractions, else train. So a sequence lands in the same split whatever the input order, partitioning or
-thread count, and duplicates can never straddle splits. With explicit ``--train_file/--val_file/
+function of the key and ``--seed`` (helm/splits.py): a sequence lands in the same split whatever the input order,
+partitioning or thread count, and duplicates can never straddle splits. With explicit ``--train_file/--val_file/
 --test_file`` the files are the splits (read in the order test, val, train, so a sequence shared by a
 held-out file and the training file is removed from training, counted as ``duplicate``).
 
@@ -45,7 +44,7 @@ renamed); the finished directory is renamed to ``<output>`` last, so a reader ne
 shard. A rerun after a kill discards ``<output>.partial`` and restarts; output is deterministic, so the
 result is byte-identical to an uninterrupted run. A rerun whose inputs and settings match a finished
 ``<output>`` (``summary.json`` fingerprint) does nothing. One writer per output: a second prepare on the same
-``<output>`` is refused while the first runs (``helm.run.exclusive``); docs/ARCHITECTURE.md ("Faults").
+``<output>`` is refused while the first runs (``helm.files.exclusive``); docs/ARCHITECTURE.md ("Faults").
 
 Fan-out / merge: every prepared directory can be merged. Prepare each OAS unit into its own directory
 (one job each, same ``--tokenizer``/``--seed``/fractions; for learned tokenizers pass the same
@@ -82,6 +81,7 @@ from typing import Any, Literal
 import numpy as np
 
 from helm.args import ConfigError, HelmParser, add_dataclass, command_errors, from_values, kind_of
+from helm.files import atomic_write, exclusive
 from helm.io import (
     DataError,
     clean_protein,
@@ -93,7 +93,7 @@ from helm.io import (
     translate_frame,
     uninformative,
 )
-from helm.run import atomic_write, exclusive
+from helm.splits import SPLITS, sequence_key, split_of
 from helm.tokenizers import (
     LEARNED_VOCAB_SIZE,
     TOKENIZER_FILE,
@@ -104,7 +104,6 @@ from helm.tokenizers import (
     tokenizer_alphabet,
 )
 
-SPLITS = ("train", "val", "test")
 INDEX_FILE = "index.json"
 SUMMARY_FILE = "summary.json"
 REJECTS_FILE = "rejects.tsv"
@@ -112,26 +111,9 @@ EXPORT_TMP = "export.txt.tmp"  # --export_txt, staged with the rest until the ou
 TRIMMED_FILE = "tail_trimmed.hashes"
 FORMAT_VERSION = 1
 SHARD_FILES = ("tokens", "offsets", "hashes")
-_MASK64 = (1 << 64) - 1
 
 
 # ------------------------------------------------------------------------------------------ hashing
-
-
-def sequence_key(seq: str) -> int:
-    """64-bit dedup key of a cleaned sequence."""
-    return int.from_bytes(hashlib.blake2b(seq.encode("ascii"), digest_size=8).digest(), "little")
-
-
-def split_of(keys: np.ndarray, seed: int, val_fraction: float, test_fraction: float) -> np.ndarray:
-    """0 = train, 1 = val, 2 = test, from the keys alone (splitmix64 finaliser, vectorized)."""
-    with np.errstate(over="ignore"):
-        z = keys.astype(np.uint64) ^ np.uint64(seed * 0x9E3779B97F4A7C15 & _MASK64)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    u = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    return np.where(u < test_fraction, 2, np.where(u < test_fraction + val_fraction, 1, 0)).astype(np.int8)
 
 
 class SeenKeys:

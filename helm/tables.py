@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from helm.args import HelmParser, command_errors
-from helm.run import CONFIG_FILE, METRICS_FILE, TB_DIR, atomic_write
+from helm.files import atomic_write
+from helm.run import CONFIG_FILE, METRICS_FILE, TB_DIR
 
 if TYPE_CHECKING:  # numpy / pandas load when tables are made (`helm tables --help` is instant)
     import pandas as pd

@@ -29,7 +29,10 @@ from helm.codons import SPECIALS, UNK_ID, Vocab, aa_vocab, kmer_vocab, nuc_vocab
 
 TOKENIZER_FILE = "tokenizer.json"
 LEARNED = ("bpe", "wp", "ug")
-_NAMES = ("3mer", "codon", "nuc", "6mer", "aa", *LEARNED)
+TOKENIZERS = ("3mer", "codon", "nuc", "6mer", "aa", *LEARNED)  # the registry's names (`--tokenizer` choices)
+# tokenizers whose vocabulary has a codon hierarchy (helm/codons.py build_tree): HXE, soft labels, the amino-acid
+# losses and the aa / severity metrics need one
+CODON_TOKENIZERS = ("3mer", "6mer")
 _INVALID = 255
 LEARNED_VOCAB_SIZE = 256  # the default size of a learned vocabulary (`--vocab_size` of prepare and train)
 WORD_LENGTH = 48  # learned tokenizers: a token never spans a 48-nt (16-codon) boundary of the sequence
@@ -59,7 +62,7 @@ def sequence_normalizer(rna_as_dna: bool = True):
 
 
 def list_tokenizers() -> list[str]:
-    return list(_NAMES)
+    return list(TOKENIZERS)
 
 
 def _as_bytes(seqs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -336,7 +339,7 @@ def create_tokenizer(name: str, overlap: int = 0, **kw) -> Tokenizer:
         if overlap:
             raise ValueError(f"--overlap applies to k-mer tokenizers, not to the learned {name} tokenizer")
         return LearnedTokenizer(name, vocab_size=int(kw.get("vocab_size", LEARNED_VOCAB_SIZE)))
-    raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(_NAMES)}")
+    raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}")
 
 
 def tokenizer_alphabet(tok: Tokenizer) -> str:

@@ -19,10 +19,11 @@ from typing import Any
 
 import yaml
 
-from helm import run
+from helm import files, run
 from helm.args import HelmParser, add_dataclass, command_errors, typed
 from helm.config import EVAL_METRICS, FLAGS, GROUPS, MODEL_DERIVED, TrainConfig, check_registries
 from helm.prepare import SUMMARY_FILE
+from helm.splits import SPLITS
 from helm.tokenizers import LEARNED, LEARNED_VOCAB_SIZE
 
 PROG = "helm train"
@@ -224,7 +225,7 @@ def load_data(cfg: TrainConfig, data_dir: Path) -> tuple[Any, dict[str, int], in
     dm = HelmDataModule.from_config(data_dir, cfg, workers)
     check_tokenizer(cfg, dm.tokenizer, data_dir)
     # sequences cut at --max_seq_len: counted per split, printed and kept in metrics.json (never silent)
-    truncated = {split: dm.dataset(split).truncated() for split in ("train", "val", "test")}
+    truncated = {split: dm.dataset(split).truncated() for split in SPLITS}
     if any(truncated.values()) and rank() == 0:
         counts = ", ".join(f"{split} {n:,} of {len(dm.dataset(split)):,}" for split, n in truncated.items())
         print(f"{PROG}: sequences longer than --max_seq_len {cfg.model.max_seq_len} are cut: {counts}", file=sys.stderr)
@@ -342,7 +343,7 @@ def build_trainer(cfg: TrainConfig, out: Path, callbacks: list[Any], train_epoch
         return pl.Trainer(
             accelerator=r.accelerator, devices=r.num_devices, num_nodes=r.num_nodes, strategy=strategy,
             precision=cfg.precision(), max_epochs=trainer_epochs(cfg, train_epochs),
-            max_steps=s.max_steps, accumulate_grad_batches=cfg.optim.grad_accum_steps,
+            max_steps=-1, accumulate_grad_batches=cfg.optim.grad_accum_steps,  # --max-steps: StopAtMaxSteps
             limit_train_batches=r.limit_train_batches, limit_val_batches=r.limit_val_batches,
             limit_test_batches=r.limit_test_batches, val_check_interval=r.val_check_interval,
             check_val_every_n_epoch=max(1, round(repeats)), num_sanity_val_steps=r.num_sanity_val_steps,
@@ -383,8 +384,8 @@ def fit(cfg: TrainConfig, command: list[str] | None = None) -> dict[str, Any]:
 
     if rank() != 0:  # started by rank 0 (Lightning) or beside it (srun): rank 0 owns the directory
         return _fit(cfg, command)
-    with run.exclusive(cfg.output, PROG):
-        run.remove_temporaries(cfg.output, *(cfg.output / d for d in run.RUN_ENTRIES))
+    with files.exclusive(cfg.output, PROG):
+        files.remove_temporaries(cfg.output, *(cfg.output / d for d in run.RUN_ENTRIES))
         return _fit(cfg, command)
 
 

@@ -45,8 +45,8 @@ def one_error_line(proc: subprocess.CompletedProcess, prog: str) -> str:
 # ---------------------------------------------------------------------------------- 1. two writers
 HOLD = """
 import sys, time
-from helm import run
-with run.exclusive(sys.argv[1], "a holder"):
+from helm import files
+with files.exclusive(sys.argv[1], "a holder"):
     print("locked", flush=True)
     time.sleep(600)
 """

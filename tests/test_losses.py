@@ -1,4 +1,4 @@
-"""Losses against brute-force implementations of their definitions (helm/losses.py), in float64."""
+"""Losses against brute-force implementations of their definitions (helm/losses/kernels.py), in float64."""
 
 from __future__ import annotations
 
@@ -21,13 +21,8 @@ from helm.codons import (
     kmer_vocab,
     nuc_vocab,
 )
-from helm.losses import (
-    HXELoss,
-    SoftLabelsLoss,
-    build_loss,
-    canonical_loss_name,
-    list_losses,
-)
+from helm.losses import build_loss, canonical_loss_name, list_losses
+from helm.losses.kernels import HXELoss, SoftLabelsLoss
 
 # ------------------------------------------------------------------------------------ brute-force references
 
@@ -343,10 +338,9 @@ def test_tables_are_not_saved_in_checkpoints() -> None:
 
 
 def test_codon_tokenizers_are_those_with_a_codon_hierarchy():
-    """helm.config.CODON_TOKENIZERS (checked while parsing flags) is exactly where build_tree has a hierarchy."""
+    """helm.tokenizers.CODON_TOKENIZERS (checked while parsing flags) is exactly where build_tree has a hierarchy."""
     from helm.codons import build_tree
-    from helm.config import CODON_TOKENIZERS
-    from helm.tokenizers import LEARNED, create_tokenizer, list_tokenizers
+    from helm.tokenizers import CODON_TOKENIZERS, LEARNED, create_tokenizer, list_tokenizers
 
     have = set()
     for name in set(list_tokenizers()) - set(LEARNED):

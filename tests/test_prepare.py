@@ -19,8 +19,9 @@ import pytest
 
 from helm.codons import translate
 from helm.io import DataError, oas_cds, read_records
-from helm.prepare import SPLITS, SeenKeys, has_internal_stop, merge, prepare, sequence_key, split_of
+from helm.prepare import SeenKeys, has_internal_stop, merge, prepare
 from helm.shards import TokenShards
+from helm.splits import SPLITS, sequence_key, split_of
 from helm.tokenizers import create_tokenizer, load_tokenizer
 
 OAS = "pretrain/oas_parameswaran2013_heavy_100k.csv.gz"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helm import run
+from helm import files, run
 
 
 def test_config_and_metrics_round_trip(tmp_path):
@@ -66,10 +66,10 @@ def test_atomic_write_and_atomic_path(tmp_path):
     """The project's one atomic writer: text or bytes land whole; a failed write leaves the old file and no
     temporary behind."""
     target = tmp_path / "sub" / "f.bin"
-    assert run.atomic_write(target, b"\x00\x01") == target and target.read_bytes() == b"\x00\x01"
-    run.atomic_write(target, "text\n")
+    assert files.atomic_write(target, b"\x00\x01") == target and target.read_bytes() == b"\x00\x01"
+    files.atomic_write(target, "text\n")
     assert target.read_text() == "text\n"
-    with pytest.raises(RuntimeError), run.atomic_path(target) as tmp:
+    with pytest.raises(RuntimeError), files.atomic_path(target) as tmp:
         tmp.write_text("half")
         raise RuntimeError("killed")
     assert target.read_text() == "text\n" and [p.name for p in target.parent.iterdir()] == ["f.bin"]

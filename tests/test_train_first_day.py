@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 from train_utils import run_train, tiny_args, write_oas_txt
 
 from helm import run
@@ -75,22 +76,33 @@ def extend(finished, out, *extra):
     return run_train(args, timeout=TIMEOUT)
 
 
-def test_raising_epochs_extends_a_finished_run(finished, tmp_path):
-    """What the refusal asks for works: the checkpoint at the end of epoch 1 continues into a whole epoch 2."""
-    done = extend(finished, tmp_path / "run")
+@pytest.fixture(scope="module")
+def two_epochs(prepared, tmp_path_factory):
+    """The same run asked for 2 epochs from the start."""
+    out = tmp_path_factory.mktemp("two-epochs") / "run"
+    done = run_train(tiny_args(prepared, out, "--mode", "mlm", "--epochs", "2"), timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert run.read_metrics(tmp_path / "run")["steps"] == 2 * EPOCH
+    return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open defect found for issue 22: with --max-steps set as well, resuming the "
-    "end-of-epoch checkpoint of a finished run trains 0 updates (Lightning stops at max_epochs=2)",
-)
-def test_raising_epochs_extends_a_finished_run_also_with_max_steps(finished, tmp_path):
-    done = extend(finished, tmp_path / "run", "--max-steps", "500")
+def weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(run_dir / run.MODEL_DIR / "model.safetensors")
+
+
+@pytest.mark.parametrize("extra", [(), ("--max-steps", "500")], ids=["epochs", "epochs+max-steps"])
+def test_raising_epochs_extends_a_finished_run(finished, two_epochs, tmp_path, extra):
+    """What the refusal asks for works: the checkpoint at the end of epoch 1 continues into a whole epoch 2 under
+    the 2-epoch schedule (timm's cosine, whose epoch 1 equals the 1-epoch run's), so the extended run ends with the
+    weights of a run asked for 2 epochs from the start. Both used to fail: with --max-steps Lightning resumed into
+    an epoch of 0 batches, and without it epoch 2 ran at the old schedule's final lr of 0 (weights unchanged)."""
+    done = extend(finished, tmp_path / "run", *extra)
     assert done.returncode == 0, done.stderr[-3000:]
     assert run.read_metrics(tmp_path / "run")["steps"] == 2 * EPOCH
+    extended, fresh = weights(tmp_path / "run"), weights(two_epochs)
+    assert extended.keys() == fresh.keys()
+    assert all(torch.equal(extended[k], fresh[k]) for k in fresh)
 
 
 def test_rerun_without_a_checkpoint_says_it_starts_from_scratch(finished, tmp_path):

@@ -253,7 +253,7 @@ def write_table(rows: list[dict], file: Path) -> None:
 
 def bench(settings: BenchSettings) -> dict:
     from helm.downstream.common import set_threads
-    from helm.run import write_json
+    from helm.files import write_json
 
     out = Path(settings.out)
     set_threads(settings.threads)

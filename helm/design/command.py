@@ -280,7 +280,7 @@ SCORE_COLUMNS = ("objective", "syn_ll_per_codon", "ll_per_codon", "cai", "gc", "
 
 def write_record(record: DesignRecord, out: str | Path) -> None:
     """designs.json (the record), designs.fasta and designs.tsv in ``out``, each written atomically."""
-    from helm.run import atomic_write, write_json
+    from helm.files import atomic_write, write_json
 
     out = Path(out)
     write_json(out / RECORD_FILE, dataclasses.asdict(record))

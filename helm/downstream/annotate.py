@@ -12,7 +12,7 @@ Held-out rows (the paper used 2,000 OAS sequences never seen in pretraining): a 
 outside the training split of the run's pretraining corpus (``--corpus``, default the run's
 ``derived.prepared_data``). The test is the one ``helm prepare`` applies: the key of the row as prepare computes
 it (``helm.prepare.process_chunk`` under the corpus's settings: blake2b-64 of the in-frame CDS, of its
-translation for an aa corpus) and ``helm.prepare.split_of`` with the corpus's seed and fractions; a row whose key
+translation for an aa corpus) and ``helm.splits.split_of`` with the corpus's seed and fractions; a row whose key
 is in ``train/*.hashes`` is skipped too (explicit-split corpora are decided by that alone). The first
 ``--num-rows`` held-out rows in file order are kept (a CDS seen before among them is skipped as a duplicate), then
 split 8/1/1 (seeded). The run's frozen per-token embeddings feed a per-token linear (or MLP, ``--hidden``)
@@ -38,6 +38,7 @@ from helm.downstream.command import EvalRecord, FromRun, Output, recorded, run_c
 from helm.downstream.common import InputError
 from helm.io import OAS_FIELDS, OAS_REGIONS, OasRow  # numpy, no torch: --help stays instant
 from helm.prepare import SUMMARY_FILE
+from helm.splits import SPLITS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,7 +48,6 @@ DEFAULT_FILE = "pretrain/oas_parameswaran2013_heavy_100k.csv.gz"
 DEFAULT_SHA256 = "e8392df2b4a0ffe65cde3d34d645d73a8b5d9da23153ef27571e8c18245eaa2d"  # data/MANIFEST.md
 CLASSES = (*OAS_REGIONS, "none")
 CHUNK_ROWS = 8192
-CORPUS_SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -132,7 +132,8 @@ class HeldOutFilter:
         prepare's rule or found in train/*.hashes; found in train/*.hashes)."""
         import numpy as np
 
-        from helm.prepare import process_chunk, split_of
+        from helm.prepare import process_chunk
+        from helm.splits import split_of
 
         processed = process_chunk("oas", rows, *self.chunk_args)  # (seqs, reasons, keys, ...)
         reasons, key_list = processed[1], processed[2]
@@ -151,7 +152,7 @@ class HeldOutFilter:
 
         out = {}
         rest = np.ones(len(keys), dtype=bool)
-        for split in CORPUS_SPLITS:
+        for split in SPLITS:
             hit = keys_in_split(self.path / split, keys) & rest
             out[split] = int(hit.sum())
             rest &= ~hit
@@ -160,7 +161,7 @@ class HeldOutFilter:
 
     def describe(self) -> dict[str, Any]:
         rule = "key not in train/*.hashes (explicit split files)" if self.explicit else (
-            "helm.prepare.split_of(key, seed, val_fraction, test_fraction) != train and key not in train/*.hashes"
+            "helm.splits.split_of(key, seed, val_fraction, test_fraction) != train and key not in train/*.hashes"
         )  # fmt: skip
         return {
             "corpus": str(self.path),
@@ -198,7 +199,7 @@ def read_oas_regions(path: str | Path, num_rows: int, heldout: HeldOutFilter | N
     import numpy as np
 
     from helm.io import _csv_values, oas_cds_batch, oas_codon_regions
-    from helm.prepare import sequence_key
+    from helm.splits import sequence_key
 
     path = Path(path)
     out = OasRegionRows()

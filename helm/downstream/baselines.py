@@ -30,7 +30,7 @@ from helm.downstream.command import (
     run_command,
     settings_parser,
 )
-from helm.downstream.common import load_data, ridge_select, set_threads, splits_of, test_predictions
+from helm.downstream.common import load_data, ridge_select, set_threads, test_predictions
 
 if TYPE_CHECKING:
     from helm.downstream.datasets import DownstreamData
@@ -108,7 +108,7 @@ def onehot_textcnn(data: DownstreamData, args: BaselineSettings) -> dict[str, An
     import torch
 
     from helm.downstream.embed import encode
-    from helm.downstream.harness import FitConfig, OneHotEncoder, grid_rows, sweep
+    from helm.downstream.harness import FitConfig, OneHotEncoder, grid_rows, splits_of, sweep
     from helm.tokenizers import create_tokenizer
 
     tok = create_tokenizer(args.tokenizer)

@@ -226,7 +226,7 @@ def run_json_command(prog: str, compute: Callable[[Any], EvalRecord], settings: 
     """Shared tail of the downstream commands: the record's JSON at ``settings.out`` and a summary line; a user
     error (bad input, a missing file: helm.args.command_errors) ends the command with one line, exit 2, and no
     JSON."""
-    from helm.run import write_json
+    from helm.files import write_json
 
     with command_errors(prog):
         payload = compute(settings).to_json()

@@ -1,6 +1,6 @@
 """What the downstream commands share (`helm embed | probe | baseline | annotate | generate | cluster`).
 
-- data: `load_data` (the dataset as the flags ask), `splits_of` (train/val/test parts), `test_predictions`;
+- data: `load_data` (the dataset as the flags ask), `test_predictions`;
 - the closed-form `ridge_select` behind `helm probe --head ridge` and the ridge baselines;
 - `InputError`: sequences or a checkpoint that cannot be evaluated as asked (a user error).
 
@@ -15,10 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import torch
-
     from helm.downstream.datasets import DownstreamData
-    from helm.downstream.harness import Split
 
 HEADS = ("textcnn", "linear", "mlp")  # trained heads (helm.downstream.heads.build_head)
 PROBE_HEADS = (*HEADS, "ridge")  # ridge: closed-form, on mean-pooled embeddings (a fast linear probe)
@@ -49,21 +46,6 @@ def load_data(args: Any, check: Callable[[DownstreamData], None] | None = None) 
     if check is not None:
         check(data)
     return subsample(data, args.max_train, args.seed)
-
-
-def splits_of(data: DownstreamData, x: torch.Tensor, mask: torch.Tensor, by_rows: bool = False) -> dict[str, Split]:
-    """train/val/test parts. ``x``/``mask`` hold one row per kept sequence of ``data``, or, with ``by_rows``, one
-    per row of the dataset as loaded (a features file, indexed through ``data.rows``)."""
-    import torch
-
-    from helm.downstream.harness import Split
-
-    out = {}
-    for part in ("train", "val", "test"):
-        idx = data.indices(part)
-        rows = torch.as_tensor(data.rows[idx] if by_rows else idx)
-        out[part] = Split(x[rows], mask[rows], data.targets[idx])
-    return out
 
 
 def test_predictions(data: DownstreamData, pred) -> dict[str, list]:

@@ -65,7 +65,7 @@ def save_features(path: str | Path, feats: Features) -> Path:
     """Write the features atomically (a killed job leaves no half file for the next rule to read)."""
     from safetensors.torch import save
 
-    from helm.run import atomic_write
+    from helm.files import atomic_write
 
     tensors = {"features": feats.x.contiguous(), "mask": feats.mask.contiguous()}
     return atomic_write(path, save(tensors, metadata={k: json.dumps(v) for k, v in feats.meta.items()}))

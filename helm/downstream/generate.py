@@ -422,7 +422,8 @@ def generate(args: GenerateSettings) -> EvalRecord:
     import torch
 
     from helm.downstream.embed import check_alphabet, check_compatible, run_mode
-    from helm.run import atomic_write, load_run
+    from helm.files import atomic_write
+    from helm.run import load_run
 
     t0 = time.time()
     run = load_run(args.run)

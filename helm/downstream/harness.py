@@ -14,7 +14,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from tqdm.auto import tqdm
 
 from helm.downstream.heads import build_head
 from helm.downstream.metrics import regression_metrics
+
+if TYPE_CHECKING:
+    from helm.downstream.datasets import DownstreamData
 
 
 @dataclass
@@ -56,6 +59,17 @@ class Split:
         width = max(int(mask.sum(1).max()), 1)  # trim the padding this batch does not need
         x = self.x[rows, :width]
         return (x.float() if x.is_floating_point() else x), mask[:, :width]
+
+
+def splits_of(data: DownstreamData, x: torch.Tensor, mask: torch.Tensor, by_rows: bool = False) -> dict[str, Split]:
+    """train/val/test parts. ``x``/``mask`` hold one row per kept sequence of ``data``, or, with ``by_rows``, one
+    per row of the dataset as loaded (a features file, indexed through ``data.rows``)."""
+    out = {}
+    for part in ("train", "val", "test"):
+        idx = data.indices(part)
+        rows = torch.as_tensor(data.rows[idx] if by_rows else idx)
+        out[part] = Split(x[rows], mask[rows], data.targets[idx])
+    return out
 
 
 class OneHotEncoder(nn.Module):

@@ -35,7 +35,7 @@ from helm.downstream.command import (
     run_command,
     settings_parser,
 )
-from helm.downstream.common import load_data, ridge_select, set_threads, splits_of, test_predictions
+from helm.downstream.common import load_data, ridge_select, set_threads, test_predictions
 from helm.downstream.source import load_source
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ def fit_heads(args: ProbeSettings, inputs: ProbeInputs) -> dict[str, Any]:
     """The head grid (or the ridge probe) on the train/val/test parts: metrics, selection, grid, test_pred."""
     import torch
 
-    from helm.downstream.harness import FitConfig, copy_encoder, grid_rows, sweep
+    from helm.downstream.harness import FitConfig, copy_encoder, grid_rows, splits_of, sweep
 
     torch.manual_seed(args.seed)
     parts = splits_of(inputs.data, inputs.x, inputs.mask, by_rows=bool(args.features))

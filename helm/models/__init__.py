@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     import importlib.util
 
     from helm.args import HelmParser
-    from helm.config import LOSSES, TOKENIZERS
+    from helm.losses import LOSSES
+    from helm.tokenizers import TOKENIZERS
 
     parser = HelmParser("helm models", "List backbones, size presets, losses and tokenizers.")
     parser.add_argument("--params", action="store_true", help="count each preset's parameters (a few seconds)")

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from helm.files import atomic_path, cache_dir
+
 SOURCES = [Path(__file__).parent / "csrc" / name for name in ("selective_scan.c", "selective_scan.h")]
 # -ffast-math only while compiling (it lets the exp loop vectorize through glibc's libmvec); linking with it
 # would add crtfastmath.o, which switches the whole process to flush-denormals-to-zero on load.
@@ -59,10 +61,8 @@ def _build(cc: str, target: Path) -> Path:
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
                 raise KernelUnavailable(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
-        from helm.run import atomic_path  # one atomic writer; parallel builds (DDP ranks) each rename a whole file
-
         try:
-            with atomic_path(target) as out:
+            with atomic_path(target) as out:  # parallel builds (DDP ranks) each rename a whole file
                 shutil.copyfile(lib, out)
         except OSError:  # read-only cache: keep this process's build
             target = Path(tempfile.mkdtemp(prefix="helm-scan-")) / target.name
@@ -76,8 +76,6 @@ def _load() -> ctypes.CDLL:
     key = hashlib.sha256()
     for part in (*(p.read_bytes() for p in SOURCES), version, " ".join(COMPILE_FLAGS), platform.machine()):
         key.update(part if isinstance(part, bytes) else part.encode())
-    from helm.fetch import cache_dir
-
     target = cache_dir() / "kernels" / f"selective_scan-{key.hexdigest()[:16]}.so"
     lib = ctypes.CDLL(str(target if target.exists() else _build(cc, target)))
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from helm.tokenizers import LEARNED as LEARNED_TOKENIZERS  # trained on the corpus, once per grid
+
 REPO = Path(workflow.basedir)
 R = config.get("results", "results")
-LEARNED_TOKENIZERS = ("bpe", "wp", "ug")
 
 
 def resolve_mirror():

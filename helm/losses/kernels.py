@@ -1,19 +1,9 @@
-"""Training losses: XE, HXE, soft labels, aa_loss_add, aa_loss_only (definitions below; contracts in
-docs/ARCHITECTURE.md, "Losses and metrics").
+"""The loss kernels behind `helm.losses.build_loss`: XE, HXE, soft labels, aa_loss_add, aa_loss_only (definitions
+below; the registry of names is helm/losses/__init__.py; contracts in docs/ARCHITECTURE.md, "Losses and metrics").
 
-Public API
-----------
-``build_loss(name, vocab, *, hxe_alpha=0.2, soft_labels_beta=15.0, hierarchy="true", seed=42, normalize=True)``
-    returns an ``nn.Module`` called as ``loss(logits[..., V], labels[...])``. It returns the mean over the
-    positions whose label is not ``IGNORE_INDEX`` (-100); with no such position it returns 0 (zero gradient).
-    Names are case-insensitive and ``-``/``_`` insensitive: ``XE`` (alias ``CE``), ``HXE``, ``soft_labels``,
-    ``aa_loss_add``, ``aa_loss_only``. Hierarchical losses raise ``ValueError`` for vocabularies without a
-    codon hierarchy (nuc, bpe, ...).
-``list_losses()``
-    the canonical names.
-``HXELoss(tree, alpha, normalize)``, ``SoftLabelsLoss(tree, beta)``, ``AminoAcidLoss(vocab, add_xe)``,
-``CrossEntropyLoss()``
-    the modules themselves (HXE and soft labels take any ``codons.Tree``, e.g. ``flat_tree``).
+Each is an ``nn.Module`` called as ``loss(logits[..., V], labels[...])``: ``HXELoss(tree, alpha, normalize)``,
+``SoftLabelsLoss(tree, beta)``, ``AminoAcidLoss(vocab, add_xe)``, ``CrossEntropyLoss()`` (HXE and soft labels take
+any ``codons.Tree``, e.g. ``flat_tree``).
 
 Semantics
 ---------
@@ -51,58 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .codons import Tree, Vocab, aa_classes, build_tree
-from .config import LOSSES
+from helm.codons import Tree, Vocab, aa_classes
 
 IGNORE_INDEX = -100
 DENSE_MAX_NODES = 64  # trees with at most this many inner nodes use the matmul kernel (see _DenseTreeNLL)
-
-_CANONICAL = LOSSES
-_ALIASES = {
-    "xe": "XE",
-    "ce": "XE",
-    "cross_entropy": "XE",
-    "hxe": "HXE",
-    "soft_labels": "soft_labels",
-    "softlabels": "soft_labels",
-    "soft": "soft_labels",
-    "aa_loss_add": "aa_loss_add",
-    "aa_loss_only": "aa_loss_only",
-}
-
-
-def list_losses() -> list[str]:
-    """Canonical loss names accepted by ``build_loss`` (the seed's ``--loss`` choices)."""
-    return list(_CANONICAL)
-
-
-def canonical_loss_name(name: str) -> str:
-    """``'HXE'``, ``'hxe'``, ``'soft-labels'`` ... -> the canonical spelling; ValueError for unknown names."""
-    key = name.strip().lower().replace("-", "_")
-    if key not in _ALIASES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(_CANONICAL)}")
-    return _ALIASES[key]
-
-
-def build_loss(
-    name: str,
-    vocab: Vocab,
-    *,
-    hxe_alpha: float = 0.2,
-    soft_labels_beta: float = 15.0,
-    hierarchy: str = "true",
-    seed: int = 42,
-    normalize: bool = True,
-) -> nn.Module:
-    """The training loss ``name`` for ``vocab``; see the module docstring for the definitions."""
-    kind = canonical_loss_name(name)
-    if kind == "XE":
-        return CrossEntropyLoss(len(vocab))
-    if kind == "HXE":
-        return HXELoss(build_tree(vocab, hierarchy, seed), alpha=hxe_alpha, normalize=normalize)
-    if kind == "soft_labels":
-        return SoftLabelsLoss(build_tree(vocab, hierarchy, seed), beta=soft_labels_beta)
-    return AminoAcidLoss(vocab, add_xe=kind == "aa_loss_add")
 
 
 # ------------------------------------------------------------------------------------------ input handling
