@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy import stats as sps
 
 from helm import stats
@@ -42,10 +43,11 @@ def write_tree(root: Path, predictions: bool = False) -> tuple[list[Path], list[
         run_dir.mkdir(parents=True)
         grid = {"run": run, "grid": "g", "arch": "gpt2", "mode": "mlm", "size": "tiny", "preset": "gpt2-tiny",
                 "hierarchy": "true", "soft_labels_beta": None, "tokenizer": "3mer", **extra}  # fmt: skip
-        (run_dir / "grid.json").write_text(json.dumps(grid))
         metrics = {"val_loss": 3.5, "test_ppl": INTRINSIC[run], "test_acc": 0.3, "test": {"x": 1}, "note": "x"}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
-        (run_dir / "config.yaml").write_text(f"seed: {extra['pretrain_seed']}\n")
+        # the grid coordinates are the tags the workflow's request gave the run (helm train copies them here)
+        config = {"seed": extra["pretrain_seed"], "loss": "XE", "model_name": "bert", "tags": grid}
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
         bench = root / "benchmarks" / "pretrain" / f"{run}.tsv"
         bench.parent.mkdir(parents=True, exist_ok=True)
         bench.write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t300.0\n")
@@ -128,7 +130,8 @@ def test_delta_vs_xe_is_a_paired_t_over_pretraining_seeds(tmp_path: Path) -> Non
         evals.append(path)
     run_dir = tmp_path / "pretrain" / f"{HXE}-s1"
     run_dir.mkdir(parents=True)
-    grid = json.loads((tmp_path / "pretrain" / f"{HXE}-s0" / "grid.json").read_text())
+    grid = yaml.safe_load((tmp_path / "pretrain" / f"{HXE}-s0" / "config.yaml").read_text())["tags"]
+    # a run from before the workflow wrote tags: its coordinates in grid.json (still read)
     (run_dir / "grid.json").write_text(json.dumps({**grid, "run": f"{HXE}-s1", "pretrain_seed": 1}))
     (run_dir / "metrics.json").write_text(json.dumps({"test_ppl": 21.5}))
     runs.append(run_dir / "metrics.json")
@@ -208,7 +211,6 @@ def test_artifact_folder_holds_the_context(tmp_path: Path) -> None:
     assert cli.main(["--results", str(tmp_path), "--artifact", str(art), "--workflow-config", json.dumps(config)]) == 0
     assert (art / "tables.csv").read_text() == (tmp_path / "tables.csv").read_text()
     assert (art / "tables" / "summary.md").is_file()
-    import yaml
 
     assert yaml.safe_load((art / "config.yaml").read_text()) == config
     assert "torch " in (art / "versions.txt").read_text() and "git " in (art / "versions.txt").read_text()
@@ -233,7 +235,6 @@ def test_read_scalars_from_tensorboard(tmp_path: Path) -> None:
 def test_runs_made_outside_the_workflow_are_named_by_their_config(tmp_path: Path) -> None:
     """The seed's `--output OUT/gpt2/mlm` and `OUT/mamba/mlm`: two runs (not one called "mlm"), with arch, loss and
     size read off each run's resolved config.yaml; their evaluations find them through config.run_dir."""
-    import yaml
 
     configs = {
         "gpt2/mlm": {"model_name": "gpt2", "mode": "mlm", "loss": "HXE", "hxe_alpha": 0.4, "hierarchy": "random",

@@ -32,6 +32,7 @@ BENCH = ("pretrain_s", "pretrain_max_rss_mb", "eval_s", "eval_max_rss_mb")
 COLUMNS = (*KEYS, "value", "dataset", "head", *COORDS, *BENCH)
 
 SEED_SUFFIX = re.compile(r"-s\d+$")
+GRID_FILE = "grid.json"  # a workflow run's grid coordinates before they became its config.yaml tags (still read)
 
 
 def flatten(metrics: Any, prefix: str = "") -> dict[str, float]:
@@ -66,33 +67,34 @@ def read_benchmark(path: Path) -> tuple[float | None, float | None]:
 
 
 def run_dir_of(path: str | Path) -> Path:
-    """A run directory from itself or a file inside it (metrics.json, grid.json); a path that holds no run is an
+    """A run directory from itself or a file inside it (metrics.json, config.yaml); a path that holds no run is an
     error naming it (a table silently missing a run would be wrong, not short)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"--runs {path}: not found")
     run_dir = path if path.is_dir() else path.parent
-    if not any((run_dir / name).is_file() for name in (CONFIG_FILE, METRICS_FILE, "grid.json")):
-        raise FileNotFoundError(f"--runs {path}: not a run directory (no {CONFIG_FILE}, {METRICS_FILE} or grid.json)")
+    if not any((run_dir / name).is_file() for name in (CONFIG_FILE, METRICS_FILE, GRID_FILE)):
+        raise FileNotFoundError(f"--runs {path}: not a run directory (no {CONFIG_FILE}, {METRICS_FILE} or {GRID_FILE})")
     return run_dir
 
 
 def read_run(run_dir: Path, run_id: str | None = None) -> dict[str, Any]:
     """Grid coordinates, training seed and flattened metrics.json of one pretrain run directory. A workflow run
-    names itself in grid.json; any other run gets its coordinates from its resolved config.yaml and is called
+    names itself in the ``tags`` of its config.yaml (helm.config.TrainConfig.tags; runs made before the workflow
+    wrote tags: in grid.json); any other run gets its coordinates from its resolved config.yaml and is called
     ``run_id`` (see ``run_ids``), never only by its folder's name."""
     config = {}
     if (run_dir / CONFIG_FILE).is_file():
         config = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
     seed = config.get("seed")
-    if (run_dir / "grid.json").is_file():
-        coords = json.loads((run_dir / "grid.json").read_text())
-    else:
-        coords = {**coords_from_config(config), "run": run_id or run_dir.name}
+    tags = config.get("tags") or {}
+    if not tags and (run_dir / GRID_FILE).is_file():
+        tags = json.loads((run_dir / GRID_FILE).read_text())
+    coords = {**coords_from_config(config), "run": run_id or run_dir.name, **tags}
     metrics = {}
     if (run_dir / METRICS_FILE).is_file():
         metrics = flatten(json.loads((run_dir / METRICS_FILE).read_text()))
-    run = coords.get("run", run_id or run_dir.name)
+    run = coords["run"]
     coords = {**coords, "pretrain_seed": coords.get("pretrain_seed", seed), "model": model_of(run, coords)}
     return {"run": run, "coords": coords, "seed": seed, "metrics": metrics}
 
