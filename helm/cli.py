@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "design": ("helm.design.command", "coding sequences for a protein, scored (CAI, GC, MFE, likelihood)"),
     "design-bench": ("helm.design.benchmark", "design benchmark: codon recovery, natural-CDS likelihood, trade-off"),
     "cluster": ("helm.downstream.cluster", "synonymous-variant clustering (silhouette score)"),
-    "tables": ("helm.tables", "gather run metrics into results/tables.csv and pivot tables"),
+    "tables": ("helm.report.cli", "gather run metrics into results/tables.csv and pivot tables"),
     "models": ("helm.models", "list registered backbones, presets, losses and tokenizers"),
     "export": ("helm.export", "write a run as a Hugging Face folder (AutoTokenizer / AutoModel*, no helm needed)"),
 }

@@ -7,8 +7,9 @@ flag of the HELM train.py keeps its flat name: ``--lr``, not ``--optim.lr``). Va
 ``__post_init__`` (one place each); checks across groups in `TrainConfig.__post_init__`; checks that need a
 registry (backbones, timm optimizers) in `check_registries`.
 
-A run's resolved ``config.yaml`` is `TrainConfig.flat()` (flag: value) plus a ``derived`` section, and reads back
-with `TrainConfig.from_flat`, so it is a valid ``--config`` (see docs/ARCHITECTURE.md, "Configuration").
+A run's resolved ``config.yaml`` is `TrainConfig.flat()` (flag: value), its ``tags`` and a ``derived`` section,
+and reads back with `TrainConfig.from_flat`, so it is a valid ``--config`` (see docs/ARCHITECTURE.md,
+"Configuration"); `sections` lays the same values out as the config tree (the workflow's request files).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ MASKING_STRATEGIES = ("single", "double", "span")
 MASK_REPLACE = ("mask", "bert")  # what a selected MLM position becomes (helm/data.py)
 # ModelConfig fields that are not flags: the vocabulary comes from the tokenizer, the pad id from helm.codons
 MODEL_DERIVED = ("vocab_size", "pad_token_id")
+TAGS = "tags"  # the TrainConfig field (and config.yaml / --config section) holding the run's labels
+TAG_TYPES = (str, int, float, bool, type(None))
 
 
 def _at_least(owner: Any, minimum: float, *names: str, none_ok: bool = False) -> None:
@@ -400,8 +403,15 @@ class TrainConfig:
     schedule: ScheduleArgs = field(default_factory=ScheduleArgs)
     ema: EMAArgs = field(default_factory=EMAArgs)
     run: RunArgs = field(default_factory=RunArgs)
+    tags: dict[str, Any] = field(default_factory=dict)
+    """labels of the run that change no setting, copied into its config.yaml: where it sits in a grid (the
+    workflow's grid coordinates: run, model, arch, mode, size, loss_id ..., which helm/report reads as the run's
+    identity). A ``tags:`` section of --config, not a flag; text, numbers, true/false or null"""
 
     def __post_init__(self) -> None:
+        bad = {k: v for k, v in self.tags.items() if not isinstance(k, str) or not isinstance(v, TAG_TYPES)}
+        if bad:
+            raise ValueError(f"tags: {bad}: each tag is a name with text, a number, true/false or null")  # no flag
         # checks across groups
         if self.data.mode == "clm" and self.model.bidirectional:
             raise ConfigError("bidirectional", True, "with --mode clm: a causal LM must not see the future; drop "
@@ -429,12 +439,14 @@ class TrainConfig:
 
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from ``{flag name: value}`` (missing flags take their defaults; other keys are ignored)."""
+        """Build from ``{flag name: value}`` and an optional ``tags`` mapping (missing flags take their defaults;
+        other keys are ignored)."""
 
         def of(klass: type) -> dict[str, Any]:
             return {k: v for k, v in values.items() if FLAGS.get(k) is klass}
 
-        return cls(**of(cls), **{name: klass(**of(klass)) for name, klass in GROUPS.items()})
+        groups = {name: klass(**of(klass)) for name, klass in GROUPS.items()}
+        return cls(**of(cls), **groups, tags=dict(values.get(TAGS) or {}))
 
     # --------------------------------------------------------------------------------- derived values
     @property
@@ -490,6 +502,21 @@ def _flag_owners() -> dict[str, type]:
 
 
 FLAGS = _flag_owners()  # the parser, config.yaml and --config YAML all read the flags from here
+
+
+def sections(values: dict[str, Any]) -> dict[str, Any]:
+    """``{flag name: value}`` (and ``tags``) laid out as the config tree: the backbone flags at the top, every
+    other flag under its group (``optim: {lr: 0.001}``), the tags in their own section. A --config YAML in this
+    layout reads back to the same values (helm/train.py `config_values`)."""
+    tree: dict[str, Any] = {name: value for name, value in values.items() if FLAGS.get(name) is TrainConfig}
+    for group, klass in GROUPS.items():
+        settings = {name: value for name, value in values.items() if FLAGS.get(name) is klass}
+        if settings:
+            tree[group] = settings
+    unknown = [name for name in values if name not in FLAGS and name != TAGS]
+    if unknown:
+        raise ValueError(f"not flags of helm train: {', '.join(unknown)}")
+    return tree | ({TAGS: dict(values[TAGS])} if TAGS in values else {})
 
 
 def check_registries(cfg: TrainConfig) -> None:

@@ -20,16 +20,17 @@ from typing import Any
 import yaml
 
 from helm import files, run
-from helm.args import HelmParser, add_dataclass, command_errors, typed
-from helm.config import EVAL_METRICS, FLAGS, GROUPS, MODEL_DERIVED, TrainConfig, check_registries
+from helm.args import ConfigError, HelmParser, add_dataclass, command_errors, typed
+from helm.config import EVAL_METRICS, FLAGS, GROUPS, MODEL_DERIVED, TAGS, TrainConfig, check_registries
 from helm.prepare import SUMMARY_FILE
 from helm.splits import SPLITS
 from helm.tokenizers import LEARNED, LEARNED_VOCAB_SIZE
 
 PROG = "helm train"
 DERIVED_KEY = "derived"  # the section of a run's config.yaml holding values computed from the flags
-# where that run lives and what it did to its directory: reusing its settings must never rewrite or delete it
-RUN_LOCAL_KEYS = ("output", "overwrite", "resume")
+# where that run lives, what it did to its directory and what it is called: reusing its settings must never
+# rewrite or delete it, nor give a new run its name
+RUN_LOCAL_KEYS = ("output", "overwrite", "resume", TAGS)
 
 
 # ------------------------------------------------------------------------------------------ the parser
@@ -39,7 +40,7 @@ def build_parser() -> HelmParser:
     parser = HelmParser(PROG, description)
     parser.add_argument("--config", "-c", default=None, help="YAML file of flag: value defaults (a run's own "
                         "config.yaml is one)")  # fmt: skip
-    add_dataclass(parser, TrainConfig, title="backbone", skip=tuple(GROUPS))
+    add_dataclass(parser, TrainConfig, title="backbone", skip=(*GROUPS, TAGS))  # tags: a --config section only
     for name, klass in GROUPS.items():
         # --data / --out: the input and output names every helm command accepts
         aliases = {"data_dir": ("--data",), "output": ("--out",)}
@@ -48,9 +49,7 @@ def build_parser() -> HelmParser:
 
 
 def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a --config YAML: keys are flag names (either spelling, without dashes in front), at the top level or
-    under their group (``optim: {lr: 1e-3}``); values are typed as on the command line. A run's own resolved
-    config.yaml is one (its ``derived`` section and its run-local keys are skipped)."""
+    """Read a --config YAML file into typed ``{flag: value}`` (and ``tags``): see `config_values`."""
     path = Path(path)
     where = f"--config {path}"
     if not path.is_file():
@@ -59,16 +58,29 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
+    return config_values(raw, where)
+
+
+def config_values(raw: Any, where: str) -> dict[str, Any]:
+    """A --config mapping -> typed ``{flag: value}``: keys are flag names (either spelling, without dashes in
+    front), at the top level or under their group (``optim: {lr: 1e-3}``); values are typed as on the command
+    line; a ``tags`` section is kept as the run's labels. A run's own resolved config.yaml is one (its ``derived``
+    section, its run-local keys and its tags are skipped: they belong to that run). Errors start with `where`."""
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: expected a mapping of flag: value, got {type(raw).__name__}")
     own_run = DERIVED_KEY in raw  # a run's resolved config.yaml: its derived values are recomputed, not inputs
-    items = [(None, k, v) for k, v in raw.items() if not (k in GROUPS and isinstance(v, dict))]
-    items += [(g, k, v) for g, section in raw.items() if g in GROUPS and isinstance(section, dict)
-              for k, v in section.items()]  # fmt: skip
+    sections = {g: v for g, v in raw.items() if g in GROUPS and isinstance(v, dict)}
+    items = [(None, k, v) for k, v in raw.items() if k not in sections]
+    items += [(g, k, v) for g, section in sections.items() for k, v in section.items()]
     values = {}
     for group, key, value in items:
         name = str(key).lstrip("-").replace("-", "_")
         if key == DERIVED_KEY or (own_run and name in RUN_LOCAL_KEYS):
+            continue
+        if key == TAGS and group is None:
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: tags: expected a mapping of name: value, got {type(value).__name__}")
+            values[TAGS] = dict(value)
             continue
         if name not in FLAGS:
             close = difflib.get_close_matches(name, FLAGS, n=3)
@@ -118,6 +130,18 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         cfg = TrainConfig.from_flat(values)
         check_registries(cfg)
     return cfg
+
+
+def request_config(document: dict[str, Any], where: str) -> TrainConfig:
+    """The TrainConfig that ``helm train --config FILE`` builds from a file holding `document` (its preset under
+    its values; registries unchecked): the workflow checks every run's request with it while it builds the DAG.
+    A bad key or value raises ValueError naming `where` and the flag."""
+    values = config_values(document, where)
+    try:
+        preset = _preset_values(values["preset"]) if values.get("preset") else {}
+        return TrainConfig.from_flat(preset | values)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e.as_flag() if isinstance(e, ConfigError) else e}") from None
 
 
 # ------------------------------------------------------------------------------- data and its checks
@@ -314,14 +338,14 @@ def check_resume_length(cfg: TrainConfig, path: Path, done: int, per_pass: int, 
 
 
 def write_start(cfg: TrainConfig, out: Path, data_dir: Path, dm: Any, module: Any, derived: dict[str, Any]) -> None:
-    """config.yaml (flags + derived values) and the tokenizer, before the first step; one line to stderr."""
+    """config.yaml (flags + tags + derived values) and the tokenizer, before the first step; one line to stderr."""
     n = sum(p.numel() for p in module.model.parameters())
     derived |= {"output": str(out), "prepared_data": str(data_dir), "tokenizer": dm.tokenizer.name,
                 "vocab_size": len(dm.vocab), "lr": cfg.lr, "global_batch": cfg.global_batch,
                 "world_size": cfg.run.world_size, "precision": cfg.precision(), "num_parameters": n,
                 "val_metric_mode": cfg.metric_mode,
                 "model": module.hparams.model_config}  # fmt: skip
-    run.write_config(out, cfg.flat() | {DERIVED_KEY: derived})
+    run.write_config(out, cfg.flat() | ({TAGS: cfg.tags} if cfg.tags else {}) | {DERIVED_KEY: derived})
     dm.tokenizer.save(out / run.TOKENIZER_DIR)
     print(f"{PROG}: {cfg.model_name} {n:,} parameters, lr {cfg.lr:.3g}, global batch {cfg.global_batch}, "
           f"{len(dm.dataset('train')):,} training sequences -> {out}", file=sys.stderr)  # fmt: skip

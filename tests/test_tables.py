@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy import stats as sps
 
-from helm import stats, tables
+from helm import stats
+from helm.report import cli, gather, tables
 
 approx = pytest.approx
 
@@ -41,10 +43,11 @@ def write_tree(root: Path, predictions: bool = False) -> tuple[list[Path], list[
         run_dir.mkdir(parents=True)
         grid = {"run": run, "grid": "g", "arch": "gpt2", "mode": "mlm", "size": "tiny", "preset": "gpt2-tiny",
                 "hierarchy": "true", "soft_labels_beta": None, "tokenizer": "3mer", **extra}  # fmt: skip
-        (run_dir / "grid.json").write_text(json.dumps(grid))
         metrics = {"val_loss": 3.5, "test_ppl": INTRINSIC[run], "test_acc": 0.3, "test": {"x": 1}, "note": "x"}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
-        (run_dir / "config.yaml").write_text(f"seed: {extra['pretrain_seed']}\n")
+        # the grid coordinates are the tags the workflow's request gave the run (helm train copies them here)
+        config = {"seed": extra["pretrain_seed"], "loss": "XE", "model_name": "bert", "tags": grid}
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
         bench = root / "benchmarks" / "pretrain" / f"{run}.tsv"
         bench.parent.mkdir(parents=True, exist_ok=True)
         bench.write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t300.0\n")
@@ -71,11 +74,11 @@ def write_tree(root: Path, predictions: bool = False) -> tuple[list[Path], list[
 
 def test_long_table_has_one_row_per_run_task_seed_metric(tmp_path: Path) -> None:
     runs, evals = write_tree(tmp_path)
-    table = tables.gather(tmp_path, runs, evals)
+    table = gather.gather(tmp_path, runs, evals)
     # 3 runs x 4 numeric pretrain metrics (the string is skipped) + 9 evaluations x 6 metrics
     assert len(table) == 3 * 4 + 9 * 6
     assert not table.duplicated(["run", "task", "seed", "metric"]).any()
-    assert set(tables.COORDS) <= set(table.columns)
+    assert set(gather.COORDS) <= set(table.columns)
     pre = table[table["task"] == "pretrain"]
     assert set(pre["metric"]) == {"val_loss", "test_ppl", "test_acc", "test.x"}
     assert (pre["pretrain_s"] == 12.5).all()
@@ -87,7 +90,7 @@ def test_long_table_has_one_row_per_run_task_seed_metric(tmp_path: Path) -> None
 
 
 def test_summary_is_one_row_per_run_with_mean_and_sd(tmp_path: Path) -> None:
-    table = tables.gather(tmp_path, *write_tree(tmp_path))
+    table = gather.gather(tmp_path, *write_tree(tmp_path))
     summary = tables.summary(table).set_index("run")
     values = [SPEARMAN[(f"{XE}-s1", s)] for s in range(3)]
     assert summary.loc[f"{XE}-s1", "mRFP (spearman)"] == f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
@@ -105,7 +108,7 @@ def _unit(run: str) -> float:
 
 
 def test_delta_vs_xe_with_one_pretraining_seed_gives_the_difference_and_no_verdict(tmp_path: Path) -> None:
-    table = tables.gather(tmp_path, *write_tree(tmp_path))
+    table = gather.gather(tmp_path, *write_tree(tmp_path))
     row = tables.delta_vs_xe(table, predictions={}).set_index("loss").loc["hxe0.4"]
     assert row["delta"] == pytest.approx(_unit(f"{HXE}-s0") - (_unit(f"{XE}-s0") + _unit(f"{XE}-s1")) / 2)
     assert np.isnan(row["low"]) and np.isnan(row["high"]) and row["verdict"] == "n/a: one pretraining seed"
@@ -127,11 +130,12 @@ def test_delta_vs_xe_is_a_paired_t_over_pretraining_seeds(tmp_path: Path) -> Non
         evals.append(path)
     run_dir = tmp_path / "pretrain" / f"{HXE}-s1"
     run_dir.mkdir(parents=True)
-    grid = json.loads((tmp_path / "pretrain" / f"{HXE}-s0" / "grid.json").read_text())
+    grid = yaml.safe_load((tmp_path / "pretrain" / f"{HXE}-s0" / "config.yaml").read_text())["tags"]
+    # a run from before the workflow wrote tags: its coordinates in grid.json (still read)
     (run_dir / "grid.json").write_text(json.dumps({**grid, "run": f"{HXE}-s1", "pretrain_seed": 1}))
     (run_dir / "metrics.json").write_text(json.dumps({"test_ppl": 21.5}))
     runs.append(run_dir / "metrics.json")
-    table = tables.gather(tmp_path, runs, evals)
+    table = gather.gather(tmp_path, runs, evals)
     row = tables.delta_vs_xe(table, predictions={}).set_index("loss").loc["hxe0.4"]
     units = {**SPEARMAN, **hxe1}
     d = [np.mean([units[(f"{HXE}-s{p}", s)] - units[(f"{XE}-s{p}", s)] for s in range(3)]) for p in (0, 1)]
@@ -149,8 +153,8 @@ def test_delta_vs_xe_is_a_paired_t_over_pretraining_seeds(tmp_path: Path) -> Non
 
 def test_delta_vs_xe_shows_the_test_row_spread_from_saved_predictions(tmp_path: Path) -> None:
     runs, evals = write_tree(tmp_path, predictions=True)
-    table = tables.gather(tmp_path, runs, evals)
-    predictions = tables.read_predictions(tmp_path, evals)
+    table = gather.gather(tmp_path, runs, evals)
+    predictions = gather.read_predictions(tmp_path, evals)
     assert len(predictions) == 9
     row = tables.delta_vs_xe(table, predictions, replicates=400).set_index("loss").loc["hxe0.4"]
     sp = table[(table["metric"] == "spearman")].set_index(["run", "seed"])["value"]
@@ -160,7 +164,7 @@ def test_delta_vs_xe_shows_the_test_row_spread_from_saved_predictions(tmp_path: 
 
 
 def test_truncation_counts_every_embedded_row(tmp_path: Path) -> None:
-    table = tables.gather(tmp_path, *write_tree(tmp_path))
+    table = gather.gather(tmp_path, *write_tree(tmp_path))
     trunc = tables.truncation(table)
     assert len(trunc) == 3 and (trunc["n_truncated"] == 5).all() and (trunc["n_sequences"] == 110).all()
 
@@ -181,7 +185,7 @@ def test_cli_writes_every_table_and_figure(tmp_path: Path) -> None:
     argv = ["--results", str(tmp_path), "--runs", *map(str, runs), "--evals", *map(str, evals),
             "--out", str(out / "tables.csv"), "--tables-dir", str(out / "tables"), "--plots-dir", str(out / "plots"),
             "--published", str(published), "--replicates", "200"]  # fmt: skip
-    assert tables.main(argv) == 0
+    assert cli.main(argv) == 0
     assert len(pd.read_csv(out / "tables.csv")) == 3 * 4 + 9 * 6
     for name in ("summary", "delta_vs_xe", "win_counts", "intrinsic", "pretrain", "truncation"):
         assert len(pd.read_csv(out / "tables" / f"{name}.csv")) > 0, name
@@ -193,7 +197,7 @@ def test_cli_writes_every_table_and_figure(tmp_path: Path) -> None:
         assert ET.fromstring(svgs[name]).tag.endswith("svg")
     assert b"someone (paper X)" in svgs["task_scores"] and b"one pretraining seed: no interval" in svgs["delta_to_xe"]
     # figures carry no date: the same inputs give the same bytes (committed study figures do not churn)
-    assert tables.main(argv) == 0
+    assert cli.main(argv) == 0
     assert all((out / "plots" / f"{name}.svg").read_bytes() == svg for name, svg in svgs.items())
 
 
@@ -201,15 +205,12 @@ def test_artifact_folder_holds_the_context(tmp_path: Path) -> None:
     runs, evals = write_tree(tmp_path)
     argv = ["--results", str(tmp_path), "--runs", *map(str, runs), "--evals", *map(str, evals),
             "--out", str(tmp_path / "tables.csv"), "--tables-dir", str(tmp_path / "tables")]  # fmt: skip
-    assert tables.main(argv) == 0
+    assert cli.main(argv) == 0
     art = tmp_path / "art"
     config = {"results": "x", "grids": {"g": {"arch": ["gpt2"]}}}
-    assert (
-        tables.main(["--results", str(tmp_path), "--artifact", str(art), "--workflow-config", json.dumps(config)]) == 0
-    )
+    assert cli.main(["--results", str(tmp_path), "--artifact", str(art), "--workflow-config", json.dumps(config)]) == 0
     assert (art / "tables.csv").read_text() == (tmp_path / "tables.csv").read_text()
     assert (art / "tables" / "summary.md").is_file()
-    import yaml
 
     assert yaml.safe_load((art / "config.yaml").read_text()) == config
     assert "torch " in (art / "versions.txt").read_text() and "git " in (art / "versions.txt").read_text()
@@ -227,14 +228,13 @@ def test_read_scalars_from_tensorboard(tmp_path: Path) -> None:
         writer.add_scalar("val_ppl", value, step)
     writer.add_scalar("train_loss", 2.8, 2)
     writer.close()
-    series = tables.read_scalars(tmp_path / "run" / "tb")
+    series = gather.read_scalars(tmp_path / "run" / "tb")
     assert series == {"val_ppl": [(0, 40.0), (1, 30.0), (2, 25.0)]}
 
 
 def test_runs_made_outside_the_workflow_are_named_by_their_config(tmp_path: Path) -> None:
     """The seed's `--output OUT/gpt2/mlm` and `OUT/mamba/mlm`: two runs (not one called "mlm"), with arch, loss and
     size read off each run's resolved config.yaml; their evaluations find them through config.run_dir."""
-    import yaml
 
     configs = {
         "gpt2/mlm": {"model_name": "gpt2", "mode": "mlm", "loss": "HXE", "hxe_alpha": 0.4, "hierarchy": "random",
@@ -254,7 +254,7 @@ def test_runs_made_outside_the_workflow_are_named_by_their_config(tmp_path: Path
         ev.write_text(json.dumps({"run": "mlm", "task": "mrfp", "seed": 0, "metrics": {"spearman": 0.5},
                                   "config": {"run_dir": str(run_dir)}}))  # fmt: skip
         evals.append(ev)
-    table = tables.gather(tmp_path, runs, evals)
+    table = gather.gather(tmp_path, runs, evals)
     assert sorted(table["run"].unique()) == ["gpt2/mlm", "mamba/mlm"]
     info = table.drop_duplicates("run").set_index("run")
     assert tuple(info.loc["gpt2/mlm", ["arch", "loss_id", "size", "hierarchy", "pretrain_seed"]]) == (

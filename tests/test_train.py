@@ -327,6 +327,61 @@ def test_a_runs_own_config_yaml_is_a_valid_config(tmp_path):
     assert reused.objective.loss == "HXE"
 
 
+def test_a_request_in_the_trees_sections_with_tags_reads_back_as_the_same_config(tmp_path, capsys):
+    """The workflow's request files: `sections` lays flag values out as the config tree (backbone flags at the top,
+    each flag under its group, tags last); `helm train --config` reads them back to the very values, keeps the
+    tags (they go to config.yaml) and `request_config` builds the same TrainConfig without a command line."""
+    values = {
+        "lr": 3e-4,
+        "max_steps": 30,
+        "preset": "gpt2-tiny",
+        "mode": "clm",
+        "loss": "HXE",
+        "hxe_alpha": 0.4,
+        "num_workers": 0,
+        "max_seq_len": 64,
+        "tags": {"run": "gpt2-clm-tiny-hxe0.4-3mer", "seed": None},
+    }
+    document = config.sections(values)
+    assert list(document) == ["preset", "data", "model", "objective", "schedule", "run", "tags"]
+    assert document["schedule"] == {"lr": 3e-4, "max_steps": 30} and document["objective"]["hxe_alpha"] == 0.4
+    file = tmp_path / "request.yaml"
+    file.write_text(yaml.safe_dump(document, sort_keys=False))
+    cfg = parse_args(["--config", str(file)])
+    flags = {k: v for k, v in values.items() if k != "tags"}
+    assert {k: cfg.flat()[k] for k in flags} == flags and cfg.model_name == "gpt2" and cfg.model.num_layers == 2
+    assert cfg.tags == values["tags"]
+    assert train.request_config(document, "request") == cfg
+    # the tags are labels, not settings: without them the same run settings
+    assert dataclasses.replace(cfg, tags={}) == parse_args([f"--{k}={v}" for k, v in flags.items()])
+    # a run's own config.yaml keeps its tags, but reusing its settings does not give a new run its name
+    from helm import run
+
+    run.write_config(tmp_path, cfg.flat() | {"tags": cfg.tags, "derived": {"lr": 3e-4}})
+    assert TrainConfig.from_flat(run.read_config(tmp_path)) == cfg
+    assert parse_args(["--config", str(tmp_path / run.CONFIG_FILE)]).tags == {}
+    with pytest.raises(ValueError, match=r"^pretrain run x: hxe_alpha: expected float, got 'much'$"):
+        train.request_config({**document, "objective": {"hxe_alpha": "much"}}, "pretrain run x")
+    with pytest.raises(ValueError, match=r"^pretrain run x: --lr -1.0: must be > 0$"):
+        train.request_config({**document, "schedule": {"lr": -1}}, "pretrain run x")
+    with pytest.raises(ValueError, match=r"^pretrain run x: unknown key 'lrr'; did you mean lr\?$"):
+        train.request_config({**document, "schedule": {"lrr": 1}}, "pretrain run x")
+
+
+@pytest.mark.parametrize(
+    ("tags", "message"),
+    [("[a, b]", "tags: expected a mapping of name: value, got list"),
+     ("{run: [1, 2]}", "each tag is a name with text, a number, true/false or null")],
+)  # fmt: skip
+def test_bad_tags_are_one_line_errors(tmp_path, capsys, tags, message):
+    file = tmp_path / "c.yaml"
+    file.write_text(f"lr: 1e-3\ntags: {tags}\n")
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--config", str(file)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and message in err
+
+
 def test_help_lists_every_flag(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])

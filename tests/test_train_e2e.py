@@ -47,6 +47,9 @@ def test_tiny_run_writes_a_complete_run_directory(raw_dir, tmp_path, capsys):
         "--min-lr", str(min_lr), "--limit-train-batches", str(per_epoch), "--limit-val-batches", "2",
         "--checkpoint-hist", "2", "--vocab_size", "70",
     )  # fmt: skip
+    tags = {"run": "gpt2-mlm-tiny-hxe0.4-codon", "pretrain_seed": None, "hxe_alpha": 0.4}  # the workflow's request
+    (tmp_path / "request.yaml").write_text(f"tags: {json.dumps(tags)}\n")
+    argv += ["--config", str(tmp_path / "request.yaml")]
     assert main(argv) == 0
 
     for entry in ("config.yaml", "tokenizer/tokenizer.json", "checkpoints/last.ckpt", "model/config.json",
@@ -78,9 +81,11 @@ def test_tiny_run_writes_a_complete_run_directory(raw_dir, tmp_path, capsys):
 
     config = run.read_config(out)
     assert config["loss"] == "HXE" and config["hxe_alpha"] == 0.4 and config["derived"]["vocab_size"] == 70
+    assert config["tags"] == tags  # copied from the request, for the report (helm/report/gather.py)
     # the run's own config.yaml is a valid --config: the same resolved settings (bar where the run itself lives)
     again = parse_args(["--config", str(out / "config.yaml")])
     assert again.flat() == parse_args(argv).flat() | {"output": None, "overwrite": False, "resume": None}
+    assert again.tags == {}  # nor its name
     assert config["derived"]["num_parameters"] == metrics["num_parameters"]
 
     # the lr each update used: timm cosine per update, warmup over the first epoch (t = update index)

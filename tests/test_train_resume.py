@@ -95,7 +95,7 @@ def plateau_args(prepared, out):
 
 
 def lr_per_step(out) -> dict[int, float]:
-    from helm.tables import read_scalars
+    from helm.report.gather import read_scalars
 
     return dict(read_scalars(out / run.TB_DIR, ("lr",)).get("lr", []))  # the resumed run's events come last
 

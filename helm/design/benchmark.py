@@ -243,10 +243,10 @@ def gather_rows(files: list[str]) -> list[dict]:
 
 
 def write_table(rows: list[dict], file: Path) -> None:
-    """``file`` (.csv) and the same table as Markdown beside it (helm.tables.write_table)."""
+    """``file`` (.csv) and the same table as Markdown beside it (helm.report.tables.write_table)."""
     import pandas as pd
 
-    from helm.tables import write_table as write_frame
+    from helm.report.tables import write_table as write_frame
 
     write_frame(pd.DataFrame(rows), file.with_suffix(""))
 

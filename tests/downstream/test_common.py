@@ -17,7 +17,7 @@ from helm.downstream.common import InputError
 
 MODULES = {"embed": "helm.downstream.features", "probe": "helm.downstream.probe",
            "baseline": "helm.downstream.baselines", "annotate": "helm.downstream.annotate",
-           "generate": "helm.downstream.generate", "cluster": "helm.downstream.cluster", "tables": "helm.tables",
+           "generate": "helm.downstream.generate", "cluster": "helm.downstream.cluster", "tables": "helm.report.cli",
            "export": "helm.export", "fetch": "helm.fetch"}  # fmt: skip
 HEAVY = ("torch", "sklearn", "scipy", "transformers", "pandas", "matplotlib", "safetensors", "helm.models")
 

@@ -116,9 +116,9 @@ def test_probe_hf_writes_the_native_json(hf_dir, tiny_runs, shared_data, tmp_pat
     assert c["metrics"]["spearman"] == pytest.approx(b["metrics"]["spearman"], abs=0.02)
 
     # helm tables: its own row, no loss, arch "external"; nothing crashes
-    from helm import tables
+    from helm.report import gather, tables
 
-    table = tables.gather(tmp_path, [tiny_runs["mlm"]], [native, hf])
+    table = gather.gather(tmp_path, [tiny_runs["mlm"]], [native, hf])
     row = table[table["run"] == "hf:tiny-bert"].iloc[0]
     assert row["arch"] == "external" and row["model"] == "hf:tiny-bert" and row["loss_id"] is None
     summary = tables.summary(table).set_index("run")

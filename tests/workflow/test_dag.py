@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from wf_utils import REPO, expected_runs, job_counts, load_config, snakemake, snakemake_env
+from wf_utils import REPO, expected_runs, job_counts, load_config, requests, snakemake, snakemake_env
 
 RUN_ID = re.compile(r"results/pretrain/([^/\s,]+)/metrics\.json")
 
@@ -99,7 +99,7 @@ def test_slurm_profile_takes_resources_from_config(tmp_path: Path) -> None:
     assert int(resources["mem_mb"]) == want["mem_mb"]
     assert int(resources["runtime"]) == want["runtime"]
     assert "slurm_partition" not in resources  # the site profile's partitions decide (make slurm-profile)
-    assert "--preset mamba-50m-clm" in proc.stdout
+    assert requests(proc.stdout)["results/pretrain/mamba-clm-50m-xe-3mer/request.yaml"]["preset"] == "mamba-50m-clm"
 
 
 def test_schema_rejects_unknown_keys(tmp_path: Path) -> None:
@@ -110,6 +110,27 @@ def test_schema_rejects_unknown_keys(tmp_path: Path) -> None:
     proc = snakemake(tmp_path, "-n", "--configfile", str(bad), config="", check=False)
     assert proc.returncode != 0
     assert "argz" in proc.stdout + proc.stderr
+
+
+def test_a_bad_training_setting_stops_the_dry_run_with_one_line(tmp_path: Path) -> None:
+    """pretrain.args, arch_args and each grid point's request are read by helm's own --config reader when the DAG
+    is built: a typo or a bad value ends `snakemake -n` (exit 2) with one line naming it, before any job."""
+    cases = [
+        ("args", "warmup-epoch", 0, "pretrain.args: unknown key 'warmup-epoch'; did you mean warmup_epochs"),
+        ("args", "batch_size", "big", "pretrain.args: batch_size: expected int, got 'big'"),
+        ("arch_args", "mamba", {"lr": -1}, "pretrain run mamba-clm-tiny-hxe0.4-3mer: --lr -1.0: must be > 0"),
+    ]
+    for section, key, value, message in cases:
+        config = load_config("config/smoke.yaml")
+        config["pretrain"].setdefault(section, {})[key] = value
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(config))
+        proc = snakemake(tmp_path / "w", "-n", "--configfile", str(path), config="", check=False)
+        out = proc.stdout + proc.stderr
+        errors = [line for line in out.splitlines() if "error" in line.lower()]
+        assert proc.returncode == 2 and "Traceback" not in out, out
+        assert len(errors) == 1 and errors[0].startswith(f"helm workflow: error: {message}"), errors
+        assert not (tmp_path / "w" / "results").exists()
 
 
 def test_lint_is_clean(tmp_path: Path) -> None:
@@ -162,11 +183,13 @@ def test_multi_gpu_runs_become_one_slurm_job_with_a_task_per_rank(tmp_path: Path
     shell = proc.stdout.split("rule pretrain:")[1]
     srun = "srun --nodes=2 --ntasks-per-node=4 --ntasks=8 --cpus-per-task=16 --gres=gpu:a100:4"
     assert f'$([ -n "${{SLURM_JOB_ID:-}}" ] && echo {srun}) helm train' in shell
-    assert "--num_devices 4 --num_nodes 2 --distributed-backend ddp" in shell
+    request = "results/pretrain/gpt2-mlm-50m-xe-3mer/request.yaml"
+    ranks = {"num_devices": 4, "num_nodes": 2, "distributed_backend": "ddp"}
+    assert ranks.items() <= requests(proc.stdout)[request]["run"].items()
     # one GPU per run (the default) keeps the command and resources of a single process
     proc = snakemake(tmp_path, "-n", "-p", "results/pretrain/gpt2-mlm-50m-xe-3mer/metrics.json", config="")
     shell = proc.stdout.split("rule pretrain:")[1]
-    assert "srun" not in shell.split("rule ")[0] and "--num_devices" not in shell.split("rule ")[0]
+    assert "srun" not in shell.split("rule ")[0] and not ranks.keys() & requests(proc.stdout)[request]["run"].keys()
 
 
 @pytest.mark.parametrize("name", ["config/smoke.yaml", "config/study.yaml"])
@@ -174,14 +197,13 @@ def test_every_pretrain_job_writes_a_resumable_checkpoint_before_it_ends(tmp_pat
     """Issue 27.6: a killed pretrain job resumes from last.ckpt instead of starting over, in every config: the smoke
     config's own interval (below its run length) and the schema's default where a config names none."""
     proc = snakemake(tmp_path, "-n", "-p", "--until", "pretrain", config=name)
-    commands = [c for c in re.findall(r"Shell command: (.*)", proc.stdout) if "helm train" in c]
-    assert commands
+    found = requests(proc.stdout)
     cfg = load_config(name)
+    assert len(found) == job_counts(proc.stdout)["pretrain"] > 0  # one request per pretrain job
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     setting = schema["properties"]["pretrain"]["properties"].get("checkpoint_every_n_steps", {})
     want = cfg["pretrain"].get("checkpoint_every_n_steps", setting.get("default"))
-    for command in commands:
-        every = re.search(r"--checkpoint_every_n_steps (\d+) ", command)
-        assert every and int(every.group(1)) == want > 0, command
+    for file, request in found.items():
+        assert request["run"]["checkpoint_every_n_steps"] == want > 0, file
     if "max-steps" in cfg["pretrain"]["args"]:
         assert want < cfg["pretrain"]["args"]["max-steps"]

@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 import yaml
-from wf_utils import job_counts, load_config, snakemake
+from wf_utils import job_counts, load_config, requests, snakemake
 
 
 def two_clm_config(tmp_path: Path, **generation) -> Path:
@@ -50,10 +50,11 @@ def test_generate_jobs_share_one_reference_encoder_trained_once(tmp_path: Path) 
     assert {flag(g, "--embed-run") for g in generate} == {"results/reference_encoder"}
     assert not any("--esm" in g for g in generate)
     # the encoder: a protein MLM with plain XE, trained on the translated units, into that directory
-    (train,) = commands(proc.stdout, "helm train --data_dir results/data/aa/corpus")
-    assert flag(train, "--output") == "results/reference_encoder"
-    assert (flag(train, "--data-type"), flag(train, "--mode"), flag(train, "--loss")) == ("aa", "mlm", "XE")
-    assert "--bidirectional" in train and flag(train, "--preset") == "bert-tiny"
+    train = requests(proc.stdout)["results/reference_encoder/request.yaml"]
+    assert train["data"]["data_dir"] == "results/data/aa/corpus"
+    assert train["run"]["output"] == "results/reference_encoder"
+    assert (train["data"]["data_type"], train["data"]["mode"], train["objective"]["loss"]) == ("aa", "mlm", "XE")
+    assert train["model"]["bidirectional"] is True and train["preset"] == "bert-tiny" and "tags" not in train
     for prep in commands(proc.stdout, "helm prepare --input"):
         if flag(prep, "--tokenizer") == "aa":
             assert "--translate" in prep and flag(prep, "--output").startswith("results/data/aa/parts/")

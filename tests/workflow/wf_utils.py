@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,20 @@ def job_counts(output: str) -> dict[str, int]:
             break
     counts.pop("total", None)
     return counts
+
+
+def requests(output: str) -> dict[str, dict]:
+    """The request of every training job a dry run (-p) lists, as the job writes it before `helm train --config`
+    reads it (workflow/rules/pretrain.smk: printf '%s' '<YAML>' > <file> && ... helm train --config <file>):
+    request file -> its YAML."""
+    found = {}
+    for part in output.split("printf '%s' ")[1:]:
+        lexer = shlex.shlex(part, posix=True)
+        lexer.whitespace_split = True
+        text, redirect, file = lexer.get_token(), lexer.get_token(), lexer.get_token()
+        assert redirect == ">" and f"helm train --config {shlex.quote(file)}" in part, part[:2000]
+        found[file] = yaml.safe_load(text)
+    return found
 
 
 def expected_runs(config: dict) -> set[tuple[str, str, str, str, str]]:

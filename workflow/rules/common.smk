@@ -10,10 +10,24 @@ from pathlib import Path
 
 import yaml
 
-from helm.tokenizers import LEARNED as LEARNED_TOKENIZERS  # trained on the corpus, once per grid
+from helm.config import TAGS, LossArgs, sections
+from helm.report.figures import FIGURES
+from helm.report.tables import TABLES
+from helm.run import METRICS_FILE
+from helm.tokenizers import LEARNED, LEARNED_VOCAB_SIZE
+from helm.train import config_values, request_config
 
 REPO = Path(workflow.basedir)
 R = config.get("results", "results")
+LEARNED_VOCAB = config["data"].get("learned_vocab_size", LEARNED_VOCAB_SIZE)
+RUN_METRICS = f"{R}/pretrain/{{run}}/{METRICS_FILE}"  # the file that marks a finished pretrain run (helm/run.py)
+REQUEST_FILE = "request.yaml"  # what `helm train --config` of a pretrain job reads, in its run directory
+
+
+def _workflow_error(message):
+    """One line on stderr and exit 2 (a configuration error; snakemake would print a traceback)."""
+    print(f"helm workflow: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def resolve_mirror():
@@ -108,7 +122,7 @@ def expand_runs():
                 "loss": spec["loss"],
                 "hxe_alpha": spec.get("hxe_alpha"),
                 "soft_labels_beta": spec.get("soft_labels_beta"),
-                "hierarchy": spec.get("hierarchy", "true"),
+                "hierarchy": spec.get("hierarchy", LossArgs.hierarchy),
                 "tokenizer": tok,
             }
     return runs
@@ -180,7 +194,7 @@ wildcard_constraints:
     run=_alternation([*RUNS, *EXTERNAL]),
     unit=_alternation(UNITS),
     tokenizer=_alternation(TOKENIZERS),
-    learned=_alternation(LEARNED_TOKENIZERS),
+    learned=_alternation(LEARNED),
     rawfile=_alternation(RAW_FILES),
     task=_alternation(TASKS),
     seed=r"\d+",
@@ -259,13 +273,13 @@ def unit_args(wildcards):
 
 def learned_tokenizer(wildcards):
     """A learned tokenizer is trained once (on the training split) before the units are encoded with it."""
-    if wildcards.tokenizer in LEARNED_TOKENIZERS:
+    if wildcards.tokenizer in LEARNED:
         return {"tokenizer": f"{R}/tokenizers/{wildcards.tokenizer}"}
     return {}
 
 
 def tokenizer_args(wildcards, input):
-    if wildcards.tokenizer in LEARNED_TOKENIZERS:
+    if wildcards.tokenizer in LEARNED:
         return f"--tokenizer_file {input.tokenizer}/tokenizer.json"
     return ""
 
@@ -276,36 +290,72 @@ def run_corpus(wildcards):
     return f"{R}/data/{RUNS[wildcards.run]['tokenizer']}/corpus"
 
 
-def train_args(wildcards):
-    """Grid point -> `helm train` flags (pretrain.args, then pretrain.arch_args.<arch>, then the grid point)."""
-    c = RUNS[wildcards.run]
-    # a resumable last.ckpt while the job runs (the schema's default, for every config; pretrain.args may override)
-    args = {"checkpoint_every_n_steps": config["pretrain"]["checkpoint_every_n_steps"]}
-    args.update(config["pretrain"].get("args") or {})
-    args.update((config["pretrain"].get("arch_args") or {}).get(c["arch"], {}))
-    args.update(
-        {
-            "preset": c["preset"],
-            "mode": c["mode"],
-            "bidirectional": True if c["mode"] == "mlm" else None,
-            "loss": c["loss"],
-            "hxe-alpha": c["hxe_alpha"],
-            "soft-labels-beta": c["soft_labels_beta"],
-            "hierarchy": c["hierarchy"],
-            "tokenizer": c["tokenizer"],
-            "seed": c["pretrain_seed"],  # null (no seed axis): pretrain.args' seed or helm's default
-        }
-    )
+def training_settings(layer, where):
+    """One layer of training settings from the config as typed {flag: value} (null: left out, helm's default),
+    read by helm's own --config reader: a bad key or value stops the DAG (dry runs too) with one line naming it."""
+    try:
+        return config_values({k: v for k, v in (layer or {}).items() if v is not None}, where)
+    except ValueError as e:
+        _workflow_error(str(e))
+
+
+def checked_request(values, where):
+    """{flag: value} (+ tags) -> the request a `helm train --config` reads, in the config tree's sections, after
+    helm has built its TrainConfig from it (every value and cross-setting check; one line on a bad one)."""
+    document = sections(values)
+    try:
+        request_config(document, where)
+    except ValueError as e:
+        _workflow_error(str(e))
+    return document
+
+
+# pretrain.args over the schema's checkpoint interval (a resumable last.ckpt while a job runs), then arch_args
+PRETRAIN_SETTINGS = training_settings(
+    {"checkpoint_every_n_steps": config["pretrain"]["checkpoint_every_n_steps"], **(config["pretrain"].get("args") or {})},
+    "pretrain.args",
+)
+ARCH_SETTINGS = {arch: training_settings(args, f"pretrain.arch_args.{arch}")
+                 for arch, args in (config["pretrain"].get("arch_args") or {}).items()}  # fmt: skip
+
+
+def grid_point_settings(c):
+    """What a grid point sets over pretrain.args and arch_args: preset, mode, loss, tokenizer, its seed, DDP."""
+    settings = {"preset": c["preset"], "mode": c["mode"], "bidirectional": True if c["mode"] == "mlm" else None,
+                "loss": c["loss"], "hxe_alpha": c["hxe_alpha"], "soft_labels_beta": c["soft_labels_beta"],
+                "hierarchy": c["hierarchy"], "tokenizer": c["tokenizer"],
+                "seed": c["pretrain_seed"]}  # fmt: skip  (seed null: pretrain.args' seed or helm's default)
     per_node, nodes = pretrain_ranks()
     if per_node * nodes > 1:  # DDP: batch_size stays per rank, the global batch is batch_size x ranks x accum
-        args.update({"num_devices": per_node, "num_nodes": nodes, "distributed-backend": "ddp"})
-    if c["tokenizer"] in LEARNED_TOKENIZERS:
-        args["vocab_size"] = config["data"].get("learned_vocab_size", 256)
-    return format_args(args)
+        settings.update({"num_devices": per_node, "num_nodes": nodes, "distributed_backend": "ddp"})
+    if c["tokenizer"] in LEARNED:
+        settings["vocab_size"] = LEARNED_VOCAB
+    return settings
 
 
-def grid_json(wildcards):
-    return json.dumps(RUNS[wildcards.run], sort_keys=True)
+def pretrain_request(run):
+    """The request of one pretrain run: its corpus and run directory, pretrain.args < arch_args < the grid point,
+    and its grid coordinates as `tags` (helm copies them into the run's config.yaml; helm/report reads them)."""
+    c = RUNS[run]
+    where = f"pretrain run {run}"
+    values = {**PRETRAIN_SETTINGS, **ARCH_SETTINGS.get(c["arch"], {}), **training_settings(grid_point_settings(c), where),
+              "data_dir": f"{R}/data/{c['tokenizer']}/corpus", "output": f"{R}/pretrain/{run}", TAGS: c}  # fmt: skip
+    return checked_request(values, where)
+
+
+# training job (its run directory under results/) -> its request; generate_common.smk adds the reference encoder
+REQUESTS = {f"pretrain/{run}": pretrain_request(run) for run in RUNS}
+
+
+def request_yaml(trainee):
+    """The request of a training job (`REQUESTS` key: its run directory under results/) as the YAML text that the
+    job itself writes into its run directory before `helm train --config` reads it (workflow/rules/pretrain.smk)."""
+    head = "# written by this run's workflow job (workflow/rules/pretrain.smk); helm train --config reads it\n"
+    return head + yaml.safe_dump(REQUESTS[trainee], sort_keys=False)
+
+
+def request_file(trainee):
+    return f"{R}/{trainee}/{REQUEST_FILE}"
 
 
 def task_args(wildcards):
@@ -350,7 +400,7 @@ def run_input(wildcards):
     """The file a job waits for: a pretrain run's metrics.json, or an external checkpoint's config.json."""
     gpu_guard()
     ext = EXTERNAL.get(wildcards.run)
-    return f"{ext['path']}/config.json" if ext else f"{R}/pretrain/{wildcards.run}/metrics.json"
+    return f"{ext['path']}/config.json" if ext else RUN_METRICS.format(run=wildcards.run)
 
 
 def run_source(wildcards, input):
@@ -403,11 +453,9 @@ def all_evals():
 
 
 def pretrain_targets():
-    return [f"{R}/pretrain/{run}/metrics.json" for run in RUNS]
+    return [RUN_METRICS.format(run=run) for run in RUNS]
 
 
-TABLES = ("summary", "delta_vs_xe", "win_counts", "power", "intrinsic", "pretrain", "truncation")  # --tables-dir
-PLOTS = ("learning_curves", "task_scores", "delta_to_xe", "intrinsic")  # helm tables --plots-dir
 REPORT = config.get("report") or {}
 ARTIFACT = REPORT.get("artifact")  # a folder that gets a copy of the tables and figures (a committed study)
 
@@ -418,7 +466,7 @@ def table_outputs():
     for name in TABLES:
         out[name] = report(f"{R}/tables/{name}.csv", caption=f"../report/table_{name}.rst", category="Tables")
         out[f"{name}_md"] = f"{R}/tables/{name}.md"
-    for name in PLOTS:
+    for name in FIGURES:
         caption = f"../report/figure_{name}.rst"
         out[f"{name}_png"] = report(f"{R}/plots/{name}.png", caption=caption, category="Figures")
         out[f"{name}_svg"] = f"{R}/plots/{name}.svg"

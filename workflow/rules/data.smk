@@ -23,7 +23,7 @@ rule learn_tokenizer:
     output:
         directory(f"{R}/tokenizers/{{learned}}"),
     params:
-        vocab=config["data"].get("learned_vocab_size", 256),
+        vocab=LEARNED_VOCAB,
         extra=format_args(config["data"].get("prepare")),
     threads: rule_threads("default", "learn_tokenizer")
     resources:

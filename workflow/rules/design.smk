@@ -2,7 +2,7 @@
 
 rule design:
     input:
-        run=f"{R}/pretrain/{{run}}/metrics.json",
+        run=RUN_METRICS,
         fasta=design_fasta,
     output:
         f"{R}/design/{{run}}/{{protein_set}}/designs.json",

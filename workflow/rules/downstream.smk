@@ -53,7 +53,7 @@ rule probe:
 
 rule annotate:
     input:
-        run=f"{R}/pretrain/{{run}}/metrics.json",
+        run=RUN_METRICS,
         data=annotate_data,
         corpus=run_corpus,  # rows in its training split are skipped: annotation is scored on held-out rows
     output:
@@ -80,7 +80,7 @@ rule annotate:
 
 rule cluster:
     input:
-        run=f"{R}/pretrain/{{run}}/metrics.json",
+        run=RUN_METRICS,
         reference=run_corpus,
     output:
         f"{R}/downstream/{{task}}/{{run}}/seed{{seed}}.json",

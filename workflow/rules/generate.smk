@@ -49,10 +49,10 @@ rule reference_encoder:
     input:
         corpus=f"{R}/data/aa/corpus",
     output:
-        metrics=f"{REFERENCE_ENCODER}/metrics.json",
+        metrics=f"{REFERENCE_ENCODER}/{METRICS_FILE}",
     params:
-        args=reference_train_args,
-        rundir=lambda w, output: os.path.dirname(output.metrics),
+        request=request_yaml(REFERENCE_TRAINEE),
+        file=request_file(REFERENCE_TRAINEE),
     threads: rule_threads("pretrain", "reference_encoder")
     resources:
         **slurm_resources("pretrain", "reference_encoder"),
@@ -63,13 +63,13 @@ rule reference_encoder:
     conda:
         "../../envs/helm.yaml"
     shell:
-        "helm train --data_dir {input.corpus:q} {params.args} --output {params.rundir:q} >> {log:q} 2>&1"
+        "printf '%s' {params.request:q} > {params.file:q} && helm train --config {params.file:q} >> {log:q} 2>&1"
 
 
 rule generate:
     input:
         unpack(generation_embedder),
-        run=f"{R}/pretrain/{{run}}/metrics.json",
+        run=RUN_METRICS,
         reference=run_corpus,
     output:
         f"{R}/downstream/{{task}}/{{run}}/seed{{seed}}.json",

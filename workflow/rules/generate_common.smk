@@ -1,10 +1,10 @@
 # Input functions and config checks of workflow/rules/generate.smk (no rules here): the one embedder of every
-# generate job (generation.esm, else the reference encoder) and the reference encoder's flags.
+# generate job (generation.esm, else the reference encoder) and the reference encoder's request.
 
 GENERATION = config.get("generation") or {}
-REFERENCE_ENCODER = f"{R}/reference_encoder"
+REFERENCE_ENCODER = f"{R}/reference_encoder"  # its run directory
 # fixed by the workflow: a protein MLM trained with plain cross entropy (the codon hierarchies do not apply)
-REFERENCE_FIXED = {"data-type": "aa", "mode": "mlm", "bidirectional": True, "loss": "XE"}
+REFERENCE_FIXED = {"data_type": "aa", "mode": "mlm", "bidirectional": True, "loss": "XE"}
 REFERENCE_DEFAULTS = {"preset": "bert-25m"}
 
 
@@ -35,7 +35,7 @@ def _check_generation_config():
                     "generation.esm (else the shared reference encoder), not per task"
                 )
     for key in reference_encoder_args():
-        if key.replace("_", "-") in (*REFERENCE_FIXED, "output", "data-dir"):
+        if key.replace("-", "_") in (*REFERENCE_FIXED, "output", "data_dir"):
             raise ValueError(f"generation.reference_encoder.args.{key}: set by the workflow (an aa MLM with XE)")
 
 
@@ -47,7 +47,7 @@ def generation_embedder(wildcards):
     """What every generate job embeds with: the ESM checkpoint, or the reference encoder's finished run."""
     if GENERATION_ESM:
         return {"embedder": f"{GENERATION_ESM}/config.json"}
-    return {"embedder": f"{REFERENCE_ENCODER}/metrics.json"}
+    return {"embedder": f"{REFERENCE_ENCODER}/{METRICS_FILE}"}
 
 
 def embedder_args(wildcards, input):
@@ -61,5 +61,14 @@ def reference_unit_args(wildcards):
     return f"{unit_args(wildcards)} --translate"
 
 
-def reference_train_args(wildcards):
-    return format_args({**REFERENCE_DEFAULTS, **reference_encoder_args(), **REFERENCE_FIXED})
+def reference_request():
+    """The reference encoder's `helm train --config` request: bert-25m unless its args name a preset, its args,
+    the fixed protein-MLM settings, the merged aa corpus (checked by helm now, like every pretrain request)."""
+    where = "generation.reference_encoder.args"
+    values = {**training_settings({**REFERENCE_DEFAULTS, **reference_encoder_args()}, where), **REFERENCE_FIXED,
+              "data_dir": f"{R}/data/aa/corpus", "output": REFERENCE_ENCODER}  # fmt: skip
+    return checked_request(values, where)
+
+
+REFERENCE_TRAINEE = "reference_encoder"  # its key in REQUESTS: REFERENCE_ENCODER under results/
+REQUESTS[REFERENCE_TRAINEE] = reference_request()

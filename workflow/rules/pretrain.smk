@@ -1,20 +1,22 @@
-# One pretrain job per grid point. The run directory resumes from checkpoints/last.ckpt after a kill, and only
-# metrics.json / grid.json are declared outputs, so snakemake never deletes checkpoints of an unfinished run.
-# Snakemake exports OMP_NUM_THREADS (and the BLAS equivalents) = the job's threads to every shell command, so
-# two jobs on two cores never oversubscribe them. A run with several ranks (resources.pretrain tasks_per_node /
-# nodes) is one Slurm job with one task per rank, started by the `srun` of params.launcher.
+# One pretrain job per grid point. Its settings reach `helm train` as one request file in the run directory:
+# request.yaml, the config tree's sections plus `tags` (the grid coordinates, which helm copies into the run's
+# config.yaml for the report), built and checked by helm's own config loader when the DAG is built
+# (common.smk REQUESTS) and written by the job itself, so a rerun always trains with the config of today.
+# The run directory resumes from checkpoints/last.ckpt after a kill, and only metrics.json is a declared output,
+# so snakemake never deletes checkpoints of an unfinished run. Snakemake exports OMP_NUM_THREADS (and the BLAS
+# equivalents) = the job's threads to every shell command, so two jobs on two cores never oversubscribe them. A
+# run with several ranks (resources.pretrain tasks_per_node / nodes) is one Slurm job with one task per rank,
+# started by the `srun` of params.launcher.
 
 
 rule pretrain:
     input:
         corpus=run_corpus,
     output:
-        metrics=f"{R}/pretrain/{{run}}/metrics.json",
-        grid=f"{R}/pretrain/{{run}}/grid.json",
+        metrics=RUN_METRICS,
     params:
-        args=train_args,
-        grid=grid_json,
-        rundir=lambda w, output: os.path.dirname(output.metrics),
+        request=lambda w: request_yaml(f"pretrain/{w.run}"),
+        file=lambda w: request_file(f"pretrain/{w.run}"),
         launcher=launcher,
     threads: rule_threads("pretrain", "pretrain")
     resources:
@@ -26,5 +28,5 @@ rule pretrain:
     conda:
         "../../envs/helm.yaml"
     shell:
-        "{params.launcher}helm train --data_dir {input.corpus:q} {params.args} --output {params.rundir:q} >> {log:q} 2>&1"
-        " && echo {params.grid:q} > {output.grid:q}"
+        "printf '%s' {params.request:q} > {params.file:q}"
+        " && {params.launcher}helm train --config {params.file:q} >> {log:q} 2>&1"

@@ -4,17 +4,10 @@
 # - per-rule sizes (resources.rules) over the three classes, CPU heads (ridge, linear) as CPU jobs, and a job
 #   that fails (e.g. at its time or memory limit) retried with twice the memory and time (Snakemake's attempt).
 # Sizes, formulas and measurements: docs/ARCHITECTURE.md ("Resources").
-import sys
 
 from helm.fetch import find_in_mirror
 
 CPU_HEADS = ("ridge", "linear")  # closed-form or one linear layer on pooled features: no GPU needed
-
-
-def _workflow_error(message):
-    """One line on stderr and exit 2 (a configuration error; snakemake would print a traceback)."""
-    print(f"helm workflow: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def _raw_users():
