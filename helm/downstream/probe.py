@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helm.args import HelmParser
@@ -33,6 +34,7 @@ from helm.downstream.source import add_source_args, load_source, source_error
 
 if TYPE_CHECKING:
     from helm.downstream.harness import Split
+    from helm.downstream.saved_head import SavedHead
 
 
 def ridge_probe(parts: dict[str, Split], alphas: list[float]) -> dict[str, Any]:
@@ -45,7 +47,24 @@ def ridge_probe(parts: dict[str, Split], alphas: list[float]) -> dict[str, Any]:
     mean, std = pooled["train"].mean(0), pooled["train"].std(0) + 1e-8
     mats = {p: (v - mean) / std for p, v in pooled.items()}
     ys = {p: s.y for p, s in parts.items()}
-    return ridge_select({"mean-pooled": lambda: mats}, ys, alphas)
+    return {**ridge_select({"mean-pooled": lambda: mats}, ys, alphas), "standardise": (mean, std)}
+
+
+def selected_head(args: argparse.Namespace, result: dict[str, Any], dim: int, run_dir: str, max_len: int,
+                  metrics: dict[str, Any], task: str) -> SavedHead:  # fmt: skip
+    """The selected head of a frozen probe as a `SavedHead` (``--save-head``; a ridge probe as its linear head)."""
+    from helm.downstream.saved_head import SavedHead, ridge_as_linear, weights_sha256
+
+    if args.head == "ridge":
+        ridge, (mu, sd) = result["model"], result["standardise"]
+        state, kind, y_mean, y_std = ridge_as_linear(ridge.coef_, ridge.intercept_, mu, sd), "linear", 0.0, 1.0
+    else:
+        model = result["model"]
+        state, kind, y_mean, y_std = model.head.state_dict(), args.head, model.target_mean, model.target_std
+    info = {"task": task, "probe_head": args.head, "selected": result["selected"], "seed": args.seed,
+            **{k: metrics.get(k) for k in ("spearman", "val_spearman")}}  # fmt: skip
+    return SavedHead(kind, dim, state, float(y_mean), float(y_std), str(Path(run_dir).resolve()),
+                     weights_sha256(run_dir), int(max_len), info)  # fmt: skip
 
 
 def probe(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,6 +75,9 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.time()
     set_threads(args.threads)
+    if args.save_head and (getattr(args, "hf", None) or args.finetune != "none"):
+        raise InputError("--save-head keeps the head of a frozen probe of a helm run (--run, or --features of one); "
+                         "not of --hf or --finetune")  # fmt: skip
     if args.features:
         from helm.downstream.features import check_features, load_features
 
@@ -106,6 +128,13 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     metrics = dict(result["metrics"])
     metrics.update({k: v for k, v in data.stats.items()})
     metrics.update(n_truncated=n_truncated, n_tail_trimmed=n_tail)
+    if args.save_head:
+        from helm.downstream.saved_head import save_head
+
+        if meta.get("hf") or not meta.get("run_dir"):
+            raise InputError(f"--save-head: {args.features}: these features are not of a helm run")
+        max_len = int(meta["max_len"])
+        save_head(args.save_head, selected_head(args, result, dim, meta["run_dir"], max_len, metrics, data.spec.name))
     return {
         "run": run_id,
         "task": data.spec.name,
@@ -141,6 +170,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
             "bf16": args.bf16,
             "hf": meta.get("hf"),  # a foreign checkpoint's identity (path, config sha256), else None
             "embed_seconds": round(t_embed, 2),
+            "saved_head": str(args.save_head) if args.save_head else None,
             "seconds": round(time.time() - t0, 2),
         },
     }
@@ -161,6 +191,13 @@ def build_parser() -> HelmParser:
     parser.add_argument("--backbone-lr", type=float, default=1e-5, help="backbone learning rate when fine-tuning")
     parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (--finetune lora)")
     parser.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale numerator (--finetune lora)")
+    parser.add_argument(
+        "--save-head",
+        default=None,
+        metavar="FILE",
+        help="also save the selected head of a frozen probe and its run's identity (helm design --property-head; "
+        "helm/downstream/saved_head.py)",
+    )
     add_embed_args(parser)
     parser.add_argument(
         "--feature-dtype",
