@@ -60,7 +60,7 @@ class BenchSettings:
     sweeps: int = 8
     """MLM sweeps (helm design --sweeps)"""
     property_head: str | None = None
-    """a head saved by helm probe --save-head: the trade-off designs get its predicted property (not optimised)"""
+    """a head file saved by helm probe (its save-head option): the trade-off designs get its predicted property"""
     gather: list[str] = field(default_factory=list)
     """instead: gather these designs.json files (helm design) into design.csv (the workflow's report rows)"""
     seed: int = 0

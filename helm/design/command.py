@@ -79,8 +79,8 @@ class DesignSettings:
     threads: int | None = None
     """torch CPU threads (unset: torch's default)"""
     property_head: str | None = None
-    """a head saved by helm probe --save-head (e.g. on mrfp): every design and baseline gets its predicted property
-    (score ``property``; --property-weight puts it in the objective)"""
+    """a head file saved by helm probe (its save-head option; e.g. on mrfp): every design and baseline gets its
+    predicted property (score ``property``; --property-weight puts it in the objective)"""
     batch_size: int = 64
     """rows per forward pass when scoring"""
     overwrite: bool = False

@@ -193,9 +193,10 @@ def build_parser() -> HelmParser:
     parser.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale numerator (--finetune lora)")
     parser.add_argument(
         "--save-head",
+        "--save_head",
         default=None,
         metavar="FILE",
-        help="also save the selected head of a frozen probe and its run's identity (helm design --property-head; "
+        help="also save the selected head of a frozen probe and its run's identity (for helm design's property head; "
         "helm/downstream/saved_head.py)",
     )
     add_embed_args(parser)
