@@ -12,9 +12,12 @@
    model (host table, or ``oas_usage``: the codon frequencies of the corpus's training split), its renormalised
    frequencies; ``random`` = uniform over synonyms. Means with 95 % t intervals over proteins, and each run minus
    each baseline, paired by protein.
-2. Trade-off (``--fasta``): `helm.design.command.design` with its defaults (constraints on) for every run, the
-   CAI / GC / MFE / likelihood of each method as a table and a Pareto figure (CAI against the likelihood given the
-   protein, scored by the first run; the non-dominated designs are ringed).
+2. Trade-off (``--fasta``): `helm.design.command.design` with its defaults (constraints on) for every run (CLM:
+   greedy and ``--n`` samples; MLM: ``--n`` annealing chains), the baselines beside each run's designs, the CAI /
+   GC / MFE / likelihood (and, with ``--property-head``, the predicted property) of each method as a table and a
+   Pareto figure (CAI against the likelihood given the protein, one panel per run, every point scored by that
+   run; the non-dominated designs are ringed). A CLM's likelihood is causal, an MLM's a pseudo-likelihood: the
+   panels do not compare with each other.
 
 Writes ``recovery.csv`` (one row per protein and method), ``recovery_summary.csv`` / ``.md``, ``tradeoff.csv`` /
 ``.md``, ``pareto.png`` and ``summary.json`` under ``--out``.
@@ -56,6 +59,8 @@ class BenchSettings:
     """designs per protein and run in the trade-off"""
     sweeps: int = 8
     """MLM sweeps (helm design --sweeps)"""
+    property_head: str | None = None
+    """a head file saved by helm probe (its save-head option): the trade-off designs get its predicted property"""
     gather: list[str] = field(default_factory=list)
     """instead: gather these designs.json files (helm design) into design.csv (the workflow's report rows)"""
     seed: int = 0
@@ -179,21 +184,29 @@ def summarise(rows: list[dict], runs: list[str]) -> list[dict]:
 
 # ----------------------------------------------------------------------------------------------- trade-off
 def trade_off(settings: BenchSettings, out: Path) -> list[dict]:
+    """Every run's designs (a CLM: greedy, then ``n`` samples; an MLM: ``n`` annealing chains) and the baselines,
+    all scored by that run (its likelihood, CAI, GC, MFE, and the property head's prediction when given)."""
     from helm.design.command import DesignSettings, design, write_record
     from helm.design.constraints import Constraints
     from helm.design.scores import Objective
+    from helm.downstream.embed import run_mode
+    from helm.run import read_config
 
     rows = []
-    for i, run in enumerate(settings.run):
-        ds = DesignSettings(run=run, fasta=settings.fasta, out=str(out / "designs" / Path(run).name), n=settings.n,
-                            host=settings.trade_off_host, seed=settings.seed, overwrite=True, sweeps=settings.sweeps,
-                            no_baselines=i > 0)  # fmt: skip
-        record = design(ds, Constraints(), Objective())
-        write_record(record, ds.out)
-        for d in record.designs:
-            method = d.method if d.source == "baseline" else f"{record.run} ({record.method})"
-            rows.append({"run": record.run, "protein": d.protein, "method": method, "source": d.source,
-                         "rank": d.rank, **d.scores})  # fmt: skip
+    for run in settings.run:
+        clm = run_mode(read_config(run)) == "clm"
+        for method, n in (("greedy", 1), ("sample", settings.n)) if clm else (("anneal", settings.n),):
+            folder = Path(run).name + (f"-{method}" if clm else "")
+            ds = DesignSettings(run=run, fasta=settings.fasta, out=str(out / "designs" / folder), n=n, method=method,
+                                host=settings.trade_off_host, seed=settings.seed, overwrite=True,
+                                sweeps=settings.sweeps, property_head=settings.property_head,
+                                no_baselines=method == "sample")  # fmt: skip
+            record = design(ds, Constraints(), Objective())
+            write_record(record, ds.out)
+            for d in record.designs:
+                label = d.method if d.source == "baseline" else f"{record.run} ({record.method})"
+                rows.append({"run": record.run, "protein": d.protein, "method": label, "source": d.source,
+                             "rank": d.rank, **d.scores})  # fmt: skip
     return rows
 
 
@@ -209,10 +222,11 @@ def pareto_figure(rows: list[dict], file: Path) -> None:
     import matplotlib.pyplot as plt
 
     proteins = sorted({r["protein"] for r in rows})
-    fig, axes = plt.subplots(1, len(proteins), figsize=(5.5 * len(proteins), 4.2), squeeze=False)
-    for ax, protein in zip(axes[0], proteins):
-        # one run's record: its designs and the baselines, all scored by that run's model
-        mine = [r for r in rows if r["protein"] == protein and r["run"] == rows[0]["run"]]
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    fig, axes = plt.subplots(len(proteins), len(runs), figsize=(5.5 * len(runs), 4.2 * len(proteins)), squeeze=False)
+    for ax, (protein, run) in zip(axes.flat, [(p, r) for p in proteins for r in runs]):
+        # one panel per run: its designs and the baselines, all scored by that run's model
+        mine = [r for r in rows if r["protein"] == protein and r["run"] == run]
         points = [(r["cai"], r["syn_ll_per_codon"]) for r in mine]
         front = pareto_front(points)
         methods = sorted({r["method"] for r in mine})
@@ -222,8 +236,8 @@ def pareto_figure(rows: list[dict], file: Path) -> None:
         ax.scatter(*zip(*[p for p, f in zip(points, front) if f]), s=120, facecolors="none", edgecolors="k",
                    label="Pareto front")  # fmt: skip
         ax.set_xlabel("CAI")
-        ax.set_ylabel(f"log-likelihood per codon given the protein\n({rows[0]['run']})")
-        ax.set_title(protein)
+        ax.set_ylabel(f"log-likelihood per codon given the protein\n({run})")
+        ax.set_title(f"{protein}, scored by {run}", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(file, dpi=110)
@@ -271,8 +285,21 @@ def bench(settings: BenchSettings) -> dict:
         summary["recovery"] = stats
     if settings.fasta:
         rows = trade_off(settings, out)
-        keep = ["run", "protein", "method", "source", "rank", "objective", "syn_ll_per_codon", "cai", "gc",
-                "gc_window_min", "gc_window_max", "mfe", "mfe_per_nt"]  # fmt: skip
+        keep = [
+            "run",
+            "protein",
+            "method",
+            "source",
+            "rank",
+            "objective",
+            "syn_ll_per_codon",
+            "cai",
+            "gc",
+            "gc_window_min",
+            "gc_window_max",
+            "mfe",
+            "mfe_per_nt",
+        ] + ["property"] * bool(settings.property_head)
         write_table([{k: r.get(k) for k in keep} for r in rows], out / "tradeoff.csv")
         pareto_figure(rows, out / "pareto.png")
         summary["trade_off_designs"] = len(rows)

@@ -3,6 +3,7 @@
     helm design --run RUN --protein MASSEDVIKEF... --out DIR [--n 4] [--method auto|greedy|beam|sample|gibbs|anneal]
         [--host h_sapiens] [--stop] [--gc-min 0.3 --gc-max 0.7] [--avoid GGTCTC CGTCTC] [--max-homopolymer 8]
     helm design --run RUN --fasta proteins.fasta --out DIR ...
+        [--property-head mrfp.head --property-weight 0.5]      # a head saved by helm probe --save-head
 
 CLM runs decode left to right (greedy, beam, sample), MLM runs refine by blocked Gibbs sampling or annealing
 (helm/design/model.py); the baselines (most-frequent codon, host-usage sampling, random synonymous, DNA Chisel;
@@ -77,6 +78,9 @@ class DesignSettings:
     """seed of sampling, Gibbs moves and the sampled baselines"""
     threads: int | None = None
     """torch CPU threads (unset: torch's default)"""
+    property_head: str | None = None
+    """a head file saved by helm probe (its save-head option; e.g. on mrfp): every design and baseline gets its
+    predicted property (score ``property``; --property-weight puts it in the objective)"""
     batch_size: int = 64
     """rows per forward pass when scoring"""
     overwrite: bool = False
@@ -134,6 +138,7 @@ class DesignRecord:
     rejected: list[dict[str, Any]]
     versions: dict[str, str]
     seconds: float
+    property_head: dict[str, Any] | None = None  # the head behind the ``property`` score (--property-head)
 
 
 def resolve_method(method: str, mode: str, n: int) -> str:
@@ -211,6 +216,13 @@ def design(settings: DesignSettings, cons: Constraints, objective: Objective) ->
         from helm.design.scores import require
 
         require("RNA", "the MFE score (ViennaRNA)")
+    if objective.property_weight and not settings.property_head:
+        raise ConfigError("property_weight", objective.property_weight, "needs --property-head (a helm probe head)")
+    scorer = None
+    if settings.property_head:
+        from helm.design.property import PropertyScorer
+
+        scorer = PropertyScorer(settings.property_head, settings.batch_size, {str(Path(settings.run).resolve()): run})
     bias = objective.cai_weight * host.log_weights
     baselines = [] if settings.no_baselines else list(dict.fromkeys(settings.baselines))
     designs: list[Design] = []
@@ -231,14 +243,21 @@ def design(settings: DesignSettings, cons: Constraints, objective: Objective) ->
                 continue
             candidates.append((b, "baseline", [codons_of([i]) for i in idx], time.time() - t))
         lls = model.log_likelihoods(protein, [codon_indices("".join(c)) for _, _, c, _ in candidates])
-        scored = []
+        kept = []
         for (meth, source, codons, secs), ll in zip(candidates, lls):
             cds = finish(codons, protein, host, cons, settings.stop)
             broken = violations(cds, cons)
             if broken:
                 rejected.append({"protein": name, "method": meth, "reason": "; ".join(broken), "cds": cds})
                 continue
+            kept.append((meth, source, cds, secs, ll))
+        # one batch through the property head: the model's designs and the baselines by the same scorer
+        props = scorer.predict([k[2] for k in kept]) if scorer is not None and kept else None
+        scored = []
+        for i, (meth, source, cds, secs, ll) in enumerate(kept):
             scores = {**sequence_scores(cds, host, settings.gc_window, settings.mfe), **ll}
+            if props is not None:
+                scores["property"] = float(props[i])
             scores["objective"] = objective(scores)
             scored.append(Design(name, meth, source, 0, cds, scores, round(secs, 4)))
         ours = sorted((d for d in scored if d.source == "model"), key=lambda d: -_finite(d.scores["objective"]))
@@ -253,6 +272,7 @@ def design(settings: DesignSettings, cons: Constraints, objective: Objective) ->
         host_source=host.source, settings=dataclasses.asdict(settings), constraints=dataclasses.asdict(cons),
         objective=dataclasses.asdict(objective), proteins=dict(proteins), designs=designs, rejected=rejected,
         versions=_versions(), seconds=round(time.time() - t0, 3),
+        property_head=scorer.info if scorer is not None else None,
     )  # fmt: skip
 
 
@@ -275,7 +295,7 @@ def _versions() -> dict[str, str]:
 
 
 SCORE_COLUMNS = ("objective", "syn_ll_per_codon", "ll_per_codon", "cai", "gc", "gc_window_min", "gc_window_max", "mfe",
-                 "mfe_per_nt")  # fmt: skip
+                 "mfe_per_nt", "property")  # fmt: skip
 
 
 def write_record(record: DesignRecord, out: str | Path) -> None:

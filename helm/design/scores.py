@@ -10,10 +10,14 @@
 - the model's log-likelihood (`helm.design.model`): of the whole CDS, per codon, and per codon given the protein
   (each codon's probability renormalised over its residue's codons).
 
+- optionally (``--property-head``) a property predicted by a head saved by ``helm probe --save-head``
+  (`helm.design.property`), on the head's target scale.
+
 Objective (higher is better), `Objective`:
     J = ll_weight * syn_ll_per_codon + cai_weight * ln(CAI) - mfe_weight * MFE/nt - gc_weight * |GC - gc_target|
+        + property_weight * property
 The first two terms are sums over codons, so decoders add ``cai_weight * ln w_c`` to each codon's model log-prob
-(`HostTable.log_weights`); MFE and GC are whole-sequence terms and rank the finished designs.
+(`HostTable.log_weights`); MFE, GC and the property are whole-sequence terms and rank the finished designs.
 """
 
 from __future__ import annotations
@@ -131,11 +135,14 @@ class Objective:
     """weight of -|GC - --gc-target|"""
     gc_target: float = 0.5
     """the GC content --gc-weight pulls towards"""
+    property_weight: float = 0.0
+    """weight of the property predicted by --property-head (on its target's scale; higher property is better)"""
 
     def __call__(self, s: dict[str, float]) -> float:
-        """J of one design's scores (``syn_ll_per_codon``, ``cai``, ``mfe_per_nt``, ``gc``)."""
+        """J of one design's scores (``syn_ll_per_codon``, ``cai``, ``mfe_per_nt``, ``gc``, ``property``)."""
         terms = [(self.ll_weight, s.get("syn_ll_per_codon")), (self.cai_weight, _log(s.get("cai"))),
-                 (-self.mfe_weight, s.get("mfe_per_nt")), (-self.gc_weight, abs(s["gc"] - self.gc_target))]  # fmt: skip
+                 (-self.mfe_weight, s.get("mfe_per_nt")), (-self.gc_weight, abs(s["gc"] - self.gc_target)),
+                 (self.property_weight, s.get("property"))]  # fmt: skip
         total = 0.0
         for weight, value in terms:
             if weight:

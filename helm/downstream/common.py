@@ -84,4 +84,5 @@ def ridge_select(features: dict[str, Any], y: dict[str, Any], alphas: list[float
         "selected": {"features": label, "alpha": alpha},
         "grid": grid,
         "test_pred": pred,
+        "model": model,  # the selected fit (helm probe --save-head keeps it)
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from helm.args import HelmParser
@@ -35,7 +36,7 @@ from helm.downstream.command import (
     run_command,
     settings_parser,
 )
-from helm.downstream.common import load_data, ridge_select, set_threads, test_predictions
+from helm.downstream.common import InputError, load_data, ridge_select, set_threads, test_predictions
 from helm.downstream.source import load_source
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
     from helm.downstream.datasets import DownstreamData
     from helm.downstream.harness import Split
+    from helm.downstream.saved_head import SavedHead
 
 
 @dataclass
@@ -59,6 +61,9 @@ class ProbeSettings(SourceChecked, FromRun, FromFeatures, FromHf, Dataset, Outpu
     """LoRA scale numerator (--finetune lora)"""
     feature_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     """storage of the frozen embeddings (float16 halves memory on big datasets)"""
+    save_head: Path | None = None
+    """also save the selected head of a frozen probe and its run's identity (for helm design's property head;
+    helm/downstream/saved_head.py)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,6 +71,9 @@ class ProbeSettings(SourceChecked, FromRun, FromFeatures, FromHf, Dataset, Outpu
             raise ValueError(f"{self.features}: --finetune {self.finetune} needs the model (--run/--hf), not features")
         if self.head == "ridge" and self.finetune != "none":
             raise ValueError(f"--head ridge is a frozen-feature probe; --finetune {self.finetune} needs a trained head")
+        if self.save_head and (self.hf or self.finetune != "none"):
+            raise ValueError("--save-head keeps the head of a frozen probe of a helm run (--run, or --features of "
+                             "one); not of --hf or --finetune")  # fmt: skip
 
 
 # the settings a probe JSON records (config), and when each applies (else recorded as None)
@@ -90,7 +98,29 @@ def ridge_probe(parts: dict[str, Split], alphas: list[float]) -> dict[str, Any]:
     mean, std = pooled["train"].mean(0), pooled["train"].std(0) + 1e-8
     mats = {p: (v - mean) / std for p, v in pooled.items()}
     ys = {p: s.y for p, s in parts.items()}
-    return ridge_select({"mean-pooled": lambda: mats}, ys, alphas)
+    return {**ridge_select({"mean-pooled": lambda: mats}, ys, alphas), "standardise": (mean, std)}
+
+
+def selected_head(
+    args: ProbeSettings, result: dict[str, Any], inputs: ProbeInputs, metrics: dict[str, Any]
+) -> SavedHead:
+    """The selected head of a frozen probe as a `SavedHead` (``--save-head``; a ridge probe as its linear head)."""
+    from helm.downstream.saved_head import SavedHead, ridge_as_linear, weights_sha256
+
+    meta = inputs.meta
+    if meta.get("hf") or not meta.get("run_dir"):
+        raise InputError(f"--save-head: {args.features}: these features are not of a helm run")
+    if args.head == "ridge":
+        ridge, (mu, sd) = result["model"], result["standardise"]
+        state, kind, y_mean, y_std = ridge_as_linear(ridge.coef_, ridge.intercept_, mu, sd), "linear", 0.0, 1.0
+    else:
+        model = result["model"]
+        state, kind, y_mean, y_std = model.head.state_dict(), args.head, model.target_mean, model.target_std
+    info = {"task": inputs.data.spec.name, "probe_head": args.head, "selected": result["selected"], "seed": args.seed,
+            **{k: metrics.get(k) for k in ("spearman", "val_spearman")}}  # fmt: skip
+    run_dir = meta["run_dir"]
+    return SavedHead(kind, inputs.dim, state, float(y_mean), float(y_std), str(Path(run_dir).resolve()),
+                     weights_sha256(run_dir), int(meta["max_len"]), info)  # fmt: skip
 
 
 @dataclass
@@ -169,6 +199,10 @@ def probe(args: ProbeSettings) -> EvalRecord:
     data, meta = inputs.data, inputs.meta
     metrics = {**result["metrics"], **data.stats, "n_truncated": inputs.n_truncated,
                "n_tail_trimmed": inputs.n_tail_trimmed}  # fmt: skip
+    if args.save_head:
+        from helm.downstream.saved_head import save_head
+
+        save_head(args.save_head, selected_head(args, result, inputs, metrics))
     provenance = {
         "kind": "probe", "run_dir": meta.get("run_dir"), "selected": result["selected"], "grid": result["grid"],
         "dataset_file": str(data.path), "sha256": data.spec.sha256, "metric": data.spec.metric,
@@ -176,7 +210,8 @@ def probe(args: ProbeSettings) -> EvalRecord:
         "codon_frame": data.spec.codon_frame, "sequence_type": data.spec.sequence_type,
         **data.split_info,  # split kind, split_seed (+ similarity settings, n_clusters)
         "hf": meta.get("hf"),  # a foreign checkpoint's identity (path, config sha256), else None
-        "embed_seconds": round(t_embed, 2), "seconds": round(time.time() - t0, 2),
+        "embed_seconds": round(t_embed, 2), "saved_head": str(args.save_head) if args.save_head else None,
+        "seconds": round(time.time() - t0, 2),
     }  # fmt: skip
     return EvalRecord(inputs.run_id, data.spec.name, args.seed, metrics, recorded_settings(args), provenance,
                       test_predictions(data, result["test_pred"]))  # fmt: skip

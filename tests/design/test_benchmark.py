@@ -73,9 +73,16 @@ def test_design_bench_miniature(tmp_path, design_runs, prepared):
     assert paired["mean"].iloc[0] == pytest.approx((rows[f"recovery:{clm}"] - rows["recovery:random"]).mean())
     trade = pd.read_csv(out / "tradeoff.csv")
     assert {"most_frequent", "host_sampling", "random", "dnachisel"} <= set(trade["method"])
-    assert (trade["source"] == "model").sum() == 4  # two designs from each run
+    # the CLM: greedy and two samples; the MLM: two chains; the baselines beside each run, scored by it
+    model = trade[trade["source"] == "model"]
+    mlm = design_runs["mlm"].name
+    expected = [f"{clm} (greedy)", f"{clm} (sample)", f"{clm} (sample)", f"{mlm} (anneal)", f"{mlm} (anneal)"]
+    assert sorted(model["method"]) == sorted(expected)
+    for run in (clm, mlm):
+        assert (trade[(trade["run"] == run) & (trade["method"] == "most_frequent")]["cai"] == 1).all()
+        assert len(trade[(trade["run"] == run) & (trade["source"] == "baseline")]) == 4
     assert (out / "pareto.png").stat().st_size > 1000
-    record = out / "designs" / clm / "designs.json"
+    record = out / "designs" / f"{clm}-greedy" / "designs.json"
     gathered = tmp_path / "gathered"
     bench(BenchSettings(gather=[str(record)], out=str(gathered)))
     assert len(pd.read_csv(gathered / "design.csv")) == len(json.loads(record.read_text())["designs"])
