@@ -189,11 +189,10 @@ def finish(codons: list[str], protein: str, host, cons: Constraints, stop: bool)
 
 def design(settings: DesignSettings, cons: Constraints, objective: Objective) -> DesignRecord:
 
-    from helm.design.baselines import baseline_design
     from helm.design.constraints import violations
     from helm.design.model import CodonModel
-    from helm.design.protein import ProteinError, check_protein, codon_indices, codons_of, read_fasta_proteins
-    from helm.design.scores import load_host, sequence_scores
+    from helm.design.protein import ProteinError, check_protein, codon_indices, read_fasta_proteins
+    from helm.design.scores import load_host
     from helm.downstream.common import set_threads
     from helm.run import load_run
 
@@ -228,20 +227,7 @@ def design(settings: DesignSettings, cons: Constraints, objective: Objective) ->
     designs: list[Design] = []
     rejected: list[dict[str, Any]] = []
     for name, protein in proteins:
-        candidates: list[tuple[str, str, list[str], float]] = []
-        t = time.time()
-        for codons in model_designs(model, protein, settings, method, bias, cons, host):
-            candidates.append((method, "model", codons, 0.0))
-        per_model = (time.time() - t) / max(1, len(candidates))
-        candidates = [(m, s, c, per_model) for m, s, c, _ in candidates]
-        for b in baselines:
-            t = time.time()
-            try:
-                idx = baseline_design(b, protein, host, cons, settings.seed)
-            except ValueError as err:
-                rejected.append({"protein": name, "method": b, "reason": str(err)})
-                continue
-            candidates.append((b, "baseline", [codons_of([i]) for i in idx], time.time() - t))
+        candidates = _candidates(model, name, protein, settings, method, bias, cons, host, baselines, rejected)
         lls = model.log_likelihoods(protein, [codon_indices("".join(c)) for _, _, c, _ in candidates])
         kept = []
         for (meth, source, codons, secs), ll in zip(candidates, lls):
@@ -251,15 +237,7 @@ def design(settings: DesignSettings, cons: Constraints, objective: Objective) ->
                 rejected.append({"protein": name, "method": meth, "reason": "; ".join(broken), "cds": cds})
                 continue
             kept.append((meth, source, cds, secs, ll))
-        # one batch through the property head: the model's designs and the baselines by the same scorer
-        props = scorer.predict([k[2] for k in kept]) if scorer is not None and kept else None
-        scored = []
-        for i, (meth, source, cds, secs, ll) in enumerate(kept):
-            scores = {**sequence_scores(cds, host, settings.gc_window, settings.mfe), **ll}
-            if props is not None:
-                scores["property"] = float(props[i])
-            scores["objective"] = objective(scores)
-            scored.append(Design(name, meth, source, 0, cds, scores, round(secs, 4)))
+        scored = _scored(name, kept, scorer, host, settings, objective)
         ours = sorted((d for d in scored if d.source == "model"), key=lambda d: -_finite(d.scores["objective"]))
         if not ours:
             reasons = sorted({r["reason"] for r in rejected if r["protein"] == name and r["method"] == method})
@@ -274,6 +252,46 @@ def design(settings: DesignSettings, cons: Constraints, objective: Objective) ->
         versions=_versions(), seconds=round(time.time() - t0, 3),
         property_head=scorer.info if scorer is not None else None,
     )  # fmt: skip
+
+
+def _candidates(model: Any, name: str, protein: str, settings: DesignSettings, method: str, bias: Any,
+                cons: Constraints, host: Any, baselines: list[str],
+                rejected: list[dict[str, Any]]) -> list[tuple]:  # fmt: skip
+    """(method, source, codons, seconds) of the model's designs and of each baseline; a baseline that cannot meet
+    the constraints is added to `rejected`."""
+    from helm.design.baselines import baseline_design
+    from helm.design.protein import codons_of
+
+    t = time.time()
+    ours = list(model_designs(model, protein, settings, method, bias, cons, host))
+    per_model = (time.time() - t) / max(1, len(ours))
+    candidates = [(method, "model", codons, per_model) for codons in ours]
+    for b in baselines:
+        t = time.time()
+        try:
+            idx = baseline_design(b, protein, host, cons, settings.seed)
+        except ValueError as err:
+            rejected.append({"protein": name, "method": b, "reason": str(err)})
+            continue
+        candidates.append((b, "baseline", [codons_of([i]) for i in idx], time.time() - t))
+    return candidates
+
+
+def _scored(name: str, kept: list[tuple], scorer: Any, host: Any, settings: DesignSettings,
+            objective: Objective) -> list[Design]:  # fmt: skip
+    """Every kept design scored; one batch through the property head: the model's designs and the baselines by
+    the same scorer."""
+    from helm.design.scores import sequence_scores
+
+    props = scorer.predict([k[2] for k in kept]) if scorer is not None and kept else None
+    scored = []
+    for i, (meth, source, cds, secs, ll) in enumerate(kept):
+        scores = {**sequence_scores(cds, host, settings.gc_window, settings.mfe), **ll}
+        if props is not None:
+            scores["property"] = float(props[i])
+        scores["objective"] = objective(scores)
+        scored.append(Design(name, meth, source, 0, cds, scores, round(secs, 4)))
+    return scored
 
 
 def _finite(x: float) -> float:

@@ -71,7 +71,7 @@ def ridge_as_linear(coef: np.ndarray, intercept: float, mu: np.ndarray, sd: np.n
 
 def save_head(file: str | Path, saved: SavedHead) -> Path:
     """Write ``saved`` to ``file`` atomically."""
-    from helm.run import atomic_path
+    from helm.files import atomic_path
 
     payload = {"format": HEAD_FORMAT, **asdict(saved)}
     payload["state"] = {k: v.detach().cpu().contiguous() for k, v in saved.state.items()}
