@@ -54,7 +54,10 @@ def _munge_works() -> bool:
     return dec.returncode == 0
 
 
-def write_conf(root: Path, cpus: int, mem_mb: int) -> Path:
+def write_conf(root: Path, cpus: int, mem_mb: int, partitions: tuple[str, ...] = ("debug",), gpus: int = 0) -> Path:
+    """slurm.conf, and gres.conf with `gpus` GPU slots (at most 4) that are no devices (/dev/null, ...): jobs that ask
+    for GPUs are scheduled on them and run on the CPU; every partition holds the one
+    node, the first is the default."""
     for sub in ("state", "spool", "log"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     conf = root / "slurm.conf"
@@ -87,20 +90,32 @@ def write_conf(root: Path, cpus: int, mem_mb: int) -> Path:
                 f"SlurmctldLogFile={root / 'log' / 'slurmctld.log'}",
                 f"SlurmdLogFile={root / 'log' / 'slurmd.log'}",
                 "DefMemPerCPU=1000",
-                f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN",
-                "PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP",
+                "SlurmdParameters=config_overrides",  # CPUS may exceed this machine's cores (jobs' threads)
+                *(["GresTypes=gpu"] if gpus else []),
+                f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb}"
+                + (f" Gres=gpu:{gpus}" if gpus else "")
+                + " State=UNKNOWN",
+                *(
+                    f"PartitionName={name} Nodes=localhost Default={'NO' if i else 'YES'} MaxTime=INFINITE State=UP"
+                    for i, name in enumerate(partitions)
+                ),
                 "",
             ]
         )
     )
+    if gpus:  # beside slurm.conf, where slurmd looks for it; a GPU without a File is not counted by slurmd
+        files = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")[:gpus]
+        lines = ["AutoDetect=off", *(f"NodeName=localhost Name=gpu File={f}" for f in files)]
+        (root / "gres.conf").write_text("\n".join(lines) + "\n")
     return conf
 
 
 @contextmanager
-def local_slurm(root: Path, cpus: int = 2, mem_mb: int = 8000, timeout: float = 60.0) -> Iterator[dict[str, str]]:
+def local_slurm(root: Path, cpus: int = 2, mem_mb: int = 8000, timeout: float = 60.0,
+                partitions: tuple[str, ...] = ("debug",), gpus: int = 0) -> Iterator[dict[str, str]]:  # fmt: skip
     """Start munged (unless one already answers), slurmctld and slurmd; yield the environment for clients."""
     root = Path(root)
-    conf = write_conf(root, cpus, mem_mb)
+    conf = write_conf(root, cpus, mem_mb, partitions, gpus)
     env = {**os.environ, "SLURM_CONF": str(conf)}
     # The slurm jobstep plugin drops every SLURM_* variable (SLURM_CONF too) before its nested `srun`, which then
     # cannot find this cluster's config: an `srun` wrapper first on PATH (PATH is exported to jobs) sets it again.

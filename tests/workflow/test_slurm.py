@@ -8,33 +8,18 @@ repository root under `timeout -k`, and stops the daemons it started by PID.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 from slurm_cluster import local_slurm, missing
-from wf_utils import BIN, REPO, expected_runs, job_counts, load_config, snakemake, snakemake_env
+from wf_utils import REPO, expected_runs, job_counts, load_config, slurm_env, snakemake, snakemake_env
 
 from helm import run as helm_run
 
 pytestmark = pytest.mark.slow
-
-
-def slurm_env(tmp_path: Path, cluster: dict[str, str], shared_data: Path) -> dict[str, str]:
-    """Client environment of the local cluster with the site profile installed as a user would, in a temporary
-    HOME: this cluster has no slurmdbd (sacct fails: states from squeue) and four job slots."""
-    env = snakemake_env({"HELM_DATA_MIRROR": str(shared_data), "HOME": str(tmp_path / "home")})
-    env.update(SLURM_CONF=cluster["SLURM_CONF"], PATH=f"{BIN}{os.pathsep}{cluster['PATH']}")
-    env.pop("XDG_CONFIG_HOME", None)
-    site = ["slurm-status-command=squeue", "slurm-init-seconds-before-status-checks=5",
-            "seconds-between-status-checks=5", "latency-wait=10", "jobs=4", "retries=0"]  # fmt: skip
-    make = ["make", "-s", "slurm-profile", "PARTITION=debug", f"SLURM_SET={' '.join(site)}"]
-    subprocess.run(make, cwd=REPO, env=env, check=True)
-    return env
 
 
 def test_smoke_grid_on_local_slurm(tmp_path: Path, shared_data: Path) -> None:

@@ -79,3 +79,18 @@ def expected_runs(config: dict) -> set[tuple[str, str, str, str, str]]:
 
 def load_config(name: str) -> dict:
     return yaml.safe_load((REPO / name).read_text())
+
+
+def slurm_env(tmp_path: Path, cluster: dict[str, str], shared_data: Path, *make_args: str,
+              site: list[str] | tuple[str, ...] = ()) -> dict[str, str]:  # fmt: skip
+    """Client environment of a local cluster (slurm_cluster.py) with the site profile installed as a user would
+    (`make slurm-profile PARTITION=debug` or MAKE_ARGS), in a temporary HOME: this cluster has no slurmdbd (sacct
+    fails: states from squeue), four job slots and no retries unless SITE (profile KEY=VALUE) says otherwise."""
+    env = snakemake_env({"HELM_DATA_MIRROR": str(shared_data), "HOME": str(tmp_path / "home")})
+    env.update(SLURM_CONF=cluster["SLURM_CONF"], PATH=f"{BIN}{os.pathsep}{cluster['PATH']}")
+    env.pop("XDG_CONFIG_HOME", None)
+    settings = ["slurm-status-command=squeue", "slurm-init-seconds-before-status-checks=5",
+                "seconds-between-status-checks=5", "latency-wait=10", "jobs=4", "retries=0", *site]  # fmt: skip
+    make = ["make", "-s", "slurm-profile", *(make_args or ["PARTITION=debug"]), f"SLURM_SET={' '.join(settings)}"]
+    subprocess.run(make, cwd=REPO, env=env, check=True)
+    return env

@@ -3,11 +3,24 @@
 # - GPU jobs run locally only where the machine's GPUs are declared (--resources gpu=N);
 # - per-rule sizes (resources.rules) over the three classes, CPU heads (ridge, linear) as CPU jobs, and a job
 #   that fails (e.g. at its time or memory limit) retried with twice the memory and time (Snakemake's attempt).
+# - a bare local `snakemake <target>` (no --cores, --jobs or profile) runs on this machine's cores.
 # Sizes, formulas and measurements: docs/ARCHITECTURE.md ("Resources").
+import os
 
 from helm.fetch import find_in_mirror
 
 CPU_HEADS = ("ridge", "linear")  # closed-form or one linear layer on pooled features: no GPU needed
+
+
+def local_cores_default():
+    """A bare local `snakemake <target>` (no --cores, --jobs or profile) would stop at Snakemake's own "cores have to
+    be specified": give it this machine's cores (`--cores all`). Only there: with --jobs (the site profile's
+    `jobs`, `--profile slurm`) cores stay unset, since cores cap every cluster job's threads at the count of the
+    machine that submits them (which is why no profile of this workflow sets them)."""
+    settings = workflow.resource_settings
+    if workflow.is_main_process and settings.cores is None and settings.nodes is None:
+        settings.cores = os.cpu_count() or 1
+        workflow.global_resources["_cores"] = settings.cores
 
 
 def _raw_users():
@@ -114,3 +127,6 @@ def probe_resources():
 
 def probe_threads(wildcards):
     return job_size(*probe_kind(wildcards.task))["threads"]
+
+
+local_cores_default()
