@@ -5,7 +5,7 @@ Each command's settings class is a dataclass that inherits the groups it needs (
 dataset, the head grid, ...); `build_parser` turns it into flags with helm.args' generator (one argument group per
 shared group, the field docstrings as help) and `parse` gives back the typed settings (a usage error: one line,
 exit 2). A command returns an `EvalRecord`; `EvalRecord.to_json` is the JSON every evaluation file holds
-(``run, task, seed, metrics, config[, predictions]``: what helm/tables.py reads), its ``config`` the recorded
+(``run, task, seed, metrics, config[, predictions]``: what helm/report/gather.py reads), its ``config`` the recorded
 settings (`recorded`, taken from the dataclass) beside what the command found (provenance).
 
 No heavy import here: ``helm <command> --help`` answers at once.
@@ -198,7 +198,7 @@ def recorded(settings: Any, names: tuple[str, ...], applies: dict[str, bool] | N
 
 @dataclass
 class EvalRecord:
-    """What an evaluation command returns and writes: the JSON helm/tables.py reads (``config`` = the recorded
+    """What an evaluation command returns and writes: the JSON helm/report/gather.py reads (``config`` = the recorded
     settings beside the provenance; ``predictions`` only where a task has per-row test predictions)."""
 
     run: str
