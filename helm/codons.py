@@ -18,6 +18,7 @@ import numpy as np
 
 SPECIALS: tuple[str, ...] = ("<pad>", "<cls>", "<eos>", "<unk>", "<mask>", "<sep>")
 PAD_ID, CLS_ID, EOS_ID, UNK_ID, MASK_ID, SEP_ID = range(len(SPECIALS))
+IGNORE_INDEX = -100  # the label of a position without a loss (pads, unmasked MLM positions); torch's default
 NUCLEOTIDES = "ACGT"
 
 # Standard genetic code (NCBI table 1), codon -> one-letter amino acid, '*' = stop.

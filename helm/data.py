@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from helm.codons import CLS_ID, EOS_ID, MASK_ID, PAD_ID, SPECIALS
+from helm.codons import CLS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, PAD_ID, SPECIALS
 from helm.config import MASK_REPLACE, MASKING_STRATEGIES, DataArgs, RunArgs, TrainConfig
 from helm.shards import TokenShards
 from helm.splits import SPLITS
@@ -72,8 +72,6 @@ __all__ = [
     "collate",
     "pad_share",
 ]
-
-IGNORE_INDEX = -100
 
 
 # ------------------------------------------------------------------------------------------ framing

@@ -23,9 +23,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric, MetricCollection
 
-from .codons import Vocab, aa_classes, build_tree
-
-IGNORE_INDEX = -100
+from .codons import IGNORE_INDEX, Vocab, aa_classes, build_tree
 
 
 def _counted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from helm.codons import Vocab
+from helm.codons import IGNORE_INDEX, Vocab
 
 if TYPE_CHECKING:
     from helm.config import ScheduleArgs, TrainConfig
@@ -205,7 +205,7 @@ class HelmModule(pl.LightningModule):
             # The loss is a mean over this rank's target positions, and DDP averages gradients over ranks: the
             # mean of means would weight a rank's tokens by 1 / its own count. Rescale so the update equals
             # single-process training on the global batch (mean over all target positions).
-            count = (batch["labels"] != -100).sum().float()
+            count = (batch["labels"] != IGNORE_INDEX).sum().float()
             total = self.trainer.strategy.reduce(count.clone(), reduce_op="sum")  # all_reduce is in place
             loss = loss * count * world / total.clamp(min=1.0)
         # sync_dist mean of the rescaled per-rank losses = the global per-token mean
@@ -252,7 +252,7 @@ class HelmModule(pl.LightningModule):
         metrics.update(logits, batch["labels"])
         # the epoch's loss is the mean over every scored position of every rank: sums here, divided at epoch end
         # (Lightning's sync_dist would average the ranks' means, which differ in their position counts)
-        count = (batch["labels"] != -100).sum()
+        count = (batch["labels"] != IGNORE_INDEX).sum()
         total, n = self._loss_sums.get(prefix, (0.0, 0))
         self._loss_sums[prefix] = (total + loss.detach().double() * count, n + count)
         return loss

@@ -41,9 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helm.codons import Tree, Vocab, aa_classes
+from helm.codons import IGNORE_INDEX, Tree, Vocab, aa_classes
 
-IGNORE_INDEX = -100
 DENSE_MAX_NODES = 64  # trees with at most this many inner nodes use the matmul kernel (see _DenseTreeNLL)
 
 
