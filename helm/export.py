@@ -58,8 +58,6 @@ EXPORT_FILES = (
     "generation_config.json",
     CARD_FILE,
 )
-BACKBONE_MODULES = {"gpt2": "helm.models.gpt2", "bert": "helm.models.bert", "mamba": "helm.models.mamba",
-                    "hyena": "helm.models.hyena"}  # fmt: skip
 TOKEN_ROLES = {"pad_token": PAD_ID, "cls_token": CLS_ID, "eos_token": EOS_ID, "unk_token": UNK_ID,
                "mask_token": MASK_ID, "sep_token": SEP_ID}  # fmt: skip
 
@@ -246,10 +244,17 @@ def _helm_imports(tree: ast.AST, where: Path) -> list[tuple[int, str]]:
     return found
 
 
+def backbone_module(arch: str) -> str:
+    """The module that defines backbone `arch` (the model registry's own class, so no second list of names)."""
+    from helm.models import MODELS
+
+    return MODELS[arch].__module__
+
+
 def model_sources(arch: str) -> dict[str, str]:
     """{file name: source} of the backbone module and every helm module it imports (transitively), flattened into
     one folder with ``from helm.a.b import`` rewritten to ``from .b import`` (transformers copies relative imports)."""
-    todo, sources = [BACKBONE_MODULES[arch]], {}
+    todo, sources = [backbone_module(arch)], {}
     owner: dict[str, str] = {}
     while todo:
         name = todo.pop()
@@ -273,7 +278,9 @@ def model_sources(arch: str) -> dict[str, str]:
 def _export_file_names() -> set[str]:
     """Every file name an export may write (what --overwrite replaces; nothing else in OUT is touched)."""
     names = set(EXPORT_FILES) | {f"{CONFIG_MODULE}.py", f"{MODELING_MODULE}.py"}
-    for arch in BACKBONE_MODULES:
+    from helm.models import ARCHS
+
+    for arch in ARCHS:
         names |= set(model_sources(arch))
     return names
 
@@ -676,7 +683,7 @@ def _model_files(run: Any, mode: str, weights: dict[str, Any]) -> dict[str, str]
     )
     files = model_sources(arch)
     files[f"{CONFIG_MODULE}.py"] = CONFIG_TEMPLATE.format(model_type=f"helm_{arch}")
-    module = BACKBONE_MODULES[arch].rsplit(".", 1)[-1]
+    module = backbone_module(arch).rsplit(".", 1)[-1]
     lm_class = type(model).__name__
     modeling = MODELING_TEMPLATE.format(arch=arch, module=module, lm_class=lm_class, embedding=embedding_key)
     files[f"{MODELING_MODULE}.py"] = modeling
