@@ -29,7 +29,7 @@ import typing
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from helm.errors import ConfigError
+from helm.errors import ConfigError, user_message
 
 EXIT_USAGE = 2  # every user error, as argparse's own
 __all__ = ["ConfigError", "HelmParser", "add_dataclass", "command_errors", "fail", "from_values", "typed"]
@@ -143,7 +143,7 @@ def command_errors(prog: str) -> Iterator[None]:
     except USER_ERRORS as e:
         if os.environ.get("HELM_DEBUG"):
             raise
-        fail(prog, e.as_flag() if isinstance(e, ConfigError) else str(e))
+        fail(prog, user_message(e))
     except OSError as e:  # the machine, not a bug: a full or read-only disk, a quota (the path and the cause)
         if e.errno not in STORAGE_ERRNOS or os.environ.get("HELM_DEBUG"):
             raise

@@ -18,5 +18,10 @@ class ConfigError(ValueError):
         return f"--{self.field}{shown}: {self.why}"
 
 
+def user_message(error: Exception) -> str:
+    """A user error as the one line a command prints: a `ConfigError` names its flag, anything else says itself."""
+    return error.as_flag() if isinstance(error, ConfigError) else str(error)
+
+
 def _show(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 
 from helm import files, run
-from helm.args import ConfigError, HelmParser, add_dataclass, command_errors, typed
+from helm.args import HelmParser, add_dataclass, command_errors, typed
 from helm.config import EVAL_METRICS, FLAGS, GROUPS, MODEL_DERIVED, TAGS, TrainConfig, check_registries
+from helm.errors import user_message
 from helm.prepare import SUMMARY_FILE
 from helm.splits import SPLITS
 from helm.tokenizers import LEARNED, LEARNED_VOCAB_SIZE
@@ -141,7 +142,7 @@ def request_config(document: dict[str, Any], where: str) -> TrainConfig:
         preset = _preset_values(values["preset"]) if values.get("preset") else {}
         return TrainConfig.from_flat(preset | values)
     except ValueError as e:
-        raise ValueError(f"{where}: {e.as_flag() if isinstance(e, ConfigError) else e}") from None
+        raise ValueError(f"{where}: {user_message(e)}") from None
 
 
 # ------------------------------------------------------------------------------- data and its checks

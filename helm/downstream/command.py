@@ -21,6 +21,8 @@ from typing import Any, Literal
 from helm.args import HelmParser, add_dataclass, command_errors, from_values
 from helm.downstream.common import DEFAULT_ALPHAS, PROBE_HEADS
 from helm.downstream.source import source_error
+from helm.errors import user_message
+from helm.files import write_json
 
 ALIASES = {"out": ("--output",), "data_file": ("--data",), "reference": ("--data",)}  # the project-wide names
 
@@ -186,7 +188,7 @@ def parse(parser: HelmParser, argv: list[str] | None) -> Any:
     try:
         return from_values(args.settings_class, vars(args))
     except ValueError as e:
-        parser.error(e.as_flag() if hasattr(e, "as_flag") else str(e))
+        parser.error(user_message(e))
 
 
 def recorded(settings: Any, names: tuple[str, ...], applies: dict[str, bool] | None = None) -> dict[str, Any]:
@@ -226,8 +228,6 @@ def run_json_command(prog: str, compute: Callable[[Any], EvalRecord], settings: 
     """Shared tail of the downstream commands: the record's JSON at ``settings.out`` and a summary line; a user
     error (bad input, a missing file: helm.args.command_errors) ends the command with one line, exit 2, and no
     JSON."""
-    from helm.files import write_json
-
     with command_errors(prog):
         payload = compute(settings).to_json()
         write_json(settings.out, payload)
