@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helm.args import HelmParser
+from helm.codons import IGNORE_INDEX
 from helm.downstream.command import EvalRecord, FromRun, Output, recorded, run_command, settings_parser
 from helm.downstream.common import InputError
 from helm.io import OAS_FIELDS, OAS_REGIONS, OasRow  # numpy, no torch: --help stays instant
@@ -298,7 +299,7 @@ def token_labels(labels: list[list[str]], tokenizer, width: int, mode: str) -> t
     else:
         raise InputError(f"region annotation needs a codon (3mer) or nuc run, not a {name!r} tokenizer")
     index = {c: i for i, c in enumerate(CLASSES)}
-    out = torch.full((len(labels), width), -100, dtype=torch.long)
+    out = torch.full((len(labels), width), IGNORE_INDEX, dtype=torch.long)
     room = width - (2 if mode == "mlm" else 1)
     for i, lab in enumerate(labels):
         ids = np.repeat([index[x] for x in lab], repeat)[:room]
@@ -354,14 +355,14 @@ def train_token_head(args: AnnotateSettings, feats: torch.Tensor, y: torch.Tenso
     from helm.downstream.heads import TokenHead
 
     head = TokenHead(feats.shape[-1], len(CLASSES), hidden=args.hidden)
-    loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
+    loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     train_rows = torch.as_tensor(parts["train"])
 
     def predict(rows) -> tuple[np.ndarray, np.ndarray]:
         head.eval()
         with torch.no_grad():
             logits = head(feats[rows].float())
-        keep = y[rows] != -100
+        keep = y[rows] != IGNORE_INDEX
         return y[rows][keep].numpy(), logits.argmax(-1)[keep].numpy()
 
     def loss(positions: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,7 @@ def _select_targets(logits: torch.Tensor, labels: torch.Tensor, vocab_size: int)
         z, y = z[keep], y[keep]
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= vocab_size):
         bad = y[(y < 0) | (y >= vocab_size)][0]
-        raise ValueError(f"label {int(bad)} is outside [0, {vocab_size}) and is not the ignore index -100")
+        raise ValueError(f"label {int(bad)} is outside [0, {vocab_size}) and is not the ignore index {IGNORE_INDEX}")
     return z, y
 
 
