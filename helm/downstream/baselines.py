@@ -31,6 +31,7 @@ from helm.downstream.command import (
     settings_parser,
 )
 from helm.downstream.common import load_data, ridge_select, set_threads, test_predictions
+from helm.splits import SPLITS
 
 if TYPE_CHECKING:
     from helm.downstream.datasets import DownstreamData
@@ -64,7 +65,7 @@ def codon_words(seq: str, frame: int = 0) -> str:
 
 
 def _parts(data: DownstreamData) -> tuple[dict[str, Any], dict[str, Any]]:
-    parts = {p: data.indices(p) for p in ("train", "val", "test")}
+    parts = {p: data.indices(p) for p in SPLITS}
     return parts, {p: data.targets[idx] for p, idx in parts.items()}
 
 

@@ -29,10 +29,10 @@ import numpy as np
 import yaml
 
 from helm.io import DataError, clean_sequence, read_table, uninformative
+from helm.splits import SPLITS
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_REGISTRY = REPO / "config" / "datasets.yaml"
-SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 _REQUIRED = ("file", "sequence_column", "target_column", "task", "metric", "split", "alphabet", "sequence_type")
 _OPTIONAL = ("url", "sha256", "available", "codon_frame", "note")

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from helm.downstream.heads import build_head
 from helm.downstream.metrics import regression_metrics
+from helm.splits import SPLITS
 
 if TYPE_CHECKING:
     from helm.downstream.datasets import DownstreamData
@@ -65,7 +66,7 @@ def splits_of(data: DownstreamData, x: torch.Tensor, mask: torch.Tensor, by_rows
     """train/val/test parts. ``x``/``mask`` hold one row per kept sequence of ``data``, or, with ``by_rows``, one
     per row of the dataset as loaded (a features file, indexed through ``data.rows``)."""
     out = {}
-    for part in ("train", "val", "test"):
+    for part in SPLITS:
         idx = data.indices(part)
         rows = torch.as_tensor(data.rows[idx] if by_rows else idx)
         out[part] = Split(x[rows], mask[rows], data.targets[idx])
@@ -189,10 +190,10 @@ def train_head(
             value.backward()
             opt.step()
         raw = validate()
-        score = -math.inf if raw is None or not math.isfinite(raw) else raw
+        score = raw if math.isfinite(raw) else -math.inf  # NaN (a constant prediction) counts as the worst
         history.append(raw)
         if sched is not None:
-            sched.step(score if math.isfinite(score) else -1.0)
+            sched.step(raw if math.isfinite(raw) else -1.0)
         if score > best or best_state is None:
             best, best_epoch, since = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
