@@ -24,6 +24,7 @@ from typing import Any, Literal
 from helm.args import ConfigError
 from helm.losses import LOSSES
 from helm.models.config import ModelConfig
+from helm.run import TAGS
 from helm.tokenizers import CODON_TOKENIZERS, LEARNED, TOKENIZERS, create_tokenizer
 
 # metric name -> better direction; `--eval-metric` picks one, `--val-metric-mode` defaults from it
@@ -39,7 +40,6 @@ MASKING_STRATEGIES = ("single", "double", "span")
 MASK_REPLACE = ("mask", "bert")  # what a selected MLM position becomes (helm/data.py)
 # ModelConfig fields that are not flags: the vocabulary comes from the tokenizer, the pad id from helm.codons
 MODEL_DERIVED = ("vocab_size", "pad_token_id")
-TAGS = "tags"  # the TrainConfig field (and config.yaml / --config section) holding the run's labels
 TAG_TYPES = (str, int, float, bool, type(None))
 
 

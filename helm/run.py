@@ -36,6 +36,7 @@ CHECKPOINT_DIR = "checkpoints"
 TB_DIR = "tb"
 LAST_CKPT = "last.ckpt"
 PREPARED_DIR = "data"  # raw files given to `helm train` are prepared here (kept: a rerun reuses them)
+TAGS = "tags"  # the section of config.yaml (and of a --config file) holding the run's labels (TrainConfig.tags)
 # what a run writes into its directory (`clear_run` removes exactly these; anything else there is the user's)
 RUN_ENTRIES = (CONFIG_FILE, TOKENIZER_DIR, CHECKPOINT_DIR, MODEL_DIR, METRICS_FILE, TB_DIR)
 

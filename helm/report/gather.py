@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from helm.run import CONFIG_FILE, METRICS_FILE
+from helm.run import CONFIG_FILE, METRICS_FILE, TAGS
 
 if TYPE_CHECKING:  # numpy / pandas load when tables are made (`helm tables --help` is instant)
     import pandas as pd
@@ -87,7 +87,7 @@ def read_run(run_dir: Path, run_id: str | None = None) -> dict[str, Any]:
     if (run_dir / CONFIG_FILE).is_file():
         config = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
     seed = config.get("seed")
-    tags = config.get("tags") or {}
+    tags = config.get(TAGS) or {}
     if not tags and (run_dir / GRID_FILE).is_file():
         tags = json.loads((run_dir / GRID_FILE).read_text())
     coords = {**coords_from_config(config), "run": run_id or run_dir.name, **tags}
