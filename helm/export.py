@@ -413,10 +413,18 @@ def _loss_text(run_config: dict[str, Any]) -> str:
     return {"XE": "XE (cross-entropy)"}.get(loss, loss) + tree
 
 
+def _pipeline_tag(mode: str) -> str:
+    """The Hub's pipeline (and model-index task) of a run's mode."""
+    return "fill-mask" if mode == "mlm" else "text-generation"
+
+
+def _corpus_name(corpus: list[str]) -> str:
+    return ", ".join(corpus) or "unknown corpus"
+
+
 def _card_results(metrics: dict[str, Any], mode: str, corpus: list[str]) -> list[dict[str, Any]]:
     """The model-index results of the card's header: one entry per split (test, val) with recorded metrics."""
-    task = "fill-mask" if mode == "mlm" else "text-generation"
-    corpus_name = ", ".join(corpus) or "unknown corpus"
+    task, corpus_name = _pipeline_tag(mode), _corpus_name(corpus)
     results = []
     for split in ("test", "val"):
         values = [(kind, name, metrics[f"{split}_{key}"]) for key, kind, name in CARD_METRICS
@@ -438,7 +446,7 @@ def _card_header(run: Any, mode: str, corpus: list[str], license_id: str) -> dic
         "library_name": "transformers",
         "tags": ["helm-mrna", "mrna", "codon", "biology", str(run.config.get("model_name")),
                  "masked-lm" if mode == "mlm" else "causal-lm", "custom_code"],
-        "pipeline_tag": "fill-mask" if mode == "mlm" else "text-generation",
+        "pipeline_tag": _pipeline_tag(mode),
         "datasets": corpus or ["unknown"],
         "metrics": sorted({kind for _, kind, _ in CARD_METRICS}),
     }  # fmt: skip
@@ -503,7 +511,7 @@ def _card_body(run: Any, mode: str, num_parameters: int, corpus: list[str], summ
     derived = cfg.get("derived") or {}
     model = derived.get("model") or {}
     arch, tokenizer = str(cfg.get("model_name")), str(derived.get("tokenizer") or run.tokenizer.name)
-    corpus_name = ", ".join(corpus) or "unknown corpus"
+    corpus_name = _corpus_name(corpus)
     size = f"{num_parameters:,} parameters"
     if model:
         size += f" ({model.get('num_layers')} layers x {model.get('hidden_size')}, context {model.get('max_seq_len')})"

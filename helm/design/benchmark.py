@@ -285,21 +285,10 @@ def bench(settings: BenchSettings) -> dict:
         summary["recovery"] = stats
     if settings.fasta:
         rows = trade_off(settings, out)
-        keep = [
-            "run",
-            "protein",
-            "method",
-            "source",
-            "rank",
-            "objective",
-            "syn_ll_per_codon",
-            "cai",
-            "gc",
-            "gc_window_min",
-            "gc_window_max",
-            "mfe",
-            "mfe_per_nt",
-        ] + ["property"] * bool(settings.property_head)
+        keep = ["run", "protein", "method", "source", "rank", "objective", "syn_ll_per_codon", "cai", "gc",
+                "gc_window_min", "gc_window_max", "mfe", "mfe_per_nt"]  # fmt: skip
+        if settings.property_head:
+            keep.append("property")
         write_table([{k: r.get(k) for k in keep} for r in rows], out / "tradeoff.csv")
         pareto_figure(rows, out / "pareto.png")
         summary["trade_off_designs"] = len(rows)
