@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from helm.downstream.heads import build_head
+from helm.files import atomic_path
+from helm.run import MODEL_DIR, load_checkpoint
 
 HEAD_FORMAT = "helm-probe-head/1"
 HINT = "helm probe --run RUN --save-head FILE writes one"
@@ -53,8 +55,6 @@ class SavedHead:
 
 def weights_sha256(run_dir: str | Path) -> str:
     """sha256 over the files of a run's model/ folder (name and bytes, in name order)."""
-    from helm.run import MODEL_DIR
-
     digest = hashlib.sha256()
     for file in sorted((Path(run_dir) / MODEL_DIR).iterdir()):
         digest.update(file.name.encode())
@@ -71,8 +71,6 @@ def ridge_as_linear(coef: np.ndarray, intercept: float, mu: np.ndarray, sd: np.n
 
 def save_head(file: str | Path, saved: SavedHead) -> Path:
     """Write ``saved`` to ``file`` atomically."""
-    from helm.files import atomic_path
-
     payload = {"format": HEAD_FORMAT, **asdict(saved)}
     payload["state"] = {k: v.detach().cpu().contiguous() for k, v in saved.state.items()}
     with atomic_path(file) as tmp:
@@ -82,8 +80,6 @@ def save_head(file: str | Path, saved: SavedHead) -> Path:
 
 def load_head(file: str | Path) -> SavedHead:
     """Read a head file; a missing, foreign or damaged one is a one-line error naming the file."""
-    from helm.run import load_checkpoint
-
     file = Path(file)
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such probe head file ({HINT})")
