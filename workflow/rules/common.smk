@@ -284,10 +284,15 @@ def tokenizer_args(wildcards, input):
     return ""
 
 
+def corpus_dir(tokenizer):
+    """The merged prepared corpus of a tokenizer (written by merge_units; the aa one by reference_corpus)."""
+    return f"{R}/data/{tokenizer}/corpus"
+
+
 def run_corpus(wildcards):
     """The prepared corpus of a run (its test split is the held-out reference of generate / cluster)."""
     gpu_guard()
-    return f"{R}/data/{RUNS[wildcards.run]['tokenizer']}/corpus"
+    return corpus_dir(RUNS[wildcards.run]["tokenizer"])
 
 
 def training_settings(layer, where):
@@ -339,7 +344,7 @@ def pretrain_request(run):
     c = RUNS[run]
     where = f"pretrain run {run}"
     values = {**PRETRAIN_SETTINGS, **ARCH_SETTINGS.get(c["arch"], {}), **training_settings(grid_point_settings(c), where),
-              "data_dir": f"{R}/data/{c['tokenizer']}/corpus", "output": f"{R}/pretrain/{run}", TAGS: c}  # fmt: skip
+              "data_dir": corpus_dir(c["tokenizer"]), "output": f"{R}/pretrain/{run}", TAGS: c}  # fmt: skip
     return checked_request(values, where)
 
 

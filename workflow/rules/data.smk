@@ -66,7 +66,7 @@ rule merge_units:
     input:
         expand(f"{R}/data/{{{{tokenizer}}}}/parts/{{unit}}", unit=UNITS),
     output:
-        directory(f"{R}/data/{{tokenizer}}/corpus"),
+        directory(corpus_dir("{tokenizer}")),
     threads: 1
     resources:
         **slurm_resources("default", "merge_units"),

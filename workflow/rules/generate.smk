@@ -33,7 +33,7 @@ rule reference_corpus:
     input:
         expand(f"{R}/data/aa/parts/{{unit}}", unit=UNITS),
     output:
-        directory(f"{R}/data/aa/corpus"),
+        directory(corpus_dir("aa")),
     threads: 1
     resources:
         **slurm_resources("default", "reference_corpus"),
@@ -47,7 +47,7 @@ rule reference_corpus:
 
 rule reference_encoder:
     input:
-        corpus=f"{R}/data/aa/corpus",
+        corpus=corpus_dir("aa"),
     output:
         metrics=f"{REFERENCE_ENCODER}/{METRICS_FILE}",
     params:

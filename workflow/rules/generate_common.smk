@@ -66,7 +66,7 @@ def reference_request():
     the fixed protein-MLM settings, the merged aa corpus (checked by helm now, like every pretrain request)."""
     where = "generation.reference_encoder.args"
     values = {**training_settings({**REFERENCE_DEFAULTS, **reference_encoder_args()}, where), **REFERENCE_FIXED,
-              "data_dir": f"{R}/data/aa/corpus", "output": REFERENCE_ENCODER}  # fmt: skip
+              "data_dir": corpus_dir("aa"), "output": REFERENCE_ENCODER}  # fmt: skip
     return checked_request(values, where)
 
 
